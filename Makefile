@@ -1,0 +1,38 @@
+# govlake — `make help` lists the targets. Every target creates or updates .venv itself.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	@touch $(STAMP)
+
+.PHONY: install
+install: $(STAMP) ## Create or update .venv with govlake and its development tools
+
+.PHONY: demo
+demo: $(STAMP) ## Generate department extracts, ingest all four themes, print the summary
+	$(BIN)/govlake demo
+
+.PHONY: test
+test: $(STAMP) ## Run the whole test suite (unit, catalogue, end to end)
+	$(BIN)/python -m pytest
+
+.PHONY: check
+check: $(STAMP) ## Lint and type-check (ruff + mypy)
+	$(BIN)/ruff check src jobs dags expectations tests
+	$(BIN)/ruff format --check src jobs dags expectations tests
+	$(BIN)/mypy
+
+.PHONY: clean
+clean: ## Remove the local lakehouse, landing zone and reports (not .venv)
+	rm -rf lakehouse landing reports govlake.db
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'

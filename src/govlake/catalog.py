@@ -1,0 +1,352 @@
+"""The information-resource catalogue (政务信息资源目录): one YAML file per resource.
+
+Every table, rule, publication and report is derived from these entries. Loading enforces
+the sharing rules of 国发〔2016〕51号 and the local measures (see `shared/domain.md`); each
+broken rule raises its own `CatalogRuleError` subclass naming the file, item and rule.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+Sharing = Literal["unconditional", "conditional", "not_shared"]
+Purpose = Literal[
+    "administrative_basis", "work_reference", "data_verification", "business_collaboration"
+]
+UpdateCycle = Literal["realtime", "hourly", "daily", "weekly", "monthly", "quarterly", "yearly"]
+Category = Literal["base", "thematic", "department"]
+SharingMethod = Literal["system_interface", "front_end_exchange", "online_query", "batch_download"]
+OpenAttribute = Literal["open", "conditional_open", "not_open"]
+CheckName = Literal[
+    "citizen_id", "credit_code", "division_code", "not_future", "china_longitude", "china_latitude"
+]
+SharingClass = Literal["unconditional", "conditional"]
+
+_IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
+_TYPE = re.compile(r"^(string|integer|bigint|double|boolean|date|timestamp|decimal\(\d+,\d+\))$")
+
+#: How long a resource may go without a publication before it is late, per update cycle.
+CYCLE_HOURS: dict[str, float] = {
+    "realtime": 1,
+    "hourly": 1,
+    "daily": 24,
+    "weekly": 24 * 7,
+    "monthly": 24 * 31,
+    "quarterly": 24 * 92,
+    "yearly": 24 * 366,
+}
+
+# Sharing types ordered from most to least open.
+_OPENNESS = {"unconditional": 0, "conditional": 1, "not_shared": 2}
+
+
+class CatalogError(ValueError):
+    """A catalogue file cannot be read or does not describe a valid resource."""
+
+
+class CatalogRuleError(CatalogError):
+    """A catalogue entry breaks one of the sharing rules."""
+
+    rule = "catalogue rule"
+
+    def __init__(self, path: Path | str, resource: str, item: str | None, detail: str):
+        self.path = str(path)
+        self.resource = resource
+        self.item = item
+        self.detail = detail
+        where = f"{resource}.{item}" if item else resource
+        super().__init__(f"{self.path}: {where}: {self.rule}: {detail}")
+
+
+class NotSharedWithoutLegalBasis(CatalogRuleError):
+    rule = "not_shared needs a legal basis (51号 art. 10)"
+
+
+class BaseItemNotUnconditional(CatalogRuleError):
+    rule = "base items are shared unconditionally (51号 art. 10, 石景山 art. 2)"
+
+
+class PiiUnconditional(CatalogRuleError):
+    rule = "personal-privacy (pii) items are never unconditional (宝鸡 art. 15)"
+
+
+class AuthorityError(CatalogRuleError):
+    rule = "every item has exactly one authority that supplies it (一数一源, 51号 art. 5)"
+
+
+class KeyError_(CatalogRuleError):  # noqa: N801 - `KeyError` is a builtin
+    rule = "a key exists, names declared items, and every key item is required"
+
+
+class Steward(BaseModel):
+    """The provider's named data steward: receives quality reports and verification requests."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    email: str
+    phone: str | None = None
+
+
+class Item(BaseModel):
+    """One data item (数据项): a column of the resource."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    title: str
+    type: str = "string"
+    required: bool = False
+    pii: bool = Field(default=False, description="personal privacy (个人隐私)")
+    base_item: bool = Field(default=False, description="基础信息项: shared unconditionally")
+    sharing: Sharing | None = Field(
+        default=None, description="default: unconditional for base items, else the resource's"
+    )
+    authority: str = Field(description="the one provider whose value is authoritative")
+    check: CheckName | None = None
+    values: list[str] | None = Field(default=None, description="allowed values (code list)")
+    minimum: float | None = None
+    maximum: float | None = None
+    legal_basis: str | None = None
+    description: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        if not _IDENTIFIER.match(value):
+            raise ValueError(f"item name {value!r} is not a lower_snake_case identifier")
+        return value
+
+    @field_validator("type")
+    @classmethod
+    def _type(cls, value: str) -> str:
+        value = value.replace(" ", "")
+        if not _TYPE.match(value):
+            raise ValueError(f"unknown item type {value!r}")
+        return value
+
+    @field_validator("authority", mode="before")
+    @classmethod
+    def _one_authority(cls, value: object) -> object:
+        if isinstance(value, list):
+            raise ValueError(
+                f"authority must name exactly one provider, got {len(value)}: {value} (一数一源)"
+            )
+        return value
+
+
+class Resource(BaseModel):
+    """One catalogued information resource (政务信息资源), e.g. `population.residents`."""
+
+    model_config = ConfigDict(extra="forbid")
+    theme: str
+    name: str
+    title: str = Field(description="English title with the Chinese name")
+    category: Category
+    classification: str = Field(description="catalogue classification (资源分类)")
+    provider: str = Field(description="responsible provider department (提供部门)")
+    steward: Steward
+    update_cycle: UpdateCycle
+    sharing: Sharing
+    legal_basis: str | None = None
+    purposes: list[Purpose]
+    sharing_method: list[SharingMethod]
+    usage_requirements: str
+    open_attribute: OpenAttribute
+    format: str = "structured table"
+    key: list[str]
+    grain: str
+    description: str | None = None
+    reviewed_on: date | None = None
+    sources: dict[str, list[str]] = Field(
+        description="provider -> items its extract supplies (the key is always supplied)"
+    )
+    items: list[Item]
+
+    @field_validator("grain")
+    @classmethod
+    def _grain(cls, value: str) -> str:
+        if not value.lower().startswith("one row per"):
+            raise ValueError("grain must say what one row is: 'one row per …'")
+        return value
+
+    # -- derived ------------------------------------------------------------------------------
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.theme}.{self.name}"
+
+    @cached_property
+    def item_map(self) -> dict[str, Item]:
+        return {item.name: item for item in self.items}
+
+    def item(self, name: str) -> Item:
+        return self.item_map[name]
+
+    def sharing_of(self, item: Item) -> Sharing:
+        """An item's sharing type: as declared, else unconditional for base items (they must
+        be), else the resource's type."""
+        if item.sharing is not None:
+            return item.sharing
+        return "unconditional" if item.base_item else self.sharing
+
+    @property
+    def providers(self) -> list[str]:
+        return list(self.sources)
+
+    def supplied_items(self, provider: str) -> list[str]:
+        """The items in `provider`'s extract, key first."""
+        listed = self.sources.get(provider, [])
+        return [*self.key, *(name for name in listed if name not in self.key)]
+
+    def authoritative_items(self, provider: str) -> list[str]:
+        """Non-key items whose authority is `provider`: only these update silver."""
+        return [
+            name
+            for name in self.supplied_items(provider)
+            if name not in self.key and self.item(name).authority == provider
+        ]
+
+    def crosscheck_items(self, provider: str) -> list[str]:
+        """Items `provider` supplies but does not govern: used to cross-check, never to write."""
+        return [
+            name
+            for name in self.supplied_items(provider)
+            if name not in self.key and self.item(name).authority != provider
+        ]
+
+    def class_items(self, sharing_class: SharingClass) -> list[str]:
+        """Items of a published table: the key plus the items that class may see."""
+        allowed = {"unconditional": {"unconditional"}, "conditional": {"unconditional", "conditional"}}
+        chosen = [
+            item.name
+            for item in self.items
+            if item.name not in self.key and self.sharing_of(item) in allowed[sharing_class]
+        ]
+        return [*self.key, *chosen]
+
+    @property
+    def sharing_classes(self) -> list[SharingClass]:
+        """Published classes: unconditional if it has unconditional items, conditional if it
+        has conditional items (otherwise it would repeat the unconditional table)."""
+        if self.sharing == "not_shared":
+            return []
+        shares = {self.sharing_of(i) for i in self.items if i.name not in self.key}
+        classes: list[SharingClass] = []
+        if "unconditional" in shares:
+            classes.append("unconditional")
+        if "conditional" in shares:
+            classes.append("conditional")
+        return classes
+
+
+def check_rules(resource: Resource, path: Path | str = "<memory>") -> None:
+    """Raise the first broken sharing rule of `resource` as its own error type."""
+    name = resource.qualified_name
+    if not resource.key:
+        raise KeyError_(path, name, None, "no key declared")
+    for key in resource.key:
+        if key not in resource.item_map:
+            raise KeyError_(path, name, key, "key names an item that is not declared")
+        if not resource.item(key).required:
+            raise KeyError_(path, name, key, "key item must be required: true")
+    if resource.sharing == "not_shared" and not resource.legal_basis:
+        raise NotSharedWithoutLegalBasis(
+            path, name, None, "sharing is not_shared but legal_basis is empty"
+        )
+    for provider, listed in resource.sources.items():
+        for item_name in listed:
+            if item_name not in resource.item_map:
+                raise AuthorityError(
+                    path, name, item_name, f"source {provider} supplies an undeclared item"
+                )
+    for item in resource.items:
+        sharing = resource.sharing_of(item)
+        if sharing == "not_shared" and not (item.legal_basis or resource.legal_basis):
+            raise NotSharedWithoutLegalBasis(
+                path, name, item.name, "item is not_shared but has no legal_basis"
+            )
+        if _OPENNESS[sharing] < _OPENNESS[resource.sharing] and resource.sharing == "not_shared":
+            raise NotSharedWithoutLegalBasis(
+                path, name, item.name, "a not_shared resource cannot share an item"
+            )
+        if item.base_item and sharing != "unconditional":
+            raise BaseItemNotUnconditional(
+                path, name, item.name, f"base_item: true but sharing is {sharing}"
+            )
+        if item.pii and sharing == "unconditional":
+            raise PiiUnconditional(path, name, item.name, "pii: true but sharing is unconditional")
+        if not item.authority:
+            raise AuthorityError(path, name, item.name, "no authority named")
+        if item.authority not in resource.sources:
+            raise AuthorityError(
+                path, name, item.name, f"authority {item.authority} is not among the sources"
+            )
+        if item.name not in resource.supplied_items(item.authority):
+            raise AuthorityError(
+                path, name, item.name, f"authority {item.authority} does not supply this item"
+            )
+
+
+def load_resource(path: Path, *, theme: str | None = None) -> Resource:
+    """Load and check one catalogue file `schemas/<theme>/<resource>.yaml`."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise CatalogError(f"{path}: cannot read catalogue entry: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise CatalogError(f"{path}: a catalogue entry must be a mapping")
+    raw.setdefault("theme", theme or path.parent.name)
+    raw.setdefault("name", path.stem)
+    if raw["theme"] != (theme or path.parent.name) or raw["name"] != path.stem:
+        raise CatalogError(
+            f"{path}: declares {raw['theme']}.{raw['name']} but lives at "
+            f"{path.parent.name}/{path.name}"
+        )
+    try:
+        resource = Resource.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise CatalogError(f"{path}: {problems}") from exc
+    check_rules(resource, path)
+    return resource
+
+
+class Catalog:
+    """All catalogued resources, keyed by `theme.resource`."""
+
+    def __init__(self, resources: list[Resource]):
+        self.resources = {r.qualified_name: r for r in resources}
+
+    @classmethod
+    def load(cls, directory: Path) -> Catalog:
+        files = sorted(directory.glob("*/*.yaml"))
+        if not files:
+            raise CatalogError(f"{directory}: no catalogue entries (expected <theme>/<name>.yaml)")
+        return cls([load_resource(f) for f in files])
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.resources.values())
+
+    def __len__(self) -> int:
+        return len(self.resources)
+
+    @property
+    def themes(self) -> list[str]:
+        return sorted({r.theme for r in self})
+
+    def get(self, name: str) -> Resource:
+        try:
+            return self.resources[name]
+        except KeyError:
+            known = ", ".join(sorted(self.resources))
+            raise CatalogError(f"unknown resource {name!r}; catalogued: {known}") from None
+
+    def select(self, name: str | None) -> list[Resource]:
+        return list(self) if name is None else [self.get(name)]
