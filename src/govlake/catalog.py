@@ -81,7 +81,7 @@ class AuthorityError(CatalogRuleError):
     rule = "every item has exactly one authority that supplies it (一数一源, 51号 art. 5)"
 
 
-class KeyError_(CatalogRuleError):  # noqa: N801 - `KeyError` is a builtin
+class KeyError_(CatalogRuleError):
     rule = "a key exists, names declared items, and every key item is required"
 
 
@@ -221,7 +221,10 @@ class Resource(BaseModel):
 
     def class_items(self, sharing_class: SharingClass) -> list[str]:
         """Items of a published table: the key plus the items that class may see."""
-        allowed = {"unconditional": {"unconditional"}, "conditional": {"unconditional", "conditional"}}
+        allowed = {
+            "unconditional": {"unconditional"},
+            "conditional": {"unconditional", "conditional"},
+        }
         chosen = [
             item.name
             for item in self.items

@@ -1,0 +1,193 @@
+"""Landing → bronze: every record of every new extract, as delivered, with its lineage.
+
+A file already ingested (same resource, provider and sha256) is skipped and archived. A file
+that cannot be read at all is moved to `rejected/` with a `.reason.json` beside it, recorded
+in `ops.extracts`, and the run goes on with the other files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from govlake.catalog import Resource
+from govlake.lake import append, execute, sql_literal
+from govlake.landing import (
+    ExtractRejected,
+    LandedFile,
+    discover,
+    extract_id,
+    file_digest,
+    normalise,
+)
+from govlake.runs import Interval, RejectedFile, StageCounts
+from govlake.settings import Settings
+from govlake.storage import Location
+from govlake.tables import TableSet, register
+from jobs import registry
+
+log = logging.getLogger(__name__)
+
+DONE = ("bronze", "validated", "merged", "published")
+
+
+def _archive_location(
+    landing: Location, resource: Resource, file: LandedFile, sha: str
+) -> Location:
+    # The content hash in the name keeps a corrected re-send from overwriting the original.
+    return landing.child(
+        "archive",
+        resource.theme,
+        resource.name,
+        file.provider,
+        f"{file.stem}.{sha[:12]}{file.suffix}",
+    )
+
+
+def _reject(
+    spark: SparkSession,
+    *,
+    settings: Settings,
+    resource: Resource,
+    file: LandedFile,
+    error: ExtractRejected,
+    digest: tuple[str, int, bool] | None,
+    interval: Interval,
+    counts: StageCounts,
+) -> None:
+    landing = settings.landing_location
+    target = landing.child("rejected", resource.theme, resource.name, file.provider, file.name)
+    if target.exists():
+        suffix = digest[0][:12] if digest else interval.end.strftime("%Y%m%dT%H%M%S")
+        target = target.parent.child(f"{file.stem}.{suffix}{file.suffix}")
+    file.location.move_to(target)
+    reason = {
+        "file": file.name,
+        "resource": resource.qualified_name,
+        "provider": file.provider,
+        "rule": error.rule,
+        "reason": error.reason,
+        "sha256": digest[0] if digest else None,
+        "rejected_at": interval.end.isoformat(),
+        "kept_at": target.uri,
+    }
+    target.parent.child(target.name + ".reason.json").write_text(
+        json.dumps(reason, ensure_ascii=False, indent=2) + "\n"
+    )
+    table = registry.extracts_table(spark, settings)
+    sha = digest[0] if digest else ""
+    registry.add(
+        spark,
+        table,
+        extract_id=extract_id(file, sha) if sha else f"{file.provider}/{file.stem}/rejected",
+        resource=resource.qualified_name,
+        provider=file.provider,
+        file_name=file.name,
+        file_uri=target.uri,
+        file_sha256=sha or None,
+        bytes=digest[1] if digest else None,
+        status="rejected",
+        reason=f"{error.rule}: {error.reason}",
+        ingested_at=interval.end_naive_utc,
+    )
+    counts.rejected.append(RejectedFile(file.name, error.rule, error.reason))
+    log.warning("rejected %s: %s: %s", file.location.uri, error.rule, error.reason)
+
+
+def run(
+    spark: SparkSession,
+    *,
+    resource: Resource,
+    interval: Interval,
+    settings: Settings,
+    counts: StageCounts | None = None,
+) -> StageCounts:
+    """Ingest every file waiting for `resource` into `<theme>.<resource>_bronze`."""
+    counts = counts or StageCounts(resource.qualified_name)
+    landing = settings.landing_location
+    tables = TableSet(resource, settings.warehouse_location)
+    bronze = tables.bronze
+    register(spark, bronze)
+    register_table = registry.extracts_table(spark, settings)
+    for file in discover(landing, resource):
+        digest: tuple[str, int, bool] | None = None
+        try:
+            digest = file_digest(file.location)
+            sha = digest[0]
+            known = registry.find(
+                spark,
+                register_table,
+                resource=resource.qualified_name,
+                provider=file.provider,
+                file_sha256=sha,
+            )
+            if any(row.status in DONE for row in known):
+                log.info("skipping %s: extract already ingested", file.location.uri)
+                counts.skipped_files.append(file.name)
+                file.location.move_to(_archive_location(landing, resource, file, sha))
+                continue
+            ident = extract_id(file, sha)
+            staging = landing.child("_staging", f"{ident.replace('/', '__')}.parquet")
+            extract = normalise(file, resource, staging, digest=digest)
+        except ExtractRejected as error:
+            _reject(
+                spark,
+                settings=settings,
+                resource=resource,
+                file=file,
+                error=error,
+                digest=digest,
+                interval=interval,
+                counts=counts,
+            )
+            continue
+        if known:
+            # A previous run stopped between registering and finishing this extract.
+            execute(
+                spark, f"DELETE FROM {bronze.sql_name} WHERE _extract_id = {sql_literal(ident)}"
+            )
+        else:
+            registry.add(
+                spark,
+                register_table,
+                extract_id=ident,
+                resource=resource.qualified_name,
+                provider=file.provider,
+                file_name=file.name,
+                file_sha256=sha,
+                file_format=extract.file_format,
+                encoding="gbk" if extract.encoding == "gb18030" else extract.encoding,
+                bytes=extract.bytes,
+                status="registered",
+                ingested_at=interval.end_naive_utc,
+            )
+        records = spark.read.parquet(staging.uri).select(
+            "*",
+            F.lit(file.provider).alias("_provider"),
+            F.lit(ident).alias("_extract_id"),
+            F.lit(file.name).alias("_file_name"),
+            F.lit(sha).alias("_file_sha256"),
+            F.lit(interval.end_naive_utc).cast("timestamp").alias("_ingested_at"),
+        )
+        append(records, bronze)
+        archived = _archive_location(landing, resource, file, sha)
+        file.location.move_to(archived)
+        staging.delete()
+        registry.update(
+            spark,
+            register_table,
+            ident,
+            status="bronze",
+            file_uri=archived.uri,
+            rows_read=extract.rows,
+            rows_malformed=len(extract.malformed),
+        )
+        counts.extracts.append(ident)
+        counts.rows_read += extract.rows
+        counts.rows_malformed += len(extract.malformed)
+        if extract.ignored_columns:
+            counts.ignored_columns[file.name] = extract.ignored_columns
+    return counts

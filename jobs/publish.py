@@ -1,0 +1,96 @@
+"""Silver → published tables, one per sharing class, each publication one Delta version.
+
+`<theme>.<resource>_unconditional` carries the key and the unconditional items;
+`<theme>.<resource>_conditional` the key and every shareable item. Only rows whose required
+items are all present are published. Nothing is published when silver has not changed since
+the last publication, so a re-run makes no new version.
+Each publication is recorded in `ops.publications`.
+"""
+
+from __future__ import annotations
+
+from functools import reduce
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from govlake.catalog import Resource
+from govlake.lake import append, overwrite, sql_literal, version
+from govlake.runs import Interval, StageCounts
+from govlake.settings import Settings
+from govlake.tables import TableSet, ops_tables, register
+from jobs import registry
+
+
+def last_published_silver_version(
+    spark: SparkSession, settings: Settings, resource: Resource
+) -> int | None:
+    _, publications = ops_tables(settings.warehouse_location)
+    register(spark, publications)
+    row = spark.sql(
+        f"SELECT max(silver_version) AS v FROM {publications.sql_name} "
+        f"WHERE resource = {sql_literal(resource.qualified_name)}"
+    ).collect()[0]
+    return None if row.v is None else int(row.v)
+
+
+def run(
+    spark: SparkSession,
+    *,
+    resource: Resource,
+    interval: Interval,
+    settings: Settings,
+    counts: StageCounts | None = None,
+) -> StageCounts:
+    counts = counts or StageCounts(resource.qualified_name)
+    tables = TableSet(resource, settings.warehouse_location)
+    register(spark, tables.silver)
+    _, publications = ops_tables(settings.warehouse_location)
+    register_table = registry.extracts_table(spark, settings)
+    silver_version = version(tables.silver)
+    counts.silver_version = silver_version
+    for sharing_class in resource.sharing_classes:
+        table = tables.published(sharing_class)
+        register(spark, table)
+        counts.published_versions[sharing_class] = version(table)
+    waiting = registry.pending(spark, register_table, resource, "merged")
+    if last_published_silver_version(spark, settings, resource) == silver_version:
+        # Silver is what was last published: mark the extracts done, make no new version.
+        for extract in waiting:
+            registry.update(spark, register_table, extract.extract_id, status="published")
+        return counts
+
+    # A row is published once its required items are in, e.g. a person civil affairs knows of
+    # waits in silver until the identity authority's record arrives.
+    required = [F.col(item.name).isNotNull() for item in resource.items if item.required]
+    silver = spark.table(tables.silver.sql_name).where(reduce(lambda a, b: a & b, required))
+    rows = silver.count()
+    sources = ",".join(extract.extract_id for extract in waiting)
+    records = []
+    for sharing_class in resource.sharing_classes:
+        table = tables.published(sharing_class)
+        overwrite(silver.select(*resource.class_items(sharing_class)), table)
+        published_version = version(table)
+        counts.published_versions[sharing_class] = published_version
+        records.append(
+            (
+                resource.qualified_name,
+                sharing_class,
+                table.qualified_name,
+                published_version,
+                interval.end_naive_utc,
+                rows,
+                silver_version,
+                sources,
+            )
+        )
+    if records:
+        append(
+            spark.createDataFrame(records, ", ".join(f"{n} {k}" for n, k in publications.columns)),
+            publications,
+        )
+        counts.published = True
+        counts.rows_published = rows
+    for extract in waiting:
+        registry.update(spark, register_table, extract.extract_id, status="published")
+    return counts

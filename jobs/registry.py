@@ -1,0 +1,54 @@
+"""The extract register `ops.extracts`: one row per landed file and where it stands."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyspark.sql import Row, SparkSession
+
+from govlake.catalog import Resource
+from govlake.lake import execute, sql_literal
+from govlake.settings import Settings
+from govlake.tables import Table, ops_tables, register
+
+STATUSES = ("registered", "bronze", "validated", "merged", "published", "rejected")
+
+
+def extracts_table(spark: SparkSession, settings: Settings) -> Table:
+    table, publications = ops_tables(settings.warehouse_location)
+    register(spark, table)
+    register(spark, publications)
+    return table
+
+
+def find(spark: SparkSession, table: Table, **where: Any) -> list[Row]:
+    condition = " AND ".join(f"`{k}` = {sql_literal(v)}" for k, v in where.items())
+    return spark.sql(f"SELECT * FROM {table.sql_name} WHERE {condition}").collect()
+
+
+def pending(spark: SparkSession, table: Table, resource: Resource, status: str) -> list[Row]:
+    """Extracts of `resource` waiting in `status`, in provider and file-name order."""
+    return spark.sql(
+        f"SELECT * FROM {table.sql_name} WHERE resource = {sql_literal(resource.qualified_name)} "
+        f"AND status = {sql_literal(status)} ORDER BY provider, file_name"
+    ).collect()
+
+
+def add(spark: SparkSession, table: Table, **values: Any) -> None:
+    columns = table.column_names
+    literals = []
+    for name, kind in table.columns:
+        literal = sql_literal(values.get(name))
+        literals.append(f"cast({literal} as {kind})")
+    spark.sql(
+        f"INSERT INTO {table.sql_name} ({', '.join(f'`{c}`' for c in columns)}) "
+        f"VALUES ({', '.join(literals)})"
+    )
+
+
+def update(spark: SparkSession, table: Table, extract_id: str, **values: Any) -> None:
+    assignments = ", ".join(f"`{k}` = {sql_literal(v)}" for k, v in values.items())
+    execute(
+        spark,
+        f"UPDATE {table.sql_name} SET {assignments} WHERE extract_id = {sql_literal(extract_id)}",
+    )

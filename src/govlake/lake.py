@@ -1,0 +1,79 @@
+"""Writing to the lakehouse: the few Delta operations jobs use, all in the portable subset
+(append, replaceWhere overwrite, SQL MERGE/UPDATE), plus table metadata through delta-rs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from deltalake import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+
+from govlake.tables import Table
+
+
+def sql_literal(value: Any) -> str:
+    """A SQL literal for a value of ours (ids, names, numbers, timestamps)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, datetime):
+        return f"TIMESTAMP '{value.strftime('%Y-%m-%d %H:%M:%S.%f')}'"
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def conform(df: DataFrame, table: Table) -> DataFrame:
+    """Select `table`'s columns in order, casting; columns `df` lacks become nulls."""
+    present = set(df.columns)
+    return df.selectExpr(
+        *[
+            f"cast(`{name}` as {kind}) as `{name}`"
+            if name in present
+            else f"cast(null as {kind}) as `{name}`"
+            for name, kind in table.columns
+        ]
+    )
+
+
+def append(df: DataFrame, table: Table) -> None:
+    conform(df, table).write.format("delta").mode("append").save(table.location.uri)
+
+
+def replace_where(df: DataFrame, table: Table, predicate: str) -> None:
+    """Replace exactly the rows matching `predicate` with `df` (one Delta version)."""
+    (
+        conform(df, table)
+        .write.format("delta")
+        .mode("overwrite")
+        .option("replaceWhere", predicate)
+        .save(table.location.uri)
+    )
+
+
+def overwrite(df: DataFrame, table: Table) -> None:
+    conform(df, table).write.format("delta").mode("overwrite").save(table.location.uri)
+
+
+def execute(spark: SparkSession, statement: str) -> int:
+    """Run a DML statement; return the number of rows it affected (first result column on
+    both Sail and Spark+Delta), 0 when it reports nothing."""
+    rows = spark.sql(statement).collect()
+    if not rows or rows[0][0] is None:
+        return 0
+    return int(rows[0][0])
+
+
+def version(table: Table) -> int:
+    """The table's current Delta version, read from its log with delta-rs."""
+    return int(
+        DeltaTable(table.location.uri, storage_options=table.location.storage_options()).version()
+    )
+
+
+def history(table: Table) -> list[dict[str, Any]]:
+    return list(
+        DeltaTable(table.location.uri, storage_options=table.location.storage_options()).history()
+    )

@@ -1,0 +1,52 @@
+"""What a pipeline run is given (its interval) and what each stage reports back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+
+@dataclass(frozen=True)
+class Interval:
+    """The data interval a run covers. Jobs take it as input and never read the clock, so a
+    re-run of the same interval does the same thing."""
+
+    start: datetime
+    end: datetime
+
+    @classmethod
+    def ending(cls, end: datetime | None = None, *, hours: float = 24) -> Interval:
+        end = (end or datetime.now(UTC)).astimezone(UTC)
+        return cls(end - timedelta(hours=hours), end)
+
+    @property
+    def end_naive_utc(self) -> datetime:
+        """The end as a naive UTC timestamp, as the engine stores it (session time zone UTC)."""
+        return self.end.astimezone(UTC).replace(tzinfo=None)
+
+
+@dataclass
+class RejectedFile:
+    file: str
+    rule: str
+    reason: str
+
+
+@dataclass
+class StageCounts:
+    """Counts for one resource through one run of the pipeline."""
+
+    resource: str
+    extracts: list[str] = field(default_factory=list)
+    skipped_files: list[str] = field(default_factory=list)
+    rejected: list[RejectedFile] = field(default_factory=list)
+    ignored_columns: dict[str, list[str]] = field(default_factory=dict)
+    rows_read: int = 0
+    rows_malformed: int = 0
+    rows_quarantined: int = 0
+    rows_merged: int = 0
+    crosscheck_findings: int = 0
+    rows_published: int = 0
+    silver_version: int | None = None
+    published_versions: dict[str, int] = field(default_factory=dict)
+    published: bool = False
