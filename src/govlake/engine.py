@@ -42,9 +42,13 @@ def remote_url(settings: Settings) -> str:
     return settings.spark_remote or _start_embedded()
 
 
-def get_spark(settings: Settings, catalog: Catalog | None = None) -> SparkSession:
-    """A Spark Connect session with the catalogue's tables registered."""
-    spark = SparkSession.builder.remote(remote_url(settings)).getOrCreate()
+def get_spark(
+    settings: Settings, catalog: Catalog | None = None, *, fresh: bool = False
+) -> SparkSession:
+    """A Spark Connect session with the catalogue's tables registered. `fresh` opens a new
+    session (its own table catalogue) instead of reusing the process's default one."""
+    builder = SparkSession.builder.remote(remote_url(settings))
+    spark = builder.create() if fresh else builder.getOrCreate()
     spark.conf.set("spark.sql.session.timeZone", settings.session_timezone)
     if catalog is not None:
         register_catalog(spark, catalog, settings)
