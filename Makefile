@@ -21,7 +21,7 @@ demo: $(STAMP) ## Generate department extracts, ingest all four themes, print th
 
 .PHONY: test
 test: $(STAMP) ## Run the whole test suite (unit, catalogue, end to end)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -p no:cacheprovider
 
 .PHONY: check
 check: $(STAMP) ## Lint and type-check (ruff + mypy)

@@ -8,6 +8,7 @@ broken rule raises its own `CatalogRuleError` subclass naming the file, item and
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from datetime import date
 from functools import cached_property
 from pathlib import Path
@@ -334,7 +335,7 @@ class Catalog:
             raise CatalogError(f"{directory}: no catalogue entries (expected <theme>/<name>.yaml)")
         return cls([load_resource(f) for f in files])
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Resource]:
         return iter(self.resources.values())
 
     def __len__(self) -> int:

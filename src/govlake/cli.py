@@ -10,7 +10,14 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table as RichTable
 
 from govlake.catalog import Catalog, CatalogError
@@ -170,7 +177,7 @@ def _generate(
     catalog = _catalog(settings)
     day = date.fromisoformat(as_of) if as_of else datetime.now(UTC).date()
     with _progress() as progress:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def on_progress(label: str, done: int) -> None:
             if label not in tasks:
@@ -185,7 +192,7 @@ def _generate(
             defects=defects,
             encoding=encoding,
             fmt=fmt,
-            as_of=day,  # type: ignore[arg-type]
+            as_of=day,
             resources=[resource] if resource else None,
             on_progress=on_progress,
         )
