@@ -6,7 +6,7 @@ import logging
 import time
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal, cast
 
 import typer
 from rich.console import Console
@@ -173,6 +173,8 @@ def _generate(
         raise typer.BadParameter("encoding must be utf-8 or gbk")
     if fmt not in ("csv", "parquet", "jsonl"):
         raise typer.BadParameter("format must be csv, parquet or jsonl")
+    chosen_encoding = cast(Literal["utf-8", "gbk"], encoding)
+    chosen_format = cast(Literal["csv", "parquet", "jsonl"], fmt)
     settings = get_settings()
     catalog = _catalog(settings)
     day = date.fromisoformat(as_of) if as_of else datetime.now(UTC).date()
@@ -190,8 +192,8 @@ def _generate(
             rows=rows,
             seed=seed,
             defects=defects,
-            encoding=encoding,
-            fmt=fmt,
+            encoding=chosen_encoding,
+            fmt=chosen_format,
             as_of=day,
             resources=[resource] if resource else None,
             on_progress=on_progress,
