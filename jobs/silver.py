@@ -14,7 +14,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from govlake.catalog import Resource
-from govlake.lake import execute
+from govlake.lake import merge
 from govlake.rules import typed
 from govlake.runs import Interval, StageCounts
 from govlake.settings import Settings
@@ -125,8 +125,8 @@ def run(
         )
         view = f"merge_source_{resource.theme}_{resource.name}"
         source.createOrReplaceTempView(view)
-        merged[extract.extract_id] = execute(
-            spark, merge_statement(resource, tables.silver, view, items)
+        merged[extract.extract_id] = merge(
+            spark, tables.silver, merge_statement(resource, tables.silver, view, items)
         )
         spark.catalog.dropTempView(view)
 
@@ -151,8 +151,9 @@ def run(
         found.createOrReplaceTempView(view)
         on = " AND ".join(f"t.{_q(c)} = s.{_q(c)}" for c in [*resource.key, "item", "provider"])
         columns = tables.crosscheck.column_names
-        findings[extract.extract_id] = execute(
+        findings[extract.extract_id] = merge(
             spark,
+            tables.crosscheck,
             f"MERGE INTO {tables.crosscheck.sql_name} t USING {view} s ON {on} "
             f"WHEN MATCHED AND NOT (t.authority_value <=> s.authority_value "
             f"AND t.provider_value <=> s.provider_value) THEN UPDATE SET "

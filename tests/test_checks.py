@@ -33,7 +33,7 @@ def _ric_oracle(value: str) -> bool:
         return False
     try:
         ric.get_birth_date(value)
-    except Exception:  # noqa: BLE001 - stdnum raises its own ValidationError subclasses
+    except Exception:
         return False
     return True
 

@@ -61,7 +61,9 @@ def test_ragged_records_are_kept_not_lost(tmp_path: Path, catalog: Catalog) -> N
 
 def test_undecodable_file_is_rejected_with_reason(tmp_path: Path, catalog: Catalog) -> None:
     residents = catalog.get("population.residents")
-    file = _landed(tmp_path, "a.csv", b"citizen_id,name,marital_status\n\xff\xfe\x00\x81\xff garbage")
+    file = _landed(
+        tmp_path, "a.csv", b"citizen_id,name,marital_status\n\xff\xfe\x00\x81\xff garbage"
+    )
     with pytest.raises(ExtractRejected) as caught:
         normalise(file, residents, _staged(tmp_path))
     assert caught.value.rule == "encoding"

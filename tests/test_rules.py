@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime
 
 from pyspark.sql import DataFrame, SparkSession
-
 from stdnum.cn import ric
 
 from govlake.catalog import Catalog

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -31,7 +32,8 @@ catalog_app = typer.Typer(
     help="Read and check the information-resource catalogue.", no_args_is_help=True
 )
 app.add_typer(catalog_app, name="catalog")
-console = Console()
+# Wide enough for the summary when the output is a pipe or a CI log.
+console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def _catalog(settings: Settings) -> Catalog:
@@ -356,4 +358,3 @@ def demo(
         'population.residents_quarantine GROUP BY _rules ORDER BY n DESC"'
     )
     console.print("Re-run `make demo`: the same extracts are skipped and no new version appears.")
-

@@ -66,6 +66,26 @@ def execute(spark: SparkSession, statement: str) -> int:
     return int(rows[0][0])
 
 
+def merge(spark: SparkSession, table: Table, statement: str) -> int:
+    """Run a MERGE into `table`; return the rows it inserted or updated.
+
+    The count comes from the commit's `operationMetrics` in the Delta log (the names Delta
+    defines, written by Sail and by Spark+Delta alike), not from the statement's result row,
+    whose meaning differs between engines. A MERGE that changes nothing commits nothing."""
+    before = version(table)
+    spark.sql(statement).collect()
+    after = version(table)
+    if after == before:
+        return 0
+    for commit in history(table, limit=after - before):
+        if commit.get("operation") == "MERGE" and before < int(commit.get("version", after)):
+            metrics = commit.get("operationMetrics") or {}
+            return int(metrics.get("numTargetRowsInserted", 0)) + int(
+                metrics.get("numTargetRowsUpdated", 0)
+            )
+    return 0
+
+
 def version(table: Table) -> int:
     """The table's current Delta version, read from its log with delta-rs."""
     return int(
@@ -73,7 +93,10 @@ def version(table: Table) -> int:
     )
 
 
-def history(table: Table) -> list[dict[str, Any]]:
+def history(table: Table, limit: int | None = None) -> list[dict[str, Any]]:
+    """Commits of `table`, newest first, read from its log with delta-rs."""
     return list(
-        DeltaTable(table.location.uri, storage_options=table.location.storage_options()).history()
+        DeltaTable(table.location.uri, storage_options=table.location.storage_options()).history(
+            limit
+        )
     )
