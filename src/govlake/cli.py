@@ -228,7 +228,7 @@ def _ingest(resource: str | None) -> list[StageCounts]:
     catalog = _catalog(settings)
     resources = catalog.select(resource)
     started = time.perf_counter()
-    spark = get_spark(settings, catalog)
+    spark = get_spark(settings, catalog, fresh=True)
     interval = Interval.ending()
     results = []
     with _progress() as progress:
@@ -294,7 +294,7 @@ def sql(query: str, limit: Annotated[int, typer.Option(help="rows to show")] = 5
     from govlake.engine import get_spark
 
     settings = get_settings()
-    spark = get_spark(settings, _catalog(settings))
+    spark = get_spark(settings, _catalog(settings), fresh=True)
     frame = spark.sql(query)
     rows = frame.limit(limit).collect()
     table = RichTable(*frame.columns)
