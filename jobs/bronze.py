@@ -82,7 +82,8 @@ def _reject(
     registry.add(
         spark,
         table,
-        extract_id=extract_id(file, sha) if sha else f"{file.provider}/{file.stem}/rejected",
+        # Its own id, so that a corrected re-send of the same content registers afresh.
+        extract_id=f"rejected/{extract_id(file, sha or 'unread')}",
         resource=resource.qualified_name,
         provider=file.provider,
         file_name=file.name,
@@ -144,7 +145,7 @@ def run(
                 counts=counts,
             )
             continue
-        if known:
+        if any(row.status == "registered" for row in known):
             # A previous run stopped between registering and finishing this extract.
             execute(
                 spark, f"DELETE FROM {bronze.sql_name} WHERE _extract_id = {sql_literal(ident)}"

@@ -126,50 +126,29 @@ def test_rules_follow_the_providers_columns(catalog: Catalog) -> None:
 
 def test_typed_and_crosscheck_findings(shared_spark: SparkSession, catalog: Catalog) -> None:
     enterprises = catalog.get("legal_entity.enterprises")
-    silver = typed(
-        shared_spark.createDataFrame(
-            [("91350100M000100Y43", "福州华信科技有限公司", "100.00")],
-            "credit_code string, name string, registered_capital string",
-        ),
-        enterprises,
-        ["credit_code", "name", "registered_capital"],
-    )
-    tax = typed(
-        shared_spark.createDataFrame(
-            [("91350100M000100Y43", "福州华信科技有限公司", "100.0")],
-            "credit_code string, name string, registered_capital string",
-        ),
-        enterprises,
-        ["credit_code", "name", "registered_capital"],
-    )
-    # Same decimal written differently is agreement, not a finding.
-    none = crosscheck_findings(
-        enterprises,
-        "taxation",
-        tax,
-        silver,
-        extract_id="e",
-        detected_at=datetime.datetime(2026, 1, 1),
-    )
-    assert none is not None and none.count() == 0
-    other = typed(
-        shared_spark.createDataFrame(
-            [("91350100M000100Y43", "福州华信科技公司", "120")],
-            "credit_code string, name string, registered_capital string",
-        ),
-        enterprises,
-        ["credit_code", "name", "registered_capital"],
-    )
-    found = crosscheck_findings(
-        enterprises,
-        "taxation",
-        other,
-        silver,
-        extract_id="e",
-        detected_at=datetime.datetime(2026, 1, 1),
-    )
-    assert found is not None
-    rows = {r.item: r for r in found.collect()}
+    items = ["credit_code", "name", "registered_capital"]
+
+    def frame(name: str, capital: str) -> DataFrame:
+        raw = shared_spark.createDataFrame(
+            [("91350100M000100Y43", name, capital)], ", ".join(f"{i} string" for i in items)
+        )
+        return typed(raw, enterprises, items)
+
+    def findings(tax: DataFrame) -> DataFrame:
+        found = crosscheck_findings(
+            enterprises,
+            "taxation",
+            tax,
+            frame("福州华信科技有限公司", "100.00"),
+            extract_id="e",
+            detected_at=datetime.datetime(2026, 1, 1),
+        )
+        assert found is not None
+        return found
+
+    # The same decimal written differently is agreement, not a finding.
+    assert findings(frame("福州华信科技有限公司", "100.0")).count() == 0
+    rows = {r.item: r for r in findings(frame("福州华信科技公司", "120")).collect()}
     assert set(rows) == {"name", "registered_capital"}
     assert rows["registered_capital"].authority == "market_regulation"
     assert rows["registered_capital"].authority_value == "100.00"
