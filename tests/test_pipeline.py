@@ -293,3 +293,33 @@ def app_():  # type: ignore[no-untyped-def]
     from govlake.cli import app
 
     return app
+
+
+def test_demo_publishes_all_four_themes(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from govlake import settings as settings_module
+
+    monkeypatch.setenv("GOVLAKE_WAREHOUSE", settings.warehouse)
+    monkeypatch.setenv("GOVLAKE_LANDING", settings.landing)
+    settings_module.get_settings.cache_clear()
+    runner = CliRunner(env={"COLUMNS": "200"})
+    try:
+        first = runner.invoke(app_(), ["demo", "--rows", "1000"])
+        assert first.exit_code == 0, first.output
+        summary = first.output[first.output.index("ingestion summary") :]
+        for name in (
+            "population.residents",
+            "legal_entity.enterprises",
+            "geospatial.admin_divisions",
+            "credit.records",
+        ):
+            line = next(line for line in summary.splitlines() if name in line)
+            assert "unconditional v1" in line, line
+        assert "govlake sql" in first.output
+        again = runner.invoke(app_(), ["demo", "--rows", "1000"])
+        assert again.exit_code == 0, again.output
+        assert "already ingested" in again.output
+        assert "unchanged" in again.output and "v2" not in again.output
+    finally:
+        settings_module.get_settings.cache_clear()
