@@ -32,6 +32,10 @@ catalog_app = typer.Typer(
     help="Read and check the information-resource catalogue.", no_args_is_help=True
 )
 app.add_typer(catalog_app, name="catalog")
+quality_app = typer.Typer(
+    help="Quality and timeliness of what providers deliver.", no_args_is_help=True
+)
+app.add_typer(quality_app, name="quality")
 # Wide enough for the summary when the output is a pipe or a CI log.
 console = Console(width=None if sys.stdout.isatty() else 160)
 
@@ -302,6 +306,49 @@ def sql(query: str, limit: Annotated[int, typer.Option(help="rows to show")] = 5
         table.add_row(*["" if v is None else str(v) for v in row])
     console.print(table)
     console.print(f"{len(rows)} row(s) shown (limit {limit})")
+
+
+@quality_app.command("timeliness")
+def quality_timeliness(
+    at: Annotated[
+        str | None, typer.Option(help="assess at this UTC time (ISO), default now")
+    ] = None,
+) -> None:
+    """Each resource's last publication against its update cycle: on time, due or overdue."""
+    from govlake.engine import get_spark
+    from govlake.quality.timeliness import monitor
+
+    settings = get_settings()
+    catalog = _catalog(settings)
+    moment = datetime.fromisoformat(at) if at else datetime.now(UTC)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    spark = get_spark(settings, catalog, fresh=True)
+    results = sorted(
+        monitor(spark, catalog, settings, at=moment), key=lambda t: (t.provider, t.resource)
+    )
+    colours = {"on_time": "green", "due": "yellow", "overdue": "red"}
+    table = RichTable(
+        "provider",
+        "resource",
+        "cycle",
+        "last published (UTC)",
+        "next due (UTC)",
+        "state",
+        "hours late",
+        title=f"timeliness at {moment:%Y-%m-%d %H:%M} UTC",
+    )
+    for t in results:
+        table.add_row(
+            t.provider,
+            t.resource,
+            t.update_cycle,
+            f"{t.last_published_at:%Y-%m-%d %H:%M}" if t.last_published_at else "never",
+            f"{t.next_due_at:%Y-%m-%d %H:%M}" if t.next_due_at else "-",
+            f"[{colours[t.state]}]{t.state}[/]",
+            f"{t.hours_late:.1f}",
+        )
+    console.print(table)
 
 
 QUERIES = {

@@ -41,6 +41,12 @@ class Settings(BaseSettings):
         description="Spark Connect URL; unset starts the embedded Sail engine in-process.",
     )
     session_timezone: str = Field(default="UTC", description="Engine session time zone.")
+    timeliness_grace: float = Field(
+        default=0.25,
+        ge=0,
+        description="Share of the update cycle after the due time during which a resource is "
+        "'due' rather than 'overdue' (at least one hour).",
+    )
 
     @property
     def warehouse_location(self) -> Location:

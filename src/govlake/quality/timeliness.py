@@ -1,0 +1,88 @@
+"""Timeliness monitor: each resource's last publication against its update cycle.
+
+A resource is `on_time` until its next publication is due (last publication + update
+cycle), `due` during a grace period after that, and `overdue` after the grace period or
+when it has never been published.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+from pyspark.sql import SparkSession
+
+from govlake.catalog import CYCLE_HOURS, Catalog, Resource
+from govlake.settings import Settings
+from govlake.tables import ops_tables, register
+
+State = Literal["on_time", "due", "overdue"]
+
+
+@dataclass(frozen=True)
+class Timeliness:
+    """Where one resource stands at `at`."""
+
+    resource: str
+    provider: str
+    update_cycle: str
+    last_published_at: datetime | None
+    next_due_at: datetime | None
+    state: State
+    at: datetime
+
+    @property
+    def hours_late(self) -> float:
+        if self.next_due_at is None or self.at <= self.next_due_at:
+            return 0.0
+        return (self.at - self.next_due_at).total_seconds() / 3600
+
+
+def grace(resource: Resource, fraction: float) -> timedelta:
+    """How long after its due time a publication still counts as `due`, not `overdue`:
+    a share of the cycle, at least one hour."""
+    return timedelta(hours=max(1.0, CYCLE_HOURS[resource.update_cycle] * fraction))
+
+
+def assess(
+    resource: Resource, last_published_at: datetime | None, *, at: datetime, grace_fraction: float
+) -> Timeliness:
+    """Pure: the state of `resource` at `at` given its last publication time."""
+    if last_published_at is None:
+        return Timeliness(
+            resource.qualified_name, resource.provider, resource.update_cycle, None, None,
+            "overdue", at,
+        )  # fmt: skip
+    next_due = last_published_at + timedelta(hours=CYCLE_HOURS[resource.update_cycle])
+    if at < next_due:
+        state: State = "on_time"
+    elif at < next_due + grace(resource, grace_fraction):
+        state = "due"
+    else:
+        state = "overdue"
+    return Timeliness(
+        resource.qualified_name, resource.provider, resource.update_cycle, last_published_at,
+        next_due, state, at,
+    )  # fmt: skip
+
+
+def last_publications(spark: SparkSession, settings: Settings) -> dict[str, datetime]:
+    """Latest publication time per resource, from `ops.publications` (a small table)."""
+    _, publications = ops_tables(settings.warehouse_location)
+    register(spark, publications)
+    rows = spark.sql(
+        f"SELECT resource, max(published_at) AS last FROM {publications.sql_name} GROUP BY resource"
+    ).collect()
+    return {row.resource: row.last for row in rows}
+
+
+def monitor(
+    spark: SparkSession, catalog: Catalog, settings: Settings, *, at: datetime
+) -> list[Timeliness]:
+    """Every catalogued resource's timeliness at `at` (naive UTC, as the engine stores it)."""
+    last = last_publications(spark, settings)
+    return [
+        assess(r, last.get(r.qualified_name), at=at, grace_fraction=settings.timeliness_grace)
+        for r in catalog
+    ]
