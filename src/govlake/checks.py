@@ -1,11 +1,14 @@
 """Check-character rules as engine column expressions (no Python UDF), so they run where the
-data is, on Sail or on a Spark cluster.
+data is, on Sail or on a Spark cluster, and serve both row quarantine and quality suites.
 
 - GB 11643 citizen identity number: 17 digits + ISO 7064 MOD 11-2 check character, and a
   valid birth date in positions 7–14. The first six digits are the division where the number
   was issued; divisions are renamed over time, so they are not checked against today's table.
 - GB 32100 unified social credit code: 18 characters of the 31-character alphabet (no I, O,
   S, V, Z), the first eight being digits, + MOD 31 check character.
+
+Each function takes a column (a name or a `Column`) and returns a boolean `Column`: true
+when valid, false when not, null when the value is null (completeness is a rule of its own).
 """
 
 from __future__ import annotations
@@ -19,62 +22,57 @@ CREDIT_CODE_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
 CREDIT_CODE_WEIGHTS = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
 
 
-def _weights(values: tuple[int, ...]) -> str:
-    return "array(" + ",".join(str(v) for v in values) + ")"
+def _col(column: str | Column) -> Column:
+    return F.col(column) if isinstance(column, str) else column
 
 
-def _sql_column(name: str) -> str:
-    return "`" + name.replace("`", "``") + "`"
+def _weighted_sum(value: Column, weights: tuple[int, ...], digit: object) -> Column:
+    # Built inside the call: column functions need an active session to construct.
+    array = F.array(*[F.lit(w) for w in weights])
+    return F.aggregate(
+        F.sequence(F.lit(1), F.lit(len(weights))),
+        F.lit(0),
+        lambda acc, i: acc + digit(F.substring(value, i, F.lit(1))) * F.element_at(array, i),  # type: ignore[operator]
+    )
 
 
-def citizen_id_check_char(column: str) -> Column:
+def citizen_id_check_char(column: str | Column) -> Column:
     """The check character GB 11643 computes from the first 17 digits of `column`."""
-    col = _sql_column(column)
-    total = (
-        f"aggregate(sequence(1, 17), 0, (acc, i) -> acc + "
-        f"coalesce(try_cast(substring({col}, i, 1) as int), 0) * "
-        f"element_at({_weights(CITIZEN_ID_WEIGHTS)}, i))"
+    # try_cast, not cast: the engine may evaluate every branch of a `when`, and a malformed
+    # value must give False, never a cast error that fails the whole job.
+    total = _weighted_sum(
+        _col(column), CITIZEN_ID_WEIGHTS, lambda c: F.coalesce(c.try_cast("int"), F.lit(0))
     )
-    return F.expr(f"substring('{CITIZEN_ID_CHECK}', pmod({total}, 11) + 1, 1)")
+    return F.substring(F.lit(CITIZEN_ID_CHECK), F.pmod(total, F.lit(11)) + 1, F.lit(1))
 
 
-def is_valid_citizen_id(column: str) -> Column:
+def is_valid_citizen_id(column: str | Column) -> Column:
     """True when `column` is a well-formed citizen id with the right check character and a real
-    birth date; null when the value is null (completeness is a rule of its own)."""
-    value = F.col(column)
-    shaped = value.rlike(r"^[0-9]{17}[0-9X]$")
-    birth = F.expr(
-        f"try_cast(concat_ws('-', substring({_sql_column(column)}, 7, 4), "
-        f"substring({_sql_column(column)}, 11, 2), "
-        f"substring({_sql_column(column)}, 13, 2)) as date)"
-    )
-    # The engine may evaluate both branches of `when`, so the digit sum uses try_cast: a
-    # malformed value must give False, never a cast error that fails the whole job.
+    birth date."""
+    value = _col(column)
+    birth = F.concat_ws(
+        "-", F.substring(value, 7, 4), F.substring(value, 11, 2), F.substring(value, 13, 2)
+    ).try_cast("date")
+    valid = (F.substring(value, 18, 1) == citizen_id_check_char(value)) & birth.isNotNull()
     return F.when(value.isNull(), F.lit(None)).otherwise(
-        F.when(
-            shaped,
-            (F.substring(value, 18, 1) == citizen_id_check_char(column)) & birth.isNotNull(),
-        ).otherwise(F.lit(False))
+        F.when(value.rlike(r"^[0-9]{17}[0-9X]$"), valid).otherwise(F.lit(False))
     )
 
 
-def credit_code_check_char(column: str) -> Column:
+def credit_code_check_char(column: str | Column) -> Column:
     """The check character GB 32100 computes from the first 17 characters of `column`."""
-    col = _sql_column(column)
-    total = (
-        f"aggregate(sequence(1, 17), 0, (acc, i) -> acc + "
-        f"(instr('{CREDIT_CODE_ALPHABET}', substring({col}, i, 1)) - 1) * "
-        f"element_at({_weights(CREDIT_CODE_WEIGHTS)}, i))"
-    )
-    return F.expr(f"substring('{CREDIT_CODE_ALPHABET}', pmod(31 - pmod({total}, 31), 31) + 1, 1)")
+    alphabet = F.lit(CREDIT_CODE_ALPHABET)
+    total = _weighted_sum(_col(column), CREDIT_CODE_WEIGHTS, lambda c: F.instr(alphabet, c) - 1)
+    check = F.pmod(F.lit(31) - F.pmod(total, F.lit(31)), F.lit(31))
+    return F.substring(alphabet, check + 1, F.lit(1))
 
 
-def is_valid_credit_code(column: str) -> Column:
+def is_valid_credit_code(column: str | Column) -> Column:
     """True when `column` is a well-formed credit code with the right check character."""
-    value = F.col(column)
+    value = _col(column)
     shaped = value.rlike(f"^[0-9]{{8}}[{CREDIT_CODE_ALPHABET}]{{10}}$")
     return F.when(value.isNull(), F.lit(None)).otherwise(
-        F.when(shaped, F.substring(value, 18, 1) == credit_code_check_char(column)).otherwise(
+        F.when(shaped, F.substring(value, 18, 1) == credit_code_check_char(value)).otherwise(
             F.lit(False)
         )
     )
