@@ -11,8 +11,6 @@ from govlake.lake import execute, sql_literal
 from govlake.settings import Settings
 from govlake.tables import Table, ops_tables, register
 
-STATUSES = ("registered", "bronze", "validated", "merged", "published", "rejected")
-
 
 def extracts_table(spark: SparkSession, settings: Settings) -> Table:
     table, publications = ops_tables(settings.warehouse_location)

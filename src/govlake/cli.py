@@ -174,6 +174,7 @@ def _generate(
     resource: str | None,
 ) -> None:
     from govlake.generate import generate as run_generate
+    from govlake.generate import planned_rows
 
     if encoding not in ("utf-8", "gbk"):
         raise typer.BadParameter("encoding must be utf-8 or gbk")
@@ -184,12 +185,14 @@ def _generate(
     settings = get_settings()
     catalog = _catalog(settings)
     day = date.fromisoformat(as_of) if as_of else datetime.now(UTC).date()
+    selected = [resource] if resource else None
+    totals = planned_rows(catalog, rows=rows, resources=selected)
     with _progress() as progress:
         tasks: dict[str, TaskID] = {}
 
         def on_progress(label: str, done: int) -> None:
             if label not in tasks:
-                tasks[label] = progress.add_task(label, total=None)
+                tasks[label] = progress.add_task(label, total=totals.get(label))
             progress.advance(tasks[label], done)
 
         made = run_generate(
@@ -201,7 +204,7 @@ def _generate(
             encoding=chosen_encoding,
             fmt=chosen_format,
             as_of=day,
-            resources=[resource] if resource else None,
+            resources=selected,
             on_progress=on_progress,
         )
     table = RichTable("resource", "provider", "rows", "defects", "file")

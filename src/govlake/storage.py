@@ -45,9 +45,6 @@ class Location:
     def child(self, *parts: str) -> Location:
         return Location("/".join([self.uri.rstrip("/"), *(p.strip("/") for p in parts)]))
 
-    def __truediv__(self, part: str) -> Location:
-        return self.child(part)
-
     def __str__(self) -> str:
         return self.uri
 
