@@ -31,7 +31,7 @@ from jobs import registry
 
 log = logging.getLogger(__name__)
 
-DONE = ("bronze", "validated", "merged", "published")
+DONE = ("bronze", "validated", "held", "merged", "published")
 
 
 def _archive_location(
@@ -160,6 +160,8 @@ def run(
                 file_name=file.name,
                 file_sha256=sha,
                 file_format=extract.file_format,
+                # Without a stamp in its name an extract is taken to be as of its arrival.
+                as_of=file.as_of or interval.end_naive_utc,
                 encoding="gbk" if extract.encoding == "gb18030" else extract.encoding,
                 bytes=extract.bytes,
                 status="registered",

@@ -4,6 +4,11 @@
 `<theme>.<resource>_conditional` the key and every shareable item. Only rows whose required
 items are all present are published. Nothing is published when silver has not changed since
 the last publication, so a re-run makes no new version.
+
+Before anything is written the publication suite runs (`jobs.quality.check_publication`):
+an error-level failure holds the publication back, the published tables keep their current
+version, and the reason is kept in `ops.quality_runs`. The same silver version is not
+judged twice; a new extract makes a new silver version and a new attempt.
 Each publication is recorded in `ops.publications`.
 """
 
@@ -19,7 +24,7 @@ from govlake.lake import append, overwrite, sql_literal, version
 from govlake.runs import Interval, StageCounts
 from govlake.settings import Settings
 from govlake.tables import TableSet, ops_tables, register
-from jobs import registry
+from jobs import quality, registry
 
 
 def last_published_silver_version(
@@ -64,7 +69,25 @@ def run(
     # waits in silver until the identity authority's record arrives.
     required = [F.col(item.name).isNotNull() for item in resource.items if item.required]
     silver = spark.table(tables.silver.sql_name).where(reduce(lambda a, b: a & b, required))
+    if quality.last_held_silver_version(spark, settings, resource) == silver_version:
+        counts.held.append(f"{resource.qualified_name}: silver v{silver_version} already held")
+        return counts
     rows = silver.count()
+    verdict = quality.check_publication(
+        spark,
+        resource=resource,
+        candidate=silver.select(*[item.name for item in resource.items]),
+        rows=rows,
+        silver_version=silver_version,
+        interval=interval,
+        settings=settings,
+    )
+    counts.quality[f"silver-v{silver_version}"] = verdict.outcome
+    if verdict.held:
+        # Consumers keep the version they have; the extracts stay merged and go out with
+        # the next publication that passes.
+        counts.held.append(f"{resource.qualified_name} publication: {verdict.reason}")
+        return counts
     sources = ",".join(extract.extract_id for extract in waiting)
     records = []
     for sharing_class in resource.sharing_classes:

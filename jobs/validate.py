@@ -2,6 +2,8 @@
 
 Records that break a rule go to `<theme>.<resource>_quarantine` with every rule they broke
 and why; the write replaces that extract's quarantine rows, so a re-run adds nothing.
+Then the extract suite measures the extract as a whole (`jobs.quality.check_extract`): an
+error-level failure marks the extract `held`, so none of its records reach silver.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from govlake.rules import validate
 from govlake.runs import Interval, StageCounts
 from govlake.settings import Settings
 from govlake.tables import TableSet, register
-from jobs import registry
+from jobs import quality, registry
 
 
 def run(
@@ -42,8 +44,24 @@ def run(
         quarantined = (
             spark.table(tables.quarantine.sql_name).where(F.col("_extract_id") == ident).count()
         )
+        verdict = quality.check_extract(
+            spark,
+            resource=resource,
+            extract=extract,
+            records=records,
+            interval=interval,
+            settings=settings,
+        )
         registry.update(
-            spark, register_table, ident, status="validated", rows_quarantined=quarantined
+            spark,
+            register_table,
+            ident,
+            status="held" if verdict.held else "validated",
+            rows_quarantined=quarantined,
+            reason=f"quality: {verdict.reason}" if verdict.held else None,
         )
         counts.rows_quarantined += quarantined
+        counts.quality[ident] = verdict.outcome
+        if verdict.held:
+            counts.held.append(f"{extract.file_name}: {verdict.reason}")
     return counts

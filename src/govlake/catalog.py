@@ -29,6 +29,7 @@ CheckName = Literal[
     "citizen_id", "credit_code", "division_code", "not_future", "china_longitude", "china_latitude"
 ]
 SharingClass = Literal["unconditional", "conditional"]
+Severity = Literal["error", "warn"]
 
 _IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
 _TYPE = re.compile(r"^(string|integer|bigint|double|boolean|date|timestamp|decimal\(\d+,\d+\))$")
@@ -95,6 +96,54 @@ class Steward(BaseModel):
     phone: str | None = None
 
 
+class Policy(BaseModel):
+    """How strict one quality dimension is for a resource, and what a failure does:
+    `error` holds the data back from publication, `warn` publishes and reports."""
+
+    model_config = ConfigDict(extra="forbid")
+    severity: Severity
+
+
+class ShareRule(Policy):
+    """A row-level dimension: at least `mostly` of the rows must keep the rule."""
+
+    mostly: float = Field(ge=0, le=1)
+
+
+class VolumePolicy(Policy):
+    """Row count may differ from the previous one by at most `tolerance` (a share)."""
+
+    tolerance: float = Field(ge=0)
+
+
+class ConsistencyPolicy(Policy):
+    """At most `max_share` of the rows may carry an open cross-check finding."""
+
+    max_share: float = Field(ge=0, le=1)
+
+
+class FreshnessPolicy(Policy):
+    """The newest value of `item` (a record time) lies at most `max_age_days` before the
+    extract's as-of date."""
+
+    item: str
+    max_age_days: int = Field(gt=0)
+
+
+class QualityPolicy(BaseModel):
+    """The quality expectations of a resource (51号 art. 13: completeness, accuracy,
+    timeliness, usability, consistency). Every field has a platform default."""
+
+    model_config = ConfigDict(extra="forbid")
+    completeness: ShareRule = ShareRule(mostly=0.99, severity="error")
+    validity: ShareRule = ShareRule(mostly=0.98, severity="error")
+    uniqueness: ShareRule = ShareRule(mostly=0.99, severity="error")
+    volume: VolumePolicy = VolumePolicy(tolerance=0.2, severity="warn")
+    consistency: ConsistencyPolicy = ConsistencyPolicy(max_share=0.05, severity="warn")
+    timeliness: Policy = Policy(severity="warn")
+    freshness: FreshnessPolicy | None = None
+
+
 class Item(BaseModel):
     """One data item (数据项): a column of the resource."""
 
@@ -115,6 +164,12 @@ class Item(BaseModel):
     maximum: float | None = None
     legal_basis: str | None = None
     description: str | None = None
+    mostly: float | None = Field(
+        default=None, ge=0, le=1, description="overrides the resource's completeness/validity share"
+    )
+    severity: Severity | None = Field(
+        default=None, description="overrides the resource's completeness/validity severity"
+    )
 
     @field_validator("name")
     @classmethod
@@ -168,6 +223,7 @@ class Resource(BaseModel):
         description="provider -> items its extract supplies (the key is always supplied)"
     )
     items: list[Item]
+    quality: QualityPolicy = Field(default_factory=QualityPolicy)
 
     @field_validator("grain")
     @classmethod
@@ -268,6 +324,16 @@ def check_rules(resource: Resource, path: Path | str = "<memory>") -> None:
                 raise AuthorityError(
                     path, name, item_name, f"source {provider} supplies an undeclared item"
                 )
+    freshness = resource.quality.freshness
+    if freshness is not None:
+        if freshness.item not in resource.item_map:
+            raise CatalogRuleError(
+                path, name, freshness.item, "quality.freshness names an item that is not declared"
+            )
+        if resource.item(freshness.item).type not in ("date", "timestamp"):
+            raise CatalogRuleError(
+                path, name, freshness.item, "quality.freshness needs a date or timestamp item"
+            )
     for item in resource.items:
         sharing = resource.sharing_of(item)
         if sharing == "not_shared" and not (item.legal_basis or resource.legal_basis):

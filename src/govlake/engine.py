@@ -14,7 +14,7 @@ from pyspark.sql import SparkSession
 
 from govlake.catalog import Catalog
 from govlake.settings import Settings
-from govlake.tables import TableSet, ops_tables, register
+from govlake.tables import TableSet, ops_tables, quality_tables, register
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,6 @@ def register_catalog(spark: SparkSession, catalog: Catalog, settings: Settings) 
         for table in TableSet(resource, warehouse).all():
             if table.location.is_delta_table():
                 register(spark, table)
-    for table in ops_tables(warehouse):
+    for table in (*ops_tables(warehouse), *quality_tables(warehouse)):
         if table.location.is_delta_table():
             register(spark, table)

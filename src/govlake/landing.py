@@ -14,8 +14,10 @@ from __future__ import annotations
 import codecs
 import hashlib
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
@@ -59,6 +61,25 @@ class LandedFile:
     @property
     def suffix(self) -> str:
         return "." + self.name.rsplit(".", 1)[-1].lower() if "." in self.name else ""
+
+    @property
+    def as_of(self) -> datetime | None:
+        """The time the extract's data is as of, from the last `_YYYYMMDD[THHMM[SS]]` stamp in
+        the file name (naive UTC; a date alone means its start), or None without one."""
+        return as_of_from_name(self.stem)
+
+
+_STAMP = re.compile(r"(?<![0-9])(\d{8})(?:[T_]?(\d{4}|\d{6}))?(?![0-9])")
+
+
+def as_of_from_name(stem: str) -> datetime | None:
+    for match in reversed(list(_STAMP.finditer(stem))):
+        day, clock = match.groups()
+        try:
+            return datetime.strptime(day + (clock or "").ljust(6, "0"), "%Y%m%d%H%M%S")
+        except ValueError:
+            continue
+    return None
 
 
 @dataclass(frozen=True)

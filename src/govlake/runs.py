@@ -50,3 +50,5 @@ class StageCounts:
     silver_version: int | None = None
     published_versions: dict[str, int] = field(default_factory=dict)
     published: bool = False
+    quality: dict[str, str] = field(default_factory=dict)  # suite run subject -> outcome
+    held: list[str] = field(default_factory=list)  # what was held back, and why

@@ -7,7 +7,9 @@
   whose value disagrees with the authority's;
 - `<theme>.<resource>_<class>` (published): the resource's grain, one sharing class's items;
 - `ops.extracts`: one row per landed extract file;
-- `ops.publications`: one row per published table version.
+- `ops.publications`: one row per published table version;
+- `ops.quality_runs`: one row per run of an expectation suite (an extract or a publication);
+- `ops.quality_results`: one row per expectation per suite run.
 """
 
 from __future__ import annotations
@@ -154,6 +156,7 @@ def ops_tables(warehouse: Location) -> tuple[Table, Table]:
             ("file_uri", "string"),
             ("file_sha256", "string"),
             ("file_format", "string"),
+            ("as_of", "timestamp"),
             ("encoding", "string"),
             ("bytes", "bigint"),
             ("rows_read", "bigint"),
@@ -185,6 +188,59 @@ def ops_tables(warehouse: Location) -> tuple[Table, Table]:
         "one row per published table version",
     )
     return extracts, publications
+
+
+def quality_tables(warehouse: Location) -> tuple[Table, Table]:
+    root = warehouse.child("ops")
+    runs = Table(
+        "ops",
+        "quality_runs",
+        root.child("quality_runs"),
+        (
+            ("run_id", "string"),
+            ("resource", "string"),
+            ("provider", "string"),
+            ("scope", "string"),  # extract | publication
+            ("extract_id", "string"),
+            ("silver_version", "bigint"),
+            ("checked_at", "timestamp"),
+            ("rows", "bigint"),
+            ("expectations", "bigint"),
+            ("failed_errors", "bigint"),
+            ("failed_warnings", "bigint"),
+            ("outcome", "string"),  # passed | warned | held
+            ("reason", "string"),
+            ("data_docs", "string"),
+        ),
+        "one row per run of an expectation suite on an extract or a publication",
+    )
+    results = Table(
+        "ops",
+        "quality_results",
+        root.child("quality_results"),
+        (
+            ("run_id", "string"),
+            ("resource", "string"),
+            ("provider", "string"),
+            ("scope", "string"),
+            ("extract_id", "string"),
+            ("checked_at", "timestamp"),
+            ("expectation", "string"),
+            ("expectation_type", "string"),
+            ("dimension", "string"),
+            ("item", "string"),
+            ("severity", "string"),
+            ("threshold", "string"),
+            ("observed_value", "string"),
+            ("observed_ratio", "double"),
+            ("unexpected_count", "bigint"),
+            ("element_count", "bigint"),
+            ("success", "boolean"),
+            ("sample", "string"),
+        ),
+        "one row per expectation per suite run",
+    )
+    return runs, results
 
 
 def register(spark: SparkSession, table: Table) -> None:

@@ -1,0 +1,97 @@
+"""Custom expectations over engine column expressions (no Python UDF).
+
+Every row rule of the catalogue (`govlake.rules.RowRule`) becomes an expectation through
+`ExpectColumnValuesToKeepRowRule`: the metric evaluates the rule's own `broken()` column, so
+the rule that quarantines records and the rule the suite measures are one definition. The
+check-character rules have named expectations of their own, over the same
+`govlake.checks` expressions the row rules use.
+
+Rules are handed to the metric through a process-local registry keyed by `rule_key`: a
+suite registers its rules before it runs (see `runner`).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from great_expectations.execution_engine import SparkDFExecutionEngine
+from great_expectations.expectations.expectation import ColumnMapExpectation
+from great_expectations.expectations.metrics import (
+    ColumnMapMetricProvider,
+    column_condition_partial,
+)
+from pyspark.sql import Column
+from pyspark.sql import functions as F
+
+from govlake import checks
+from govlake.rules import RowRule
+
+_RULES: dict[str, RowRule] = {}
+
+
+def register_rule(key: str, rule: RowRule) -> None:
+    _RULES[key] = rule
+
+
+def _rule(key: str) -> RowRule:
+    try:
+        return _RULES[key]
+    except KeyError:
+        raise LookupError(f"row rule {key!r} is not registered in this process") from None
+
+
+class ColumnValuesKeepRowRule(ColumnMapMetricProvider):
+    """True where the row keeps the rule. Nulls are judged too: a `required` rule is about
+    them, and every other rule treats a null as kept."""
+
+    condition_metric_name = "column_values.keep_row_rule"
+    condition_value_keys = ("rule_key",)
+    filter_column_isnull = False
+
+    @column_condition_partial(engine=SparkDFExecutionEngine)
+    def _spark(cls, column: Column, rule_key: str, **kwargs: object) -> Column:
+        return ~F.coalesce(_rule(rule_key).broken(), F.lit(False))
+
+
+class ExpectColumnValuesToKeepRowRule(ColumnMapExpectation):
+    """Expect at least `mostly` of the rows to keep the catalogue row rule `rule_key`."""
+
+    rule_key: str
+    map_metric = "column_values.keep_row_rule"
+    success_keys = ("rule_key", "mostly")
+    args_keys = ("column", "rule_key")
+    library_metadata: ClassVar[dict[str, object]] = {"tags": ["govlake", "catalogue rule"]}
+
+
+class ColumnValuesValidCitizenId(ColumnMapMetricProvider):
+    condition_metric_name = "column_values.valid_citizen_id"
+
+    @column_condition_partial(engine=SparkDFExecutionEngine)
+    def _spark(cls, column: Column, **kwargs: object) -> Column:
+        return F.coalesce(checks.is_valid_citizen_id(column), F.lit(False))
+
+
+class ExpectColumnValuesToBeValidCitizenId(ColumnMapExpectation):
+    """Expect non-null values to be GB 11643 citizen identity numbers: 17 digits with a real
+    birth date and the ISO 7064 MOD 11-2 check character."""
+
+    map_metric = "column_values.valid_citizen_id"
+    success_keys = ("mostly",)
+    library_metadata: ClassVar[dict[str, object]] = {"tags": ["govlake", "GB 11643"]}
+
+
+class ColumnValuesValidCreditCode(ColumnMapMetricProvider):
+    condition_metric_name = "column_values.valid_credit_code"
+
+    @column_condition_partial(engine=SparkDFExecutionEngine)
+    def _spark(cls, column: Column, **kwargs: object) -> Column:
+        return F.coalesce(checks.is_valid_credit_code(column), F.lit(False))
+
+
+class ExpectColumnValuesToBeValidCreditCode(ColumnMapExpectation):
+    """Expect non-null values to be GB 32100 unified social credit codes with the MOD 31
+    check character."""
+
+    map_metric = "column_values.valid_credit_code"
+    success_keys = ("mostly",)
+    library_metadata: ClassVar[dict[str, object]] = {"tags": ["govlake", "GB 32100"]}

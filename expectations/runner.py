@@ -1,0 +1,156 @@
+"""Run a suite of `Check`s on a Spark Connect DataFrame with Great Expectations.
+
+The Great Expectations project lives in the warehouse (`<warehouse>/quality/gx`) when the
+warehouse is a local folder: suites, validation results and the Data Docs site
+(`<warehouse>/quality/gx/uncommitted/data_docs/local_site/index.html`) accumulate there run
+after run. On object storage the context is ephemeral and no Data Docs are written; the
+results still land in `ops.quality_results`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import DataFrame
+
+from expectations import custom
+from expectations.suites import Check
+
+log = logging.getLogger(__name__)
+
+_SAMPLE = 5
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one expectation found."""
+
+    check: Check
+    success: bool
+    observed_value: str
+    observed_ratio: float | None  # share of rows that kept the rule, for row-level checks
+    unexpected_count: int | None
+    element_count: int | None
+    sample: list[str]
+
+
+@dataclass(frozen=True)
+class SuiteRun:
+    outcomes: list[Outcome]
+    data_docs: str | None  # the Data Docs page of this run, when a site is kept
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def _context(project: Path | None) -> Any:
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    context: Any
+    if project is None:
+        context = gx.get_context(mode="ephemeral")
+    else:
+        project.mkdir(parents=True, exist_ok=True)
+        context = gx.get_context(mode="file", project_root_dir=str(project))
+    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    return context
+
+
+def _observed(result: dict[str, Any]) -> str:
+    if "observed_value" in result:
+        value = result["observed_value"]
+        return value.isoformat() if hasattr(value, "isoformat") else str(value)
+    if "unexpected_count" in result:
+        return f"{result['unexpected_count']} unexpected of {result.get('element_count')}"
+    return ""
+
+
+def _ratio(check: Check, result: dict[str, Any]) -> float | None:
+    percent = result.get("unexpected_percent")
+    if percent is None or "observed_value" in result:
+        return None
+    return round(1 - float(percent) / 100, 6)
+
+
+def run_suite(df: DataFrame, checks: list[Check], *, name: str, project: Path | None) -> SuiteRun:
+    """Validate `df` against `checks`; one `Outcome` per check, in order."""
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+    from great_expectations.checkpoint import UpdateDataDocsAction
+
+    for check in checks:
+        if check.rule is not None and "rule_key" in check.kwargs:
+            custom.register_rule(check.kwargs["rule_key"], check.rule)
+    context = _context(project)
+    name = _safe(name)
+    source = context.data_sources.add_or_update_spark(name="govlake")
+    try:
+        asset = source.get_asset(name)
+    except LookupError:
+        asset = source.add_dataframe_asset(name=name)
+    try:
+        batch = asset.get_batch_definition("whole")
+    except (KeyError, LookupError):
+        batch = asset.add_batch_definition_whole_dataframe("whole")
+    classes = {**vars(gxe), **vars(custom)}
+    expectations = []
+    for check in checks:
+        expectation = classes[check.kind](**check.kwargs)
+        expectation.meta = {
+            "expectation": check.expectation,
+            "dimension": check.dimension,
+            "severity": check.severity,
+            "threshold": check.threshold,
+            "description": check.description,
+        }
+        expectations.append(expectation)
+    suite = context.suites.add_or_update(gx.ExpectationSuite(name=name, expectations=expectations))
+    definition = context.validation_definitions.add_or_update(
+        gx.ValidationDefinition(name=name, data=batch, suite=suite)
+    )
+    actions: list[Any] = [UpdateDataDocsAction(name="data_docs")] if project is not None else []
+    checkpoint = context.checkpoints.add_or_update(
+        gx.Checkpoint(
+            name=name,
+            validation_definitions=[definition],
+            actions=actions,
+            result_format={"result_format": "BASIC", "partial_unexpected_count": _SAMPLE},
+        )
+    )
+    result = checkpoint.run(batch_parameters={"dataframe": df})
+    identifier, validation = next(iter(result.run_results.items()))
+    by_id = {r.expectation_config.meta.get("expectation"): r for r in validation.results}
+    outcomes = []
+    for check in checks:
+        found = by_id[check.expectation]
+        body = dict(found.result or {})
+        if found.exception_info and found.exception_info.get("raised_exception"):
+            message = found.exception_info.get("exception_message")
+            raise RuntimeError(f"expectation {check.expectation} could not run: {message}")
+        sample = [
+            "<blank>" if v is None or str(v).strip() == "" else str(v)
+            for v in body.get("partial_unexpected_list") or []
+        ][:_SAMPLE]
+        outcomes.append(
+            Outcome(
+                check=check,
+                success=bool(found.success),
+                observed_value=_observed(body),
+                observed_ratio=_ratio(check, body),
+                unexpected_count=body.get("unexpected_count"),
+                element_count=body.get("element_count"),
+                sample=sample,
+            )
+        )
+    docs = None
+    if project is not None:
+        sites = context.get_docs_sites_urls(resource_identifier=identifier)
+        docs = next((site["site_url"] for site in sites if site.get("site_url")), None)
+    return SuiteRun(outcomes, docs)

@@ -1,0 +1,303 @@
+"""Quality gates: run the catalogue's expectation suites and keep every result.
+
+`check_extract` judges one extract as delivered (called by `validate`): an error-level
+failure holds the extract back, so none of its records reach silver. `check_publication`
+judges the table about to be published (called by `publish`): an error-level failure holds
+the publication back, so consumers keep the version they have. Either way the outcome of
+every expectation goes to `ops.quality_results` and the run to `ops.quality_runs`, with the
+reason for a hold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from pyspark.sql import DataFrame, Row, SparkSession
+from pyspark.sql import functions as F
+
+from expectations.runner import Outcome, run_suite
+from expectations.suites import (
+    AS_OF_COLUMN,
+    DISPUTED_COLUMN,
+    RECORD_TIME_COLUMN,
+    Check,
+    Scope,
+    extract_suite,
+    publication_suite,
+)
+from govlake.catalog import Resource
+from govlake.lake import append, sql_literal
+from govlake.runs import Interval
+from govlake.settings import Settings
+from govlake.tables import Table, TableSet, ops_tables, quality_tables, register
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of one suite run."""
+
+    run_id: str
+    outcome: str  # passed | warned | held
+    reason: str | None
+    outcomes: list[Outcome]
+
+    @property
+    def held(self) -> bool:
+        return self.outcome == "held"
+
+
+def project_dir(settings: Settings) -> Path | None:
+    """The Great Expectations project (suites, results, Data Docs) in a local warehouse."""
+    warehouse = settings.warehouse_location
+    return Path(warehouse.child("quality").uri) if warehouse.is_local else None
+
+
+def _failure(outcome: Outcome) -> str:
+    check = outcome.check
+    text = f"{check.expectation} ({check.dimension}, {check.severity}): {check.description}"
+    text += f"; expected {check.threshold}, observed {outcome.observed_value}"
+    if outcome.sample:
+        text += f"; e.g. {', '.join(outcome.sample[:3])}"
+    return text
+
+
+def _verdict(run_id: str, outcomes: list[Outcome]) -> Verdict:
+    errors = [o for o in outcomes if not o.success and o.check.severity == "error"]
+    warnings = [o for o in outcomes if not o.success and o.check.severity == "warn"]
+    if errors:
+        return Verdict(run_id, "held", "; ".join(_failure(o) for o in errors), outcomes)
+    if warnings:
+        return Verdict(run_id, "warned", "; ".join(_failure(o) for o in warnings), outcomes)
+    return Verdict(run_id, "passed", None, outcomes)
+
+
+def _record(
+    spark: SparkSession,
+    settings: Settings,
+    verdict: Verdict,
+    *,
+    resource: Resource,
+    provider: str,
+    scope: Scope,
+    extract_id: str | None,
+    silver_version: int | None,
+    checked_at: datetime,
+    rows: int,
+    data_docs: str | None,
+) -> None:
+    runs, results = quality_tables(settings.warehouse_location)
+    register(spark, runs)
+    register(spark, results)
+    failed = [o for o in verdict.outcomes if not o.success]
+    run_row = (
+        verdict.run_id, resource.qualified_name, provider, scope, extract_id, silver_version,
+        checked_at, rows, len(verdict.outcomes),
+        sum(o.check.severity == "error" for o in failed),
+        sum(o.check.severity == "warn" for o in failed),
+        verdict.outcome, verdict.reason, data_docs,
+    )  # fmt: skip
+    append(spark.createDataFrame([run_row], _schema(runs)), runs)
+    result_rows = [
+        (
+            verdict.run_id,
+            resource.qualified_name,
+            provider,
+            scope,
+            extract_id,
+            checked_at,
+            o.check.expectation,
+            o.check.kind,
+            o.check.dimension,
+            o.check.item,
+            o.check.severity,
+            o.check.threshold,
+            o.observed_value,
+            o.observed_ratio,
+            o.unexpected_count,
+            o.element_count,
+            o.success,
+            " | ".join(o.sample) or None,
+        )
+        for o in verdict.outcomes
+    ]
+    append(spark.createDataFrame(result_rows, _schema(results)), results)
+
+
+def _schema(table: Table) -> str:
+    return ", ".join(f"`{name}` {kind}" for name, kind in table.columns)
+
+
+def _run_id(scope: Scope, resource: Resource, subject: str, checked_at: datetime) -> str:
+    return f"{scope}:{resource.qualified_name}:{subject}:{checked_at:%Y%m%dT%H%M%S}"
+
+
+def previous_extract_rows(
+    spark: SparkSession, extracts: Table, resource: Resource, provider: str, extract_id: str
+) -> int | None:
+    """Rows of the provider's latest earlier extract that went through (merged or published)."""
+    rows = spark.sql(
+        f"SELECT rows_read FROM {extracts.sql_name} "
+        f"WHERE resource = {sql_literal(resource.qualified_name)} "
+        f"AND provider = {sql_literal(provider)} AND extract_id <> {sql_literal(extract_id)} "
+        f"AND status IN ('merged', 'published') ORDER BY as_of DESC, ingested_at DESC LIMIT 1"
+    ).collect()
+    return None if not rows else int(rows[0].rows_read)
+
+
+def check_extract(
+    spark: SparkSession,
+    *,
+    resource: Resource,
+    extract: Row,
+    records: DataFrame,
+    interval: Interval,
+    settings: Settings,
+) -> Verdict:
+    """Run the extract suite on `records` (the extract's bronze rows) and record it."""
+    extracts, _ = ops_tables(settings.warehouse_location)
+    checked_at = interval.end_naive_utc
+    checks = extract_suite(
+        resource,
+        extract.provider,
+        run_date=interval.end.date(),
+        checked_at=checked_at,
+        previous_rows=previous_extract_rows(
+            spark, extracts, resource, extract.provider, extract.extract_id
+        ),
+    )
+    data = records.withColumn(AS_OF_COLUMN, F.lit(extract.as_of or checked_at).cast("timestamp"))
+    freshness = resource.quality.freshness
+    if freshness is not None and freshness.item in data.columns:
+        # A record time after the run is a validity defect (`not_future`), not freshness.
+        record_time = F.expr(f"try_cast(`{freshness.item}` as timestamp)")
+        data = data.withColumn(
+            RECORD_TIME_COLUMN,
+            F.when(record_time <= F.lit(checked_at).cast("timestamp"), record_time),
+        )
+    return _run_and_record(
+        spark,
+        settings,
+        data,
+        checks,
+        resource=resource,
+        provider=extract.provider,
+        scope="extract",
+        extract_id=extract.extract_id,
+        silver_version=None,
+        checked_at=checked_at,
+        subject=extract.extract_id,
+        rows=int(extract.rows_read or 0),
+    )
+
+
+def last_publication_rows(
+    spark: SparkSession, settings: Settings, resource: Resource
+) -> int | None:
+    _, publications = ops_tables(settings.warehouse_location)
+    register(spark, publications)
+    rows = spark.sql(
+        f"SELECT rows FROM {publications.sql_name} "
+        f"WHERE resource = {sql_literal(resource.qualified_name)} "
+        f"ORDER BY published_at DESC, version DESC LIMIT 1"
+    ).collect()
+    return None if not rows else int(rows[0].rows)
+
+
+def last_held_silver_version(
+    spark: SparkSession, settings: Settings, resource: Resource
+) -> int | None:
+    """The silver version whose publication was last held back, if the last check held it."""
+    runs, _ = quality_tables(settings.warehouse_location)
+    register(spark, runs)
+    rows = spark.sql(
+        f"SELECT silver_version, outcome FROM {runs.sql_name} "
+        f"WHERE resource = {sql_literal(resource.qualified_name)} AND scope = 'publication' "
+        f"ORDER BY checked_at DESC, silver_version DESC LIMIT 1"
+    ).collect()
+    if not rows or rows[0].outcome != "held":
+        return None
+    return int(rows[0].silver_version)
+
+
+def check_publication(
+    spark: SparkSession,
+    *,
+    resource: Resource,
+    candidate: DataFrame,
+    rows: int,
+    silver_version: int,
+    interval: Interval,
+    settings: Settings,
+) -> Verdict:
+    """Run the publication suite on `candidate` (silver rows about to be published)."""
+    tables = TableSet(resource, settings.warehouse_location)
+    crosschecked = any(resource.crosscheck_items(p) for p in resource.providers)
+    data = candidate
+    if crosschecked:
+        register(spark, tables.crosscheck)
+        disputed = (
+            spark.table(tables.crosscheck.sql_name)
+            .where(F.col("status") == "open")
+            .select(*resource.key)
+            .distinct()
+            .withColumn(DISPUTED_COLUMN, F.lit(True))
+        )
+        data = candidate.join(disputed, on=resource.key, how="left").withColumn(
+            DISPUTED_COLUMN, F.coalesce(F.col(DISPUTED_COLUMN), F.lit(False))
+        )
+    checks = publication_suite(
+        resource,
+        previous_rows=last_publication_rows(spark, settings, resource),
+        crosschecked=crosschecked,
+    )
+    checked_at = interval.end_naive_utc
+    return _run_and_record(
+        spark,
+        settings,
+        data,
+        checks,
+        resource=resource,
+        provider=resource.provider,
+        scope="publication",
+        extract_id=None,
+        silver_version=silver_version,
+        checked_at=checked_at,
+        subject=f"silver-v{silver_version}",
+        rows=rows,
+    )
+
+
+def _run_and_record(
+    spark: SparkSession,
+    settings: Settings,
+    data: DataFrame,
+    checks: list[Check],
+    *,
+    resource: Resource,
+    provider: str,
+    scope: Scope,
+    extract_id: str | None,
+    silver_version: int | None,
+    checked_at: datetime,
+    subject: str,
+    rows: int,
+) -> Verdict:
+    suite = f"{resource.qualified_name}.{scope}" + (f".{provider}" if scope == "extract" else "")
+    result = run_suite(data, checks, name=suite, project=project_dir(settings))
+    verdict = _verdict(_run_id(scope, resource, subject, checked_at), result.outcomes)
+    _record(
+        spark,
+        settings,
+        verdict,
+        resource=resource,
+        provider=provider,
+        scope=scope,
+        extract_id=extract_id,
+        silver_version=silver_version,
+        checked_at=checked_at,
+        rows=rows,
+        data_docs=result.data_docs,
+    )
+    return verdict
