@@ -99,8 +99,11 @@ def extract_suite(
     run_date: date,
     checked_at: datetime,
     previous_rows: int | None,
+    grace: timedelta = timedelta(0),
 ) -> list[Check]:
-    """The checks of one extract from `provider`, judged at `checked_at` (naive UTC)."""
+    """The checks of one extract from `provider`, judged at `checked_at` (naive UTC). An
+    extract is timely when it is at most one update cycle plus `grace` old (the timeliness
+    monitor's grace, so an extract is late exactly when the monitor would call it overdue)."""
     policy = resource.quality
     checks: list[Check] = []
     key = f"{resource.qualified_name}|{provider}|{run_date.isoformat()}"
@@ -134,7 +137,7 @@ def extract_suite(
         previous_rows, policy.volume.tolerance, policy.volume.severity, "previous extract"
     )
     cycle = timedelta(hours=CYCLE_HOURS[resource.update_cycle])
-    oldest = checked_at - cycle
+    oldest = checked_at - cycle - grace
     checks.append(
         Check(
             "as_of.timeliness",
@@ -144,7 +147,8 @@ def extract_suite(
             "ExpectColumnMaxToBeBetween",
             {"column": AS_OF_COLUMN, "min_value": oldest, "max_value": checked_at},
             f"as of {oldest:%Y-%m-%d %H:%M} or later",
-            f"the extract is at most one update cycle ({resource.update_cycle}) old",
+            f"the extract is at most one update cycle ({resource.update_cycle}) old, "
+            f"plus {grace.total_seconds() / 3600:g} h grace",
         )
     )
     freshness = policy.freshness

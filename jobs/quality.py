@@ -29,6 +29,7 @@ from expectations.suites import (
 )
 from govlake.catalog import Resource
 from govlake.lake import append, sql_literal
+from govlake.quality.timeliness import grace
 from govlake.runs import Interval
 from govlake.settings import Settings
 from govlake.tables import Table, TableSet, ops_tables, quality_tables, register
@@ -166,6 +167,7 @@ def check_extract(
         previous_rows=previous_extract_rows(
             spark, extracts, resource, extract.provider, extract.extract_id
         ),
+        grace=grace(resource, settings.timeliness_grace),
     )
     data = records.withColumn(AS_OF_COLUMN, F.lit(extract.as_of or checked_at).cast("timestamp"))
     freshness = resource.quality.freshness

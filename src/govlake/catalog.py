@@ -144,6 +144,15 @@ class QualityPolicy(BaseModel):
     freshness: FreshnessPolicy | None = None
 
 
+class Department(BaseModel):
+    """A provider department (提供部门), from `schemas/departments.yaml`."""
+
+    model_config = ConfigDict(extra="forbid")
+    code: str
+    name: str = Field(description="the department's name")
+    steward: Steward
+
+
 class Item(BaseModel):
     """One data item (数据项): a column of the resource."""
 
@@ -388,18 +397,71 @@ def load_resource(path: Path, *, theme: str | None = None) -> Resource:
     return resource
 
 
-class Catalog:
-    """All catalogued resources, keyed by `theme.resource`."""
+DEPARTMENTS_FILE = "departments.yaml"
 
-    def __init__(self, resources: list[Resource]):
+
+def load_departments(path: Path) -> dict[str, Department]:
+    """The provider departments and their stewards (`schemas/departments.yaml`)."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise CatalogError(f"{path}: cannot read the department list: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise CatalogError(f"{path}: the department list must map codes to departments")
+    departments = {}
+    for code, entry in raw.items():
+        try:
+            departments[code] = Department.model_validate({"code": code, **(entry or {})})
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+            )
+            raise CatalogError(f"{path}: {code}: {problems}") from exc
+    return departments
+
+
+class Catalog:
+    """All catalogued resources, keyed by `theme.resource`, and the provider departments."""
+
+    def __init__(self, resources: list[Resource], departments: dict[str, Department] | None = None):
         self.resources = {r.qualified_name: r for r in resources}
+        self.departments = departments or {}
 
     @classmethod
     def load(cls, directory: Path) -> Catalog:
         files = sorted(directory.glob("*/*.yaml"))
         if not files:
             raise CatalogError(f"{directory}: no catalogue entries (expected <theme>/<name>.yaml)")
-        return cls([load_resource(f) for f in files])
+        resources = [load_resource(f) for f in files]
+        departments_file = directory / DEPARTMENTS_FILE
+        departments = load_departments(departments_file) if departments_file.exists() else {}
+        if departments:
+            for resource in resources:
+                for provider in resource.providers:
+                    if provider not in departments:
+                        raise CatalogRuleError(
+                            departments_file,
+                            resource.qualified_name,
+                            None,
+                            f"provider {provider} is not a registered department "
+                            f"(every provider names a steward)",
+                        )
+        return cls(resources, departments)
+
+    @property
+    def providers(self) -> list[str]:
+        """Every provider department named by a catalogue entry, sorted."""
+        return sorted({p for r in self for p in r.providers})
+
+    def department(self, code: str) -> Department:
+        """The department `code`; without a department list, the steward of a resource it is
+        responsible for stands in."""
+        if code in self.departments:
+            return self.departments[code]
+        for resource in self:
+            if resource.provider == code:
+                return Department(code=code, name=code, steward=resource.steward)
+        raise CatalogError(f"unknown provider department {code!r}; known: {self.providers}")
 
     def __iter__(self) -> Iterator[Resource]:
         return iter(self.resources.values())
