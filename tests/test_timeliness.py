@@ -9,7 +9,7 @@ from pyspark.sql import SparkSession
 
 from govlake.catalog import Catalog
 from govlake.generate import generate
-from govlake.quality.timeliness import assess, monitor
+from govlake.quality.timeliness import assess, deliveries, monitor
 from govlake.runs import Interval
 from govlake.settings import Settings
 from jobs import ingest
@@ -65,3 +65,25 @@ def test_monitor_reads_real_publications(
     }
     assert later["credit.records"].state == "overdue"
     assert later["credit.records"].last_published_at == T0
+    delivered = {
+        (t.resource, t.provider): t
+        for t in deliveries(spark, catalog, settings, at=T0 + datetime.timedelta(hours=1))
+    }
+    # the extract is as of midnight of its file-name date: 3 h old at T0 + 1 h
+    credit = delivered[("credit.records", "development_reform")]
+    assert credit.last_published_at == datetime.datetime.combine(T0.date(), datetime.time())
+    assert credit.state == "on_time" and credit.subject == "delivery"
+    assert delivered[("population.residents", "civil_affairs")].state == "overdue"
+
+
+def test_delivery_state_per_provider(catalog: Catalog) -> None:
+    residents = catalog.get("population.residents")
+    delivered = assess(
+        residents, T0, at=T0 + datetime.timedelta(hours=25), grace_fraction=0.25,
+        provider="civil_affairs",
+    )  # fmt: skip
+    assert (delivered.provider, delivered.subject, delivered.state) == (
+        "civil_affairs", "delivery", "due",
+    )  # fmt: skip
+    never = assess(residents, None, at=T0, grace_fraction=0.25, provider="human_resources")
+    assert (never.provider, never.state) == ("human_resources", "overdue")

@@ -1,8 +1,11 @@
-"""Timeliness monitor: each resource's last publication against its update cycle.
+"""Timeliness monitor: each resource's last publication against its update cycle, and each
+provider's last delivery to it.
 
 A resource is `on_time` until its next publication is due (last publication + update
 cycle), `due` during a grace period after that, and `overdue` after the grace period or
-when it has never been published.
+when it has never been published. The same rule applies to each source provider's
+deliveries, measured from the as-of time of its latest extract that passed the quality gate
+(held and rejected extracts do not count as delivered).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pyspark.sql import SparkSession
 
 from govlake.catalog import CYCLE_HOURS, Catalog, Resource
 from govlake.settings import Settings
+from govlake.lake import sql_literal
 from govlake.tables import ops_tables, register
 
 State = Literal["on_time", "due", "overdue"]
@@ -31,6 +35,7 @@ class Timeliness:
     next_due_at: datetime | None
     state: State
     at: datetime
+    subject: Literal["publication", "delivery"] = "publication"
 
     @property
     def hours_late(self) -> float:
@@ -46,13 +51,21 @@ def grace(resource: Resource, fraction: float) -> timedelta:
 
 
 def assess(
-    resource: Resource, last_published_at: datetime | None, *, at: datetime, grace_fraction: float
+    resource: Resource,
+    last_published_at: datetime | None,
+    *,
+    at: datetime,
+    grace_fraction: float,
+    provider: str | None = None,
 ) -> Timeliness:
-    """Pure: the state of `resource` at `at` given its last publication time."""
+    """Pure: the state of `resource` at `at` given its last publication time, or, with
+    `provider`, that provider's delivery given the as-of time of its last extract."""
+    subject: Literal["publication", "delivery"] = "publication" if provider is None else "delivery"
+    who = provider or resource.provider
     if last_published_at is None:
         return Timeliness(
-            resource.qualified_name, resource.provider, resource.update_cycle, None, None,
-            "overdue", at,
+            resource.qualified_name, who, resource.update_cycle, None, None, "overdue", at,
+            subject,
         )  # fmt: skip
     next_due = last_published_at + timedelta(hours=CYCLE_HOURS[resource.update_cycle])
     if at < next_due:
@@ -62,8 +75,8 @@ def assess(
     else:
         state = "overdue"
     return Timeliness(
-        resource.qualified_name, resource.provider, resource.update_cycle, last_published_at,
-        next_due, state, at,
+        resource.qualified_name, who, resource.update_cycle, last_published_at, next_due, state,
+        at, subject,
     )  # fmt: skip
 
 
@@ -85,4 +98,38 @@ def monitor(
     return [
         assess(r, last.get(r.qualified_name), at=at, grace_fraction=settings.timeliness_grace)
         for r in catalog
+    ]
+
+
+#: Extract statuses that count as delivered: past the quality gate.
+DELIVERED = ("validated", "merged", "published")
+
+
+def last_deliveries(spark: SparkSession, settings: Settings) -> dict[tuple[str, str], datetime]:
+    """Latest as-of time per (resource, provider) among delivered extracts."""
+    extracts, _ = ops_tables(settings.warehouse_location)
+    register(spark, extracts)
+    statuses = ", ".join(sql_literal(s) for s in DELIVERED)
+    rows = spark.sql(
+        f"SELECT resource, provider, max(coalesce(as_of, ingested_at)) AS last "
+        f"FROM {extracts.sql_name} WHERE status IN ({statuses}) GROUP BY resource, provider"
+    ).collect()
+    return {(row.resource, row.provider): row.last for row in rows}
+
+
+def deliveries(
+    spark: SparkSession, catalog: Catalog, settings: Settings, *, at: datetime
+) -> list[Timeliness]:
+    """Every (resource, source provider)'s delivery timeliness at `at` (naive UTC)."""
+    last = last_deliveries(spark, settings)
+    return [
+        assess(
+            r,
+            last.get((r.qualified_name, p)),
+            at=at,
+            grace_fraction=settings.timeliness_grace,
+            provider=p,
+        )  # fmt: skip
+        for r in catalog
+        for p in r.providers
     ]
