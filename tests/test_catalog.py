@@ -3,6 +3,7 @@ sharing rules, each with its own error naming file, item and rule."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from govlake import catalog as cat
-from govlake.catalog import Catalog, load_resource
+from govlake.catalog import Catalog, CatalogRuleError, load_resource
 from govlake.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
@@ -161,3 +162,33 @@ def test_cli_catalog_commands(tmp_path: Path) -> None:
     invalid = runner.invoke(app, ["catalog", "validate", str(bad.parents[1])])
     assert invalid.exit_code == 2
     assert "base items are shared unconditionally" in invalid.output
+
+
+def test_every_provider_is_a_registered_department_with_a_steward(
+    catalog: Catalog, tmp_path: Path
+) -> None:
+    assert catalog.providers == sorted(catalog.departments)
+    assert catalog.department("taxation").steward.email.endswith("@taxation.gov.example")
+    shutil.copytree(REPO / "schemas", tmp_path / "schemas")
+    listed = tmp_path / "schemas" / "departments.yaml"
+    text = listed.read_text(encoding="utf-8")
+    listed.write_text(text.split("taxation:")[0], encoding="utf-8")
+    with pytest.raises(CatalogRuleError, match="provider taxation is not a registered department"):
+        Catalog.load(tmp_path / "schemas")
+
+
+@pytest.mark.parametrize(
+    ("quality", "message"),
+    [
+        ({"freshness": {"item": "gender", "max_age_days": 7, "severity": "warn"}},
+         "needs a date or timestamp item"),
+        ({"freshness": {"item": "updated_on", "max_age_days": 7, "severity": "warn"}},
+         "names an item that is not declared"),
+        ({"completeness": {"mostly": 1.5, "severity": "error"}}, "less than or equal to 1"),
+        ({"volume": {"tolerance": 0.2, "severity": "block"}}, "'error' or 'warn'"),
+    ],
+)  # fmt: skip
+def test_quality_policy_is_checked(tmp_path: Path, quality: dict, message: str) -> None:  # type: ignore[type-arg]
+    path = _write_variant(tmp_path, lambda raw: raw.update(quality=quality))
+    with pytest.raises(cat.CatalogError, match=message):
+        load_resource(path)
