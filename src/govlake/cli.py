@@ -7,7 +7,7 @@ import sys
 import time
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Annotated, Literal, cast
+from typing import TYPE_CHECKING, Annotated, Literal, cast
 
 import typer
 from rich.console import Console
@@ -22,6 +22,7 @@ from rich.progress import (
 from rich.table import Table as RichTable
 
 from govlake.catalog import Catalog, CatalogError
+from govlake.reports.cli import report_app
 from govlake.runs import Interval, StageCounts
 from govlake.settings import Settings, get_settings
 
@@ -36,6 +37,10 @@ quality_app = typer.Typer(
     help="Quality and timeliness of what providers deliver.", no_args_is_help=True
 )
 app.add_typer(quality_app, name="quality")
+app.add_typer(report_app, name="report")
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
 # Wide enough for the summary when the output is a pipe or a CI log.
 console = Console(width=None if sys.stdout.isatty() else 160)
 
@@ -248,7 +253,60 @@ def _ingest(resource: str | None) -> list[StageCounts]:
                 progress.advance(task)
             results.append(counts)
     _summary(results, time.perf_counter() - started)
+    _quality_summary(spark, settings, interval)
     return results
+
+
+def _quality_summary(spark: SparkSession, settings: Settings, interval: Interval) -> None:
+    """The expectation-suite runs of this ingestion: outcome and what failed."""
+    from govlake.tables import quality_tables, register
+
+    runs, results = quality_tables(settings.warehouse_location)
+    if not runs.location.is_delta_table():
+        return
+    register(spark, runs)
+    register(spark, results)
+    at = interval.end_naive_utc.isoformat(sep=" ")
+    rows = spark.sql(
+        f"SELECT q.resource, q.provider, q.scope, q.outcome, q.expectations, "
+        f"q.failed_errors, q.failed_warnings, "
+        f"concat_ws(', ', collect_list(CASE WHEN NOT r.success THEN "
+        f"concat(r.expectation, ' (', r.observed_value, ')') END)) AS failing "
+        f"FROM {runs.sql_name} q JOIN {results.sql_name} r USING (run_id) "
+        f"WHERE q.checked_at = timestamp'{at}' "
+        f"GROUP BY q.resource, q.provider, q.scope, q.outcome, q.expectations, "
+        f"q.failed_errors, q.failed_warnings ORDER BY q.resource, q.scope, q.provider"
+    ).collect()
+    if not rows:
+        return
+    colours = {"passed": "green", "warned": "yellow", "held": "red"}
+    table = RichTable(
+        "resource",
+        "provider",
+        "suite",
+        "outcome",
+        "expectations",
+        "failed (error / warn)",
+        "failing",
+        title="quality summary (ops.quality_results)",
+    )
+    for r in rows:
+        table.add_row(
+            r.resource,
+            r.provider,
+            r.scope,
+            f"[{colours[r.outcome]}]{r.outcome}[/]",
+            str(r.expectations),
+            f"{r.failed_errors} / {r.failed_warnings}",
+            r.failing or "-",
+        )
+    console.print(table)
+    from jobs.quality import project_dir
+
+    project = project_dir(settings)
+    if project is not None:
+        docs = project / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
+        console.print(f"Great Expectations Data Docs: {docs}")
 
 
 def _summary(results: list[StageCounts], seconds: float) -> None:
@@ -280,6 +338,9 @@ def _summary(results: list[StageCounts], seconds: float) -> None:
             versions or "-",
         )
     console.print(table)
+    for c in results:
+        for held in c.held:
+            console.print(f"[red]held back:[/red] {c.resource}: {held}")
     for c in results:
         for rejected in c.rejected:
             console.print(
@@ -317,9 +378,10 @@ def quality_timeliness(
         str | None, typer.Option(help="assess at this UTC time (ISO), default now")
     ] = None,
 ) -> None:
-    """Each resource's last publication against its update cycle: on time, due or overdue."""
+    """Each resource's last publication, and each provider's last delivery, against the
+    update cycle: on time, due or overdue."""
     from govlake.engine import get_spark
-    from govlake.quality.timeliness import monitor
+    from govlake.quality.timeliness import deliveries, monitor
 
     settings = get_settings()
     catalog = _catalog(settings)
@@ -328,14 +390,19 @@ def quality_timeliness(
         moment = moment.astimezone(UTC).replace(tzinfo=None)
     spark = get_spark(settings, catalog, fresh=True)
     results = sorted(
-        monitor(spark, catalog, settings, at=moment), key=lambda t: (t.provider, t.resource)
+        [
+            *monitor(spark, catalog, settings, at=moment),
+            *deliveries(spark, catalog, settings, at=moment),
+        ],
+        key=lambda t: (t.provider, t.resource, t.subject != "publication"),
     )
     colours = {"on_time": "green", "due": "yellow", "overdue": "red"}
     table = RichTable(
         "provider",
         "resource",
+        "what",
         "cycle",
-        "last published (UTC)",
+        "last (UTC)",
         "next due (UTC)",
         "state",
         "hours late",
@@ -345,6 +412,7 @@ def quality_timeliness(
         table.add_row(
             t.provider,
             t.resource,
+            "publication" if t.subject == "publication" else "delivery (extract as of)",
             t.update_cycle,
             f"{t.last_published_at:%Y-%m-%d %H:%M}" if t.last_published_at else "never",
             f"{t.next_due_at:%Y-%m-%d %H:%M}" if t.next_due_at else "-",
@@ -394,7 +462,9 @@ def demo(
     console.rule("[bold]2. landing → bronze → validate → silver → publish")
     console.print(f"warehouse: {settings.warehouse_location.uri}")
     results = _ingest(None)
-    console.rule("[bold]3. queries to try")
+    console.rule("[bold]3. reports to data owners")
+    _demo_reports(settings)
+    console.rule("[bold]4. queries to try")
     for c in results:
         query = QUERIES.get(c.resource)
         if query:
@@ -407,4 +477,31 @@ def demo(
         'govlake sql "SELECT _rules, count(*) AS n FROM '
         'population.residents_quarantine GROUP BY _rules ORDER BY n DESC"'
     )
+    console.print(
+        'govlake sql "SELECT resource, provider, expectation, severity, observed_value, success '
+        'FROM ops.quality_results WHERE NOT success"'
+    )
+    console.print("govlake quality timeliness")
+    console.print(
+        "govlake report quality --provider public_security --send   # needs GOVLAKE_SMTP_*"
+    )
     console.print("Re-run `make demo`: the same extracts are skipped and no new version appears.")
+
+
+def _demo_reports(settings: Settings) -> None:
+    """One steward report per provider department, and this year's scorecard."""
+    from govlake.engine import get_spark
+    from govlake.reports.quality import write_quality_report
+    from govlake.reports.scorecard import write_scorecard
+
+    catalog = _catalog(settings)
+    spark = get_spark(settings, catalog, fresh=True)
+    at = datetime.now(UTC).replace(tzinfo=None)
+    table = RichTable("department", "steward", "report", title="steward reports")
+    for provider in catalog.providers:
+        written = write_quality_report(spark, catalog, settings, provider, at=at)
+        steward = catalog.department(provider).steward
+        table.add_row(provider, f"{steward.name} <{steward.email}>", str(written.path))
+    console.print(table)
+    files = write_scorecard(spark, catalog, settings, year=at.year, at=at)
+    console.print(f"department scorecard {at.year}: {files.html} and {files.csv}")

@@ -5,10 +5,14 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from govlake.storage import Location
+
+#: The components of the yearly department scorecard (51号 art. 17; 宝鸡 art. 23).
+SCORECARD_COMPONENTS = ("catalogue", "provision", "quality", "timeliness")
+DEFAULT_SCORECARD_WEIGHTS = {"catalogue": 0.2, "provision": 0.2, "quality": 0.3, "timeliness": 0.3}
 
 _REPO_SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 
@@ -47,6 +51,41 @@ class Settings(BaseSettings):
         description="Share of the update cycle after the due time during which a resource is "
         "'due' rather than 'overdue' (at least one hour).",
     )
+    reports_dir: Path = Field(
+        default=Path("./reports"), description="Folder the steward reports and scorecards go to."
+    )
+    smtp_host: str = Field(default="localhost", description="Mail server for steward reports.")
+    smtp_port: int = Field(default=25, ge=1, le=65535, description="Mail server port.")
+    smtp_user: str | None = Field(default=None, description="Mail server login, if it needs one.")
+    smtp_password: SecretStr | None = Field(default=None, description="Mail server password.")
+    smtp_starttls: bool = Field(default=False, description="Upgrade the connection with STARTTLS.")
+    smtp_sender: str = Field(
+        default="govlake@platform.gov.example", description="From address of the reports."
+    )
+    scorecard_weights: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_SCORECARD_WEIGHTS),
+        description="Weight of each scorecard component (catalogue, provision, quality, "
+        "timeliness); the weights sum to 1.",
+    )
+
+    @field_validator("scorecard_weights")
+    @classmethod
+    def _weights(cls, value: dict[str, float]) -> dict[str, float]:
+        expected = set(SCORECARD_COMPONENTS)
+        if set(value) != expected:
+            missing = sorted(expected - set(value))
+            unknown = sorted(set(value) - expected)
+            raise ValueError(
+                f"scorecard weights need exactly the keys {', '.join(SCORECARD_COMPONENTS)}; "
+                f"missing: {', '.join(missing) or 'none'}; unknown: {', '.join(unknown) or 'none'}"
+            )
+        negative = sorted(name for name, weight in value.items() if weight < 0)
+        if negative:
+            raise ValueError(f"scorecard weights cannot be negative: {', '.join(negative)}")
+        total = sum(value.values())
+        if abs(total - 1) > 1e-6:
+            raise ValueError(f"scorecard weights must sum to 1, got {total:g}: {value}")
+        return {name: float(value[name]) for name in SCORECARD_COMPONENTS}
 
     @property
     def warehouse_location(self) -> Location:
