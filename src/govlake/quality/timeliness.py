@@ -17,8 +17,8 @@ from typing import Literal
 from pyspark.sql import SparkSession
 
 from govlake.catalog import CYCLE_HOURS, Catalog, Resource
-from govlake.settings import Settings
 from govlake.lake import sql_literal
+from govlake.settings import Settings
 from govlake.tables import ops_tables, register
 
 State = Literal["on_time", "due", "overdue"]
@@ -129,7 +129,7 @@ def deliveries(
             at=at,
             grace_fraction=settings.timeliness_grace,
             provider=p,
-        )  # fmt: skip
+        )
         for r in catalog
         for p in r.providers
     ]
