@@ -20,23 +20,11 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from govlake.catalog import Resource
-from govlake.lake import append, overwrite, sql_literal, version
+from govlake.lake import append, overwrite, version
 from govlake.runs import Interval, StageCounts
 from govlake.settings import Settings
 from govlake.tables import TableSet, ops_tables, register
 from jobs import quality, registry
-
-
-def last_published_silver_version(
-    spark: SparkSession, settings: Settings, resource: Resource
-) -> int | None:
-    _, publications = ops_tables(settings.warehouse_location)
-    register(spark, publications)
-    row = spark.sql(
-        f"SELECT max(silver_version) AS v FROM {publications.sql_name} "
-        f"WHERE resource = {sql_literal(resource.qualified_name)}"
-    ).collect()[0]
-    return None if row.v is None else int(row.v)
 
 
 def run(
@@ -59,7 +47,8 @@ def run(
         register(spark, table)
         counts.published_versions[sharing_class] = version(table)
     waiting = registry.pending(spark, register_table, resource, "merged")
-    if last_published_silver_version(spark, settings, resource) == silver_version:
+    latest = registry.latest_publication(spark, settings, resource)
+    if latest is not None and latest.silver_version == silver_version:
         # Silver is what was last published: mark the extracts done, make no new version.
         for extract in waiting:
             registry.update(spark, register_table, extract.extract_id, status="published")

@@ -33,6 +33,7 @@ from govlake.quality.timeliness import grace
 from govlake.runs import Interval
 from govlake.settings import Settings
 from govlake.tables import Table, TableSet, ops_tables, quality_tables, register
+from jobs import registry
 
 
 @dataclass(frozen=True)
@@ -194,19 +195,6 @@ def check_extract(
     )
 
 
-def last_publication_rows(
-    spark: SparkSession, settings: Settings, resource: Resource
-) -> int | None:
-    _, publications = ops_tables(settings.warehouse_location)
-    register(spark, publications)
-    rows = spark.sql(
-        f"SELECT rows FROM {publications.sql_name} "
-        f"WHERE resource = {sql_literal(resource.qualified_name)} "
-        f"ORDER BY published_at DESC, version DESC LIMIT 1"
-    ).collect()
-    return None if not rows else int(rows[0].rows)
-
-
 def last_held_silver_version(
     spark: SparkSession, settings: Settings, resource: Resource
 ) -> int | None:
@@ -249,9 +237,10 @@ def check_publication(
         data = candidate.join(disputed, on=resource.key, how="left").withColumn(
             DISPUTED_COLUMN, F.coalesce(F.col(DISPUTED_COLUMN), F.lit(False))
         )
+    latest = registry.latest_publication(spark, settings, resource)
     checks = publication_suite(
         resource,
-        previous_rows=last_publication_rows(spark, settings, resource),
+        previous_rows=None if latest is None else int(latest.rows),
         crosschecked=crosschecked,
     )
     checked_at = interval.end_naive_utc

@@ -50,3 +50,15 @@ def update(spark: SparkSession, table: Table, extract_id: str, **values: Any) ->
         spark,
         f"UPDATE {table.sql_name} SET {assignments} WHERE extract_id = {sql_literal(extract_id)}",
     )
+
+
+def latest_publication(spark: SparkSession, settings: Settings, resource: Resource) -> Row | None:
+    """The newest row of `ops.publications` for `resource`, or None before the first."""
+    _, publications = ops_tables(settings.warehouse_location)
+    register(spark, publications)
+    rows = spark.sql(
+        f"SELECT * FROM {publications.sql_name} "
+        f"WHERE resource = {sql_literal(resource.qualified_name)} "
+        f"ORDER BY published_at DESC, version DESC LIMIT 1"
+    ).collect()
+    return rows[0] if rows else None

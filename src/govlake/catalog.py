@@ -371,6 +371,13 @@ def check_rules(resource: Resource, path: Path | str = "<memory>") -> None:
             )
 
 
+def validation_problems(exc: ValidationError) -> str:
+    """`field.path: message; …` for each problem pydantic found."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+    )
+
+
 def load_resource(path: Path, *, theme: str | None = None) -> Resource:
     """Load and check one catalogue file `schemas/<theme>/<resource>.yaml`."""
     try:
@@ -389,9 +396,7 @@ def load_resource(path: Path, *, theme: str | None = None) -> Resource:
     try:
         resource = Resource.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
+        problems = validation_problems(exc)
         raise CatalogError(f"{path}: {problems}") from exc
     check_rules(resource, path)
     return resource
@@ -413,9 +418,7 @@ def load_departments(path: Path) -> dict[str, Department]:
         try:
             departments[code] = Department.model_validate({"code": code, **(entry or {})})
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-            )
+            problems = validation_problems(exc)
             raise CatalogError(f"{path}: {code}: {problems}") from exc
     return departments
 
