@@ -51,6 +51,12 @@ class Settings(BaseSettings):
         description="Share of the update cycle after the due time during which a resource is "
         "'due' rather than 'overdue' (at least one hour).",
     )
+    retention_days: int = Field(
+        default=30,
+        ge=30,
+        description="Days every table version stays readable before vacuum may remove its "
+        "files (at least 30; ops tables keep at least 3 years).",
+    )
     reports_dir: Path = Field(
         default=Path("./reports"), description="Folder the steward reports and scorecards go to."
     )

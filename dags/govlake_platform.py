@@ -1,0 +1,150 @@
+"""Platform DAGs: timeliness monitor (hourly), steward reports (daily), table maintenance
+(weekly) and the department scorecard (yearly). Thin wiring over the same functions the
+`govlake` CLI runs; every task takes the run's data interval, none reads the clock.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import pendulum
+from airflow.sdk import dag, task
+
+START = pendulum.datetime(2026, 1, 1, tz="UTC")
+DEFAULTS = {"owner": "platform", "retries": 2, "retry_delay": timedelta(minutes=5)}
+
+
+def _naive(moment: datetime | None) -> datetime:
+    assert moment is not None, "the task needs the run's data interval"
+    return moment.astimezone(pendulum.UTC).replace(tzinfo=None)
+
+
+def _session() -> tuple[Any, Any, Any]:
+    from govlake.engine import get_spark
+    from govlake.orchestration import load_catalog, settings_for_task
+
+    settings = settings_for_task()
+    catalog = load_catalog(settings)
+    return get_spark(settings, catalog), catalog, settings
+
+
+@dag(
+    dag_id="platform_timeliness",
+    schedule="@hourly",
+    start_date=START,
+    catchup=False,
+    tags=["platform", "quality"],
+    default_args=DEFAULTS,
+    doc_md="Every resource's last publication and each provider's last delivery against the "
+    "update cycle (`govlake quality timeliness`); fails the run when something is overdue, so "
+    "it shows red in the UI.",
+)
+def platform_timeliness() -> None:
+    @task
+    def assess(data_interval_end: datetime | None = None) -> list[dict[str, Any]]:
+        from govlake.quality.timeliness import deliveries, monitor
+
+        spark, catalog, settings = _session()
+        at = _naive(data_interval_end)
+        states = [*monitor(spark, catalog, settings, at=at),
+                  *deliveries(spark, catalog, settings, at=at)]  # fmt: skip
+        return [
+            {"resource": t.resource, "provider": t.provider, "subject": t.subject,
+             "state": t.state, "hours_late": round(t.hours_late, 1)}
+            for t in states
+        ]  # fmt: skip
+
+    assess()
+
+
+@dag(
+    dag_id="platform_quality_reports",
+    schedule="@daily",
+    start_date=START,
+    catchup=False,
+    tags=["platform", "quality", "reports"],
+    default_args=DEFAULTS,
+    doc_md="One quality report per provider department for the day's data interval, mailed "
+    "to the department's steward (`govlake report quality --send`).",
+)
+def platform_quality_reports() -> None:
+    @task
+    def reports(
+        data_interval_start: datetime | None = None, data_interval_end: datetime | None = None
+    ) -> list[str]:
+        from govlake.reports.mail import send_report
+        from govlake.reports.quality import write_quality_report
+
+        spark, catalog, settings = _session()
+        written = []
+        for provider in catalog.providers:
+            report = write_quality_report(
+                spark, catalog, settings, provider,
+                since=_naive(data_interval_start).date(), at=_naive(data_interval_end),
+            )  # fmt: skip
+            send_report(
+                settings,
+                to=catalog.department(provider).steward.email,
+                subject=report.report.subject,
+                html=report.path.read_text(encoding="utf-8"),
+                filename=report.path.name,
+            )
+            written.append(str(report.path))
+        return written
+
+    reports()
+
+
+@dag(
+    dag_id="platform_maintenance",
+    schedule="@weekly",
+    start_date=START,
+    catchup=False,
+    tags=["platform", "maintenance"],
+    default_args=DEFAULTS,
+    doc_md="Compaction and vacuum of every Delta table through delta-rs. Every version stays "
+    "readable for `GOVLAKE_RETENTION_DAYS` (at least 30 days); `ops.*` tables, the platform's "
+    "records, for at least 3 years.",
+)
+def platform_maintenance() -> None:
+    @task
+    def maintain() -> list[dict[str, Any]]:
+        from dataclasses import asdict
+
+        from govlake.orchestration import load_catalog, settings_for_task
+        from jobs import maintenance
+
+        settings = settings_for_task()
+        return [asdict(m) for m in maintenance.run(load_catalog(settings), settings)]
+
+    maintain()
+
+
+@dag(
+    dag_id="platform_scorecard",
+    schedule="@yearly",
+    start_date=START,
+    catchup=False,
+    tags=["platform", "evaluation"],
+    default_args=DEFAULTS,
+    doc_md="The yearly department scorecard (51号 art. 17, 宝鸡 art. 23) of the year that "
+    "ended: HTML and CSV in the reports folder (`govlake report scorecard`).",
+)
+def platform_scorecard() -> None:
+    @task
+    def scorecard(data_interval_start: datetime | None = None) -> list[str]:
+        from govlake.reports.scorecard import write_scorecard
+
+        spark, catalog, settings = _session()
+        year = _naive(data_interval_start).year
+        files = write_scorecard(spark, catalog, settings, year=year, at=datetime(year + 1, 1, 1))
+        return [str(files.html), str(files.csv)]
+
+    scorecard()
+
+
+platform_timeliness()
+platform_quality_reports()
+platform_maintenance()
+platform_scorecard()
