@@ -72,7 +72,7 @@ def _observed(result: dict[str, Any]) -> str:
     return ""
 
 
-def _ratio(check: Check, result: dict[str, Any]) -> float | None:
+def _ratio(result: dict[str, Any]) -> float | None:
     percent = result.get("unexpected_percent")
     if percent is None or "observed_value" in result:
         return None
@@ -143,7 +143,7 @@ def run_suite(df: DataFrame, checks: list[Check], *, name: str, project: Path | 
                 check=check,
                 success=bool(found.success),
                 observed_value=_observed(body),
-                observed_ratio=_ratio(check, body),
+                observed_ratio=_ratio(body),
                 unexpected_count=body.get("unexpected_count"),
                 element_count=body.get("element_count"),
                 sample=sample,

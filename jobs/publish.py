@@ -98,7 +98,7 @@ def run(
         )
     if records:
         append(
-            spark.createDataFrame(records, ", ".join(f"{n} {k}" for n, k in publications.columns)),
+            spark.createDataFrame(records, publications.ddl_columns()),
             publications,
         )
         counts.published = True

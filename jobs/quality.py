@@ -100,7 +100,7 @@ def _record(
         sum(o.check.severity == "warn" for o in failed),
         verdict.outcome, verdict.reason, data_docs,
     )  # fmt: skip
-    append(spark.createDataFrame([run_row], _schema(runs)), runs)
+    append(spark.createDataFrame([run_row], runs.ddl_columns()), runs)
     result_rows = [
         (
             verdict.run_id,
@@ -124,11 +124,7 @@ def _record(
         )
         for o in verdict.outcomes
     ]
-    append(spark.createDataFrame(result_rows, _schema(results)), results)
-
-
-def _schema(table: Table) -> str:
-    return ", ".join(f"`{name}` {kind}" for name, kind in table.columns)
+    append(spark.createDataFrame(result_rows, results.ddl_columns()), results)
 
 
 def _run_id(scope: Scope, resource: Resource, subject: str, checked_at: datetime) -> str:

@@ -3,7 +3,9 @@ DAG has an owner, retries, tags and docs, and parsing the folder stays fast."""
 
 from __future__ import annotations
 
-import time
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,16 +24,29 @@ def bag(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-de
         patch.setenv("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
         from airflow.dag_processing.dagbag import DagBag
 
-        started = time.perf_counter()
-        bag = DagBag(dag_folder=str(DAGS))
-        bag.parse_seconds = time.perf_counter() - started
-        yield bag
+        yield DagBag(dag_folder=str(DAGS))
 
 
 def test_every_dag_file_imports(bag) -> None:  # type: ignore[no-untyped-def]
     assert bag.import_errors == {}
-    # generous: parsing is a couple of seconds here; a slow import would show up
-    assert bag.parse_seconds < 30
+
+
+def test_parsing_the_dags_imports_no_heavy_library(tmp_path: Path) -> None:
+    """The scheduler parses DAG files often: engine, Great Expectations and charting are
+    imported inside tasks, never at parse time (checked in a fresh interpreter)."""
+    heavy = ["great_expectations", "pyspark", "matplotlib", "deltalake"]
+    script = (
+        "import sys\n"
+        "from airflow.dag_processing.dagbag import DagBag\n"
+        f"bag = DagBag(dag_folder={str(DAGS)!r})\n"
+        "assert not bag.import_errors, bag.import_errors\n"
+        f"print([m for m in {heavy!r} if m in sys.modules])\n"
+    )
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_one_ingestion_dag_per_resource(bag, catalog: Catalog) -> None:  # type: ignore[no-untyped-def]
