@@ -15,7 +15,7 @@ import pendulum
 from airflow.sdk import PokeReturnValue, dag, task
 
 from govlake.catalog import CYCLE_HOURS, Resource
-from govlake.orchestration import SCHEDULES, doc_md, load_catalog, run_stage
+from govlake.orchestration import doc_md, load_catalog, run_stage, timetable
 
 START = pendulum.datetime(2026, 1, 1, tz="UTC")
 
@@ -26,7 +26,7 @@ def ingestion_dag(resource: Resource) -> Any:
 
     @dag(
         dag_id=f"ingest_{resource.theme}_{resource.name}",
-        schedule=SCHEDULES[resource.update_cycle],
+        schedule=timetable(resource.update_cycle),
         start_date=START,
         catchup=False,
         max_active_runs=1,

@@ -11,6 +11,8 @@ from typing import Any
 import pendulum
 from airflow.sdk import dag, task
 
+from govlake.orchestration import timetable
+
 START = pendulum.datetime(2026, 1, 1, tz="UTC")
 DEFAULTS = {"owner": "platform", "retries": 2, "retry_delay": timedelta(minutes=5)}
 
@@ -31,7 +33,7 @@ def _session() -> tuple[Any, Any, Any]:
 
 @dag(
     dag_id="platform_timeliness",
-    schedule="@hourly",
+    schedule=timetable("hourly"),
     start_date=START,
     catchup=False,
     tags=["platform", "quality"],
@@ -60,7 +62,7 @@ def platform_timeliness() -> None:
 
 @dag(
     dag_id="platform_quality_reports",
-    schedule="@daily",
+    schedule=timetable("daily"),
     start_date=START,
     catchup=False,
     tags=["platform", "quality", "reports"],
@@ -98,7 +100,7 @@ def platform_quality_reports() -> None:
 
 @dag(
     dag_id="platform_maintenance",
-    schedule="@weekly",
+    schedule=timetable("weekly"),
     start_date=START,
     catchup=False,
     tags=["platform", "maintenance"],
@@ -123,7 +125,7 @@ def platform_maintenance() -> None:
 
 @dag(
     dag_id="platform_scorecard",
-    schedule="@yearly",
+    schedule=timetable("yearly"),
     start_date=START,
     catchup=False,
     tags=["platform", "evaluation"],

@@ -3,6 +3,7 @@ DAG has an owner, retries, tags and docs, and parsing the folder stays fast."""
 
 from __future__ import annotations
 
+import datetime
 import os
 import subprocess
 import sys
@@ -11,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from govlake.catalog import Catalog
-from govlake.orchestration import SCHEDULES
+from govlake.generate import generate
+from govlake.orchestration import timetable
+from govlake.settings import Settings, get_settings
 
 DAGS = Path(__file__).resolve().parents[1] / "dags"
 
@@ -62,7 +65,7 @@ def test_one_ingestion_dag_per_resource(bag, catalog: Catalog) -> None:  # type:
         ]  # fmt: skip
         sensor = dag.get_task("wait_for_extract")
         assert sensor.mode == "reschedule"
-        assert dag.schedule == SCHEDULES[resource.update_cycle]
+        assert dag.timetable == timetable(resource.update_cycle)
 
 
 def test_platform_dags(bag) -> None:  # type: ignore[no-untyped-def]
@@ -77,3 +80,25 @@ def test_every_dag_has_owner_retries_tags_and_docs(bag) -> None:  # type: ignore
         for t in dag.tasks:
             assert t.owner and t.owner != "airflow", (dag_id, t.task_id)
             assert t.retries >= 2, (dag_id, t.task_id)
+
+
+def test_the_sensor_waits_until_an_extract_lands(  # type: ignore[no-untyped-def]
+    bag, catalog: Catalog, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sensor's poke looks in the configured landing zone for the resource's extracts."""
+    monkeypatch.setenv("GOVLAKE_LANDING", settings.landing)
+    get_settings.cache_clear()
+    try:
+        poke = bag.dags["ingest_population_residents"].get_task("wait_for_extract").python_callable
+        assert poke().is_done is False
+        day = datetime.date(2026, 3, 1)
+        made = generate(catalog, settings.landing_location, rows=50, as_of=day,
+                        resources=["population.residents"])  # fmt: skip
+        landed = poke()
+        assert landed.is_done is True
+        assert sorted(landed.xcom_value) == sorted(m.location.name for m in made)
+        # Another resource's sensor still waits.
+        other = bag.dags["ingest_credit_records"].get_task("wait_for_extract").python_callable
+        assert other().is_done is False
+    finally:
+        get_settings.cache_clear()

@@ -19,7 +19,7 @@ from govlake.settings import Settings, get_settings
 
 SPARK_CONNECT_CONN_ID = "spark_connect_default"
 
-#: Update cycle → Airflow schedule. "realtime" resources are polled hourly here; a push
+#: Update cycle → cron preset. "realtime" resources are polled hourly here; a push
 #: interface would replace the schedule with an asset event.
 SCHEDULES: dict[str, str] = {
     "realtime": "@hourly",
@@ -30,6 +30,16 @@ SCHEDULES: dict[str, str] = {
     "quarterly": "@quarterly",
     "yearly": "@yearly",
 }
+
+
+def timetable(cycle: str) -> Any:
+    """The Airflow timetable of an update cycle: a cron schedule whose runs cover a real data
+    interval [previous tick, this tick) in UTC. (Airflow 3's default for a cron string is a
+    trigger timetable whose interval is a single instant, which would leave the jobs and
+    reports nothing to cover.)"""
+    from airflow.sdk import CronDataIntervalTimetable
+
+    return CronDataIntervalTimetable(SCHEDULES[cycle], timezone="UTC")
 
 
 def spark_remote(conn_id: str = SPARK_CONNECT_CONN_ID) -> str | None:

@@ -1,0 +1,139 @@
+"""One ingestion DAG run end to end through Airflow (`dag.test()`), on generated extracts: the
+sensor finds them, the tasks run the jobs over the run's data interval, and the run leaves a
+new published version and its quality results behind.
+
+Airflow runs in a child interpreter with its own `AIRFLOW_HOME` and metadata database, so its
+configuration (read once, at import) cannot leak into other tests, nor theirs into it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from govlake.catalog import Catalog
+from govlake.engine import get_spark
+from govlake.generate import generate
+from govlake.lake import version
+from govlake.settings import Settings
+from govlake.tables import TableSet
+
+pytestmark = pytest.mark.slow
+
+DAGS = Path(__file__).resolve().parents[1] / "dags"
+DAG_ID = "ingest_population_residents"
+AS_OF = datetime.date(2026, 3, 1)
+#: The daily run that covers 2026-03-01: data interval [03-01 00:00, 03-02 00:00) UTC.
+LOGICAL_DATE = "2026-03-02T00:00:00+00:00"
+
+# Runs the DAG in the child interpreter. Retries are turned off so that a failing task fails
+# the test at once instead of after two five-minute retry delays.
+RUN_DAG = """
+import datetime, json, sys
+from airflow.dag_processing.dagbag import DagBag
+from airflow.utils import db
+
+db.resetdb()
+bag = DagBag(dag_folder=sys.argv[1])
+assert not bag.import_errors, bag.import_errors
+dag = bag.dags[sys.argv[2]]
+for task in dag.tasks:
+    task.retries = 0
+run = dag.test(logical_date=datetime.datetime.fromisoformat(sys.argv[3]))
+report = next(ti for ti in run.get_task_instances() if ti.task_id == "report")
+print(json.dumps({
+    "state": str(run.state),
+    "interval": [run.data_interval_start.isoformat(), run.data_interval_end.isoformat()],
+    "tasks": {ti.task_id: str(ti.state) for ti in run.get_task_instances()},
+    "report": report.xcom_pull(task_ids="report"),
+}))
+"""
+
+
+def _run_dag(settings: Settings, home: Path) -> dict[str, object]:
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "GOVLAKE_WAREHOUSE": settings.warehouse,
+        "GOVLAKE_LANDING": settings.landing,
+        "GOVLAKE_DATABASE_URL": settings.database_url,
+        "GOVLAKE_REPORTS_DIR": str(settings.reports_dir),
+        "GOVLAKE_CATALOG_DIR": str(settings.catalog_dir),
+    }
+    env.pop("SPARK_REMOTE", None)  # the embedded engine, started inside the task process
+    done = subprocess.run(
+        [sys.executable, "-c", RUN_DAG, str(DAGS), DAG_ID, LOGICAL_DATE],
+        env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-4000:] + done.stdout[-4000:]
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def test_an_ingestion_dag_run_publishes_a_version_and_records_its_quality(
+    catalog: Catalog, settings: Settings, tmp_path: Path
+) -> None:
+    residents = catalog.get("population.residents")
+    settings = settings.model_copy(update={"reports_dir": tmp_path / "reports"})
+    made = generate(catalog, settings.landing_location, rows=1500, seed=11, defects=0.005,
+                    as_of=AS_OF, resources=[residents.qualified_name])  # fmt: skip
+
+    outcome = _run_dag(settings, tmp_path / "airflow_home")
+
+    assert outcome["state"] == "success", outcome
+    assert outcome["interval"] == ["2026-03-01T00:00:00+00:00", "2026-03-02T00:00:00+00:00"]
+    assert outcome["tasks"] == dict.fromkeys(
+        ["wait_for_extract", "bronze", "validate", "silver", "publish", "report"], "success"
+    )
+
+    # A new published version of every sharing class, stamped with the interval's end.
+    spark = get_spark(settings, catalog, fresh=True)  # registers the tables the run made
+    published = spark.sql(
+        "SELECT sharing_class, version, rows, published_at FROM ops.publications "
+        "WHERE resource = 'population.residents'"
+    ).collect()
+    tables = TableSet(residents, settings.warehouse_location)
+    assert {p.sharing_class: p.version for p in published} == {
+        c: version(tables.published(c)) for c in residents.sharing_classes
+    }
+    assert {p.published_at for p in published} == {datetime.datetime(2026, 3, 2)}
+    quarantined = spark.table("population.residents_quarantine").count()
+    delivered = sum(m.rows for m in made)
+    assert quarantined > 0
+    silver_rows = spark.table("population.residents").count()
+    assert 0 < silver_rows <= delivered - quarantined  # providers' copies merge by key
+    # Rows still waiting for a required item from its authority stay in silver.
+    for p in published:
+        assert 0 < p.rows == spark.table(tables.published(p.sharing_class).sql_name).count()
+        assert p.rows <= silver_rows
+
+    # The quality results the run wrote: one extract suite per provider, one publication
+    # suite, each with a row per expectation, all judged at the interval's end.
+    runs = spark.sql(
+        "SELECT run_id, scope, provider, outcome, expectations, checked_at FROM ops.quality_runs "
+        "WHERE resource = 'population.residents'"
+    ).collect()
+    assert sorted(r.scope for r in runs) == ["extract"] * len(made) + ["publication"]
+    assert {r.provider for r in runs if r.scope == "extract"} == {m.provider for m in made}
+    assert {r.outcome for r in runs} <= {"passed", "warned"}
+    assert {r.checked_at for r in runs} == {datetime.datetime(2026, 3, 2)}
+    for run in runs:
+        results = spark.sql(
+            f"SELECT count(*) AS n, count_if(success) AS ok FROM ops.quality_results "
+            f"WHERE run_id = '{run.run_id}'"
+        ).first()
+        assert results.n == run.expectations > 0
+        if run.outcome == "passed":
+            assert results.ok == results.n
+
+    # The steward report the last task wrote covers the interval.
+    report = Path(str(outcome["report"]))
+    assert report.is_file() and report.parent == tmp_path / "reports"
+    assert "2026-03-01" in report.read_text(encoding="utf-8")
