@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+AIRFLOW_PORT ?= 8080
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +20,10 @@ install: $(STAMP) ## Create or update .venv with govlake and its development too
 demo: $(STAMP) ## Generate department extracts, ingest all four themes, print the summary
 	$(BIN)/govlake demo
 
+.PHONY: airflow
+airflow: $(STAMP) ## Airflow standalone on 127.0.0.1:8080 (AIRFLOW_PORT=…) with the project's DAGs (Ctrl-C stops it)
+	$(BIN)/govlake airflow --port $(AIRFLOW_PORT)
+
 .PHONY: test
 test: $(STAMP) ## Run the whole test suite (unit, catalogue, end to end)
 	$(BIN)/python -m pytest -p no:cacheprovider
@@ -30,8 +35,8 @@ check: $(STAMP) ## Lint and type-check (ruff + mypy)
 	$(BIN)/mypy
 
 .PHONY: clean
-clean: ## Remove the local lakehouse, landing zone and reports (not .venv)
-	rm -rf lakehouse landing reports govlake.db
+clean: ## Remove the local lakehouse, landing zone, reports and Airflow home (not .venv)
+	rm -rf lakehouse landing reports govlake.db .airflow
 
 .PHONY: help
 help: ## List the targets

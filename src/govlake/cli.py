@@ -505,3 +505,62 @@ def _demo_reports(settings: Settings) -> None:
     console.print(table)
     files = write_scorecard(spark, catalog, settings, year=at.year, at=at)
     console.print(f"department scorecard {at.year}: {files.html} and {files.csv}")
+
+
+@app.command()
+def airflow(
+    port: Annotated[int, typer.Option(help="port of the UI and API on 127.0.0.1")] = 8080,
+    home: Annotated[Path, typer.Option(help="AIRFLOW_HOME: metadata DB, logs, password")] = Path(
+        ".airflow"
+    ),
+    dags: Annotated[Path, typer.Option(help="the DAGs folder")] = Path("dags"),
+) -> None:
+    """Run Airflow standalone on loopback with the project's DAGs until Ctrl-C (or SIGTERM)."""
+    import signal
+
+    from govlake.standalone import PASSWORDS_FILE, USER, StandaloneError, dag_ids, start, token
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # Ctrl-C and SIGTERM both stop Airflow. Started from a script or in the background, this
+    # process may inherit SIGINT as ignored, and an exec'd child keeps an ignored signal: set
+    # a handler here, so that the standalone processes get SIGINT's default again.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, interrupt)
+    settings = get_settings()
+    expected = {f"ingest_{r.theme}_{r.name}" for r in _catalog(settings)}
+    console.print(f"starting Airflow standalone (log: {home / 'standalone.log'}) …")
+    try:
+        running = start(home=home.resolve(), port=port, dags=dags, settings=settings)
+    except StandaloneError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    try:
+        console.print(f"Airflow UI: [bold]{running.url}[/bold]")
+        console.print(f"login: [bold]{USER}[/bold] / password [bold]{running.password}[/bold] "
+                      f"(kept in {running.home / PASSWORDS_FILE})")  # fmt: skip
+        bearer = token(running.url, running.password)
+        listed: set[str] = set()
+        deadline = time.monotonic() + 180
+        while not expected <= listed and time.monotonic() < deadline:
+            time.sleep(2)
+            listed = dag_ids(running.url, bearer)
+        console.print(
+            f"{len(listed)} DAGs listed ({len(expected & listed)} of {len(expected)} "
+            f"ingestion DAGs): {', '.join(sorted(listed))}"
+        )
+        console.print("New DAGs start paused: unpause one or trigger it in the UI.")
+        console.print(
+            f"lakehouse: {settings.warehouse_location.uri}; landing zone: "
+            f"{settings.landing_location.uri} (`govlake generate` lands extracts)"
+        )
+        console.print("Ctrl-C stops Airflow.")
+        running.process.wait()
+        console.print(f"[red]Airflow stopped on its own ({running.process.returncode}); "
+                      f"see {running.log}[/red]")  # fmt: skip
+        raise typer.Exit(1)
+    except KeyboardInterrupt:
+        console.print("stopping Airflow …")
+    finally:
+        running.stop()
