@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,6 +15,7 @@ from airflow.sdk import dag, task
 from govlake.orchestration import timetable
 
 START = pendulum.datetime(2026, 1, 1, tz="UTC")
+log = logging.getLogger(__name__)
 DEFAULTS = {"owner": "platform", "retries": 2, "retry_delay": timedelta(minutes=5)}
 
 
@@ -51,6 +53,16 @@ def platform_timeliness() -> None:
         at = _naive(data_interval_end)
         states = [*monitor(spark, catalog, settings, at=at),
                   *deliveries(spark, catalog, settings, at=at)]  # fmt: skip
+        for t in states:
+            log.info("%s %s (%s): %s, %.1f h late", t.subject, t.resource, t.provider, t.state,
+                     t.hours_late)  # fmt: skip
+        overdue = [f"{t.subject} of {t.resource} by {t.provider} ({t.hours_late:.0f} h late)"
+                   for t in states if t.state == "overdue"]  # fmt: skip
+        if overdue:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            # No retry would change the answer for this interval.
+            raise AirflowFailException("overdue: " + "; ".join(overdue))
         return [
             {"resource": t.resource, "provider": t.provider, "subject": t.subject,
              "state": t.state, "hours_late": round(t.hours_late, 1)}

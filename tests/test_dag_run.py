@@ -14,8 +14,10 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from deltalake import DeltaTable
 
 from govlake.catalog import Catalog
 from govlake.engine import get_spark
@@ -34,7 +36,7 @@ LOGICAL_DATE = "2026-03-02T00:00:00+00:00"
 
 # Runs the DAG in the child interpreter. Retries are turned off so that a failing task fails
 # the test at once instead of after two five-minute retry delays.
-RUN_DAG = """
+RUN_DAGS = """
 import datetime, json, sys
 from airflow.dag_processing.dagbag import DagBag
 from airflow.utils import db
@@ -42,21 +44,25 @@ from airflow.utils import db
 db.resetdb()
 bag = DagBag(dag_folder=sys.argv[1])
 assert not bag.import_errors, bag.import_errors
-dag = bag.dags[sys.argv[2]]
-for task in dag.tasks:
-    task.retries = 0
-run = dag.test(logical_date=datetime.datetime.fromisoformat(sys.argv[3]))
-report = next(ti for ti in run.get_task_instances() if ti.task_id == "report")
-print(json.dumps({
-    "state": str(run.state),
-    "interval": [run.data_interval_start.isoformat(), run.data_interval_end.isoformat()],
-    "tasks": {ti.task_id: str(ti.state) for ti in run.get_task_instances()},
-    "report": report.xcom_pull(task_ids="report"),
-}))
+outcomes = {}
+for dag_id, logical_date in zip(sys.argv[2::2], sys.argv[3::2]):
+    dag = bag.dags[dag_id]
+    for task in dag.tasks:
+        task.retries = 0
+    run = dag.test(logical_date=datetime.datetime.fromisoformat(logical_date))
+    instances = run.get_task_instances()
+    outcomes[dag_id] = {
+        "state": str(run.state),
+        "interval": [run.data_interval_start.isoformat(), run.data_interval_end.isoformat()],
+        "tasks": {ti.task_id: str(ti.state) for ti in instances},
+        "xcom": {ti.task_id: ti.xcom_pull(task_ids=ti.task_id) for ti in instances},
+    }
+print(json.dumps(outcomes, default=str))
 """
 
 
-def _run_dag(settings: Settings, home: Path) -> dict[str, object]:
+def _run_dags(settings: Settings, home: Path, *runs: tuple[str, str]) -> tuple[dict[str, Any], str]:
+    """Run DAGs one after another in one child interpreter; their outcomes and its output."""
     env = {
         **os.environ,
         "AIRFLOW_HOME": str(home),
@@ -70,11 +76,11 @@ def _run_dag(settings: Settings, home: Path) -> dict[str, object]:
     }
     env.pop("SPARK_REMOTE", None)  # the embedded engine, started inside the task process
     done = subprocess.run(
-        [sys.executable, "-c", RUN_DAG, str(DAGS), DAG_ID, LOGICAL_DATE],
+        [sys.executable, "-c", RUN_DAGS, str(DAGS), *(arg for run in runs for arg in run)],
         env=env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-4000:] + done.stdout[-4000:]
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    return dict(json.loads(done.stdout.strip().splitlines()[-1])), done.stdout + done.stderr
 
 
 def test_an_ingestion_dag_run_publishes_a_version_and_records_its_quality(
@@ -85,7 +91,15 @@ def test_an_ingestion_dag_run_publishes_a_version_and_records_its_quality(
     made = generate(catalog, settings.landing_location, rows=1500, seed=11, defects=0.005,
                     as_of=AS_OF, resources=[residents.qualified_name])  # fmt: skip
 
-    outcome = _run_dag(settings, tmp_path / "airflow_home")
+    outcomes, output = _run_dags(
+        settings, tmp_path / "airflow_home",
+        (DAG_ID, LOGICAL_DATE),
+        # An hour later the monitor sees residents on time, the resources never published
+        # overdue; weekly maintenance compacts and vacuums what the run wrote.
+        ("platform_timeliness", "2026-03-02T01:00:00+00:00"),
+        ("platform_maintenance", "2026-03-02T00:00:00+00:00"),
+    )  # fmt: skip
+    outcome = outcomes[DAG_ID]
 
     assert outcome["state"] == "success", outcome
     assert outcome["interval"] == ["2026-03-01T00:00:00+00:00", "2026-03-02T00:00:00+00:00"]
@@ -99,10 +113,15 @@ def test_an_ingestion_dag_run_publishes_a_version_and_records_its_quality(
         "SELECT sharing_class, version, rows, published_at FROM ops.publications "
         "WHERE resource = 'population.residents'"
     ).collect()
+    assert sorted(p.sharing_class for p in published) == sorted(residents.sharing_classes)
+    # Each recorded version is there and holds the published rows, also after the weekly
+    # maintenance below compacted the table (a commit of its own).
     tables = TableSet(residents, settings.warehouse_location)
-    assert {p.sharing_class: p.version for p in published} == {
-        c: version(tables.published(c)) for c in residents.sharing_classes
-    }
+    for p in published:
+        location = tables.published(p.sharing_class).location
+        at_version = DeltaTable(location.uri, version=p.version)
+        assert at_version.to_pyarrow_dataset().count_rows() == p.rows
+        assert version(tables.published(p.sharing_class)) >= p.version
     assert {p.published_at for p in published} == {datetime.datetime(2026, 3, 2)}
     quarantined = spark.table("population.residents_quarantine").count()
     delivered = sum(m.rows for m in made)
@@ -134,6 +153,18 @@ def test_an_ingestion_dag_run_publishes_a_version_and_records_its_quality(
             assert results.ok == results.n
 
     # The steward report the last task wrote covers the interval.
-    report = Path(str(outcome["report"]))
+    report = Path(str(outcome["xcom"]["report"]))
     assert report.is_file() and report.parent == tmp_path / "reports"
     assert "2026-03-01" in report.read_text(encoding="utf-8")
+
+    # The platform DAGs over the same lakehouse.
+    monitor = outcomes["platform_timeliness"]
+    assert monitor["state"] == "failed" and monitor["tasks"] == {"assess": "failed"}
+    overdue = next(line for line in output.splitlines() if "overdue: publication" in line)
+    never_published = {r.qualified_name for r in catalog} - {"population.residents"}
+    assert all(f"publication of {name} " in overdue for name in never_published), overdue
+    assert "population.residents" not in overdue
+    maintenance = outcomes["platform_maintenance"]
+    assert maintenance["state"] == "success", maintenance
+    maintained = {m["table"] for m in maintenance["xcom"]["maintain"]}
+    assert {"population.residents", "population.residents_unconditional"} <= maintained

@@ -102,3 +102,30 @@ def test_the_sensor_waits_until_an_extract_lands(  # type: ignore[no-untyped-def
         assert other().is_done is False
     finally:
         get_settings.cache_clear()
+
+
+def test_the_spark_connect_endpoint_comes_from_the_airflow_connection_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from govlake.orchestration import settings_for_task, spark_remote
+
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
+    monkeypatch.setenv("SPARK_REMOTE", "sc://from-env:15002")
+    assert spark_remote() == "sc://from-env:15002"
+    # A Spark Connect connection of the apache-spark provider wins over SPARK_REMOTE.
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SPARK_CONNECT_DEFAULT",
+        '{"conn_type": "spark_connect", "host": "spark.gov.internal", "port": 15002, '
+        '"login": "govlake", "password": "s3cret-token", "extra": {"use_ssl": true}}',
+    )
+    url = "sc://spark.gov.internal:15002/;user_id=govlake;token=s3cret-token;use_ssl=True"
+    assert spark_remote() == url
+    get_settings.cache_clear()
+    try:
+        assert settings_for_task().spark_remote == url
+    finally:
+        get_settings.cache_clear()
+    # Neither: the embedded engine.
+    monkeypatch.delenv("AIRFLOW_CONN_SPARK_CONNECT_DEFAULT")
+    monkeypatch.delenv("SPARK_REMOTE")
+    assert spark_remote() is None
