@@ -10,6 +10,7 @@ from pyspark.sql import SparkSession
 
 from govlake.catalog import Catalog
 from govlake.engine import get_spark
+from govlake.s3server import SeaweedS3
 from govlake.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,3 +44,10 @@ def spark(settings: Settings, catalog: Catalog) -> Iterator[SparkSession]:
     """A fresh session (own table catalogue) bound to the test's lakehouse."""
     session = get_spark(settings, catalog, fresh=True)
     yield session
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
+    """A real S3 server (SeaweedFS) on free loopback ports, credentials enforced."""
+    with SeaweedS3.start(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server

@@ -14,6 +14,7 @@ import pytest
 from govlake.catalog import Catalog
 from govlake.generate import generate
 from govlake.orchestration import timetable
+from govlake.s3server import SeaweedS3
 from govlake.settings import Settings, get_settings
 
 DAGS = Path(__file__).resolve().parents[1] / "dags"
@@ -129,3 +130,29 @@ def test_the_spark_connect_endpoint_comes_from_the_airflow_connection_first(
     monkeypatch.delenv("AIRFLOW_CONN_SPARK_CONNECT_DEFAULT")
     monkeypatch.delenv("SPARK_REMOTE")
     assert spark_remote() is None
+
+
+def test_the_sensor_finds_extracts_in_an_s3_landing_zone(  # type: ignore[no-untyped-def]
+    bag, catalog: Catalog, s3: SeaweedS3, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s3.create_bucket("sensor-landing")
+    for name, value in s3.environment().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("GOVLAKE_LANDING", "s3://sensor-landing/landing")
+    get_settings.cache_clear()
+    try:
+        poke = bag.dags["ingest_legal_entity_enterprises"].get_task("wait_for_extract")
+        assert poke.python_callable().is_done is False
+        day = datetime.date(2026, 3, 1)
+        made = generate(catalog, get_settings().landing_location, rows=50, as_of=day,
+                        resources=["legal_entity.enterprises"])  # fmt: skip
+        assert all(m.location.uri.startswith("s3://sensor-landing/") for m in made)
+        landed = poke.python_callable()
+        assert landed.is_done is True
+        assert sorted(landed.xcom_value) == sorted(m.location.name for m in made)
+        # Wrong credentials are an error the task shows, not an empty landing zone.
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+        with pytest.raises(OSError):
+            poke.python_callable()
+    finally:
+        get_settings.cache_clear()
