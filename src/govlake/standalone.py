@@ -23,6 +23,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from govlake.settings import Settings
 
@@ -142,22 +143,25 @@ def _healthy(url: str) -> bool:
         return False
 
 
+def api(
+    url: str, path: str, *, bearer: str | None = None, method: str = "GET", body: Any = None
+) -> Any:
+    """One call to the Airflow REST API; the decoded JSON reply."""
+    headers = {"Content-Type": "application/json"}
+    if bearer:
+        headers["Authorization"] = f"Bearer {bearer}"
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"{url}{path}", data=data, headers=headers, method=method)
+    with urllib.request.urlopen(request, timeout=30) as reply:
+        return json.loads(reply.read())
+
+
 def token(url: str, password: str, user: str = USER) -> str:
     """A JWT for the public API, from the simple auth manager."""
-    request = urllib.request.Request(
-        f"{url}/auth/token",
-        data=json.dumps({"username": user, "password": password}).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=10) as reply:
-        return str(json.loads(reply.read())["access_token"])
+    reply = api(url, "/auth/token", method="POST", body={"username": user, "password": password})
+    return str(reply["access_token"])
 
 
 def dag_ids(url: str, bearer: str) -> set[str]:
     """Every DAG the API server lists."""
-    request = urllib.request.Request(
-        f"{url}/api/v2/dags?limit=1000", headers={"Authorization": f"Bearer {bearer}"}
-    )
-    with urllib.request.urlopen(request, timeout=10) as reply:
-        return {d["dag_id"] for d in json.loads(reply.read())["dags"]}
+    return {d["dag_id"] for d in api(url, "/api/v2/dags?limit=1000", bearer=bearer)["dags"]}
