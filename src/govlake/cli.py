@@ -23,6 +23,7 @@ from rich.table import Table as RichTable
 
 from govlake.catalog import Catalog, CatalogError
 from govlake.reports.cli import report_app
+from govlake.sharing.audit_cli import audit_app
 from govlake.runs import Interval, StageCounts
 from govlake.settings import Settings, get_settings
 
@@ -38,6 +39,7 @@ quality_app = typer.Typer(
 )
 app.add_typer(quality_app, name="quality")
 app.add_typer(report_app, name="report")
+app.add_typer(audit_app, name="audit")
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
