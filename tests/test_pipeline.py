@@ -269,6 +269,9 @@ def test_cli_ingest_and_sql(settings: Settings, monkeypatch: pytest.MonkeyPatch)
 
     monkeypatch.setenv("GOVLAKE_WAREHOUSE", settings.warehouse)
     monkeypatch.setenv("GOVLAKE_LANDING", settings.landing)
+    monkeypatch.setenv("GOVLAKE_DATABASE_URL", settings.database_url)
+    reports = Path(settings.warehouse).parent / "reports"
+    monkeypatch.setenv("GOVLAKE_REPORTS_DIR", str(reports))
     settings_module.get_settings.cache_clear()
     runner = CliRunner(env={"COLUMNS": "200"})
     try:
@@ -302,6 +305,9 @@ def test_demo_publishes_all_four_themes(
 
     monkeypatch.setenv("GOVLAKE_WAREHOUSE", settings.warehouse)
     monkeypatch.setenv("GOVLAKE_LANDING", settings.landing)
+    monkeypatch.setenv("GOVLAKE_DATABASE_URL", settings.database_url)
+    reports = Path(settings.warehouse).parent / "reports"
+    monkeypatch.setenv("GOVLAKE_REPORTS_DIR", str(reports))
     settings_module.get_settings.cache_clear()
     runner = CliRunner(env={"COLUMNS": "200"})
     try:
@@ -317,6 +323,13 @@ def test_demo_publishes_all_four_themes(
             line = next(line for line in summary.splitlines() if name in line)
             assert "unconditional v1" in line, line
         assert "govlake sql" in first.output
+        # The sharing step read a table through the official client with a fresh profile.
+        sharing = first.output[first.output.index("sharing through the Delta Sharing protocol") :]
+        assert "civil_affairs may read 5 tables" in sharing
+        assert "population.population.residents_unconditional" in sharing
+        shown = sharing[sharing.index("citizen_id") :].splitlines()[1:6]
+        assert all(len(line.split()[0]) == 18 for line in shown), shown
+        assert (reports / "profiles" / "civil_affairs.share").is_file()
         again = runner.invoke(app_(), ["demo", "--rows", "1000"])
         assert again.exit_code == 0, again.output
         assert "already ingested" in again.output

@@ -23,9 +23,11 @@ from rich.table import Table as RichTable
 
 from govlake.catalog import Catalog, CatalogError
 from govlake.reports.cli import report_app
-from govlake.sharing.audit_cli import audit_app
 from govlake.runs import Interval, StageCounts
 from govlake.settings import Settings, get_settings
+from govlake.sharing.audit_cli import audit_app
+from govlake.sharing.cli import share_app
+from govlake.sharing.serve_cli import profile, serve
 
 app = typer.Typer(
     help="govlake: government information-resource sharing lakehouse.", no_args_is_help=True
@@ -40,6 +42,9 @@ quality_app = typer.Typer(
 app.add_typer(quality_app, name="quality")
 app.add_typer(report_app, name="report")
 app.add_typer(audit_app, name="audit")
+share_app.command()(serve)
+share_app.command()(profile)
+app.add_typer(share_app, name="share")
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
@@ -466,7 +471,9 @@ def demo(
     results = _ingest(None)
     console.rule("[bold]3. reports to data owners")
     _demo_reports(settings)
-    console.rule("[bold]4. queries to try")
+    console.rule("[bold]4. sharing through the Delta Sharing protocol")
+    _demo_sharing(settings)
+    console.rule("[bold]5. queries to try")
     for c in results:
         query = QUERIES.get(c.resource)
         if query:
@@ -488,6 +495,42 @@ def demo(
         "govlake report quality --provider public_security --send   # needs GOVLAKE_SMTP_*"
     )
     console.print("Re-run `make demo`: the same extracts are skipped and no new version appears.")
+
+
+def _demo_sharing(settings: Settings) -> None:
+    """Register civil affairs as a consumer, write its profile, start the sharing server for a
+    moment and read a shared table with the official client, as an analyst would."""
+    import delta_sharing
+
+    from govlake.sharing import access, audit
+    from govlake.sharing.serve_cli import running, write_profile
+    from govlake.sharing.state import Consumer, session
+
+    catalog = _catalog(settings)
+    at = datetime.now(UTC).replace(tzinfo=None)
+    consumer = "civil_affairs"
+    with session(settings) as s:
+        if s.get(Consumer, consumer) is None:
+            access.register_consumer(s, catalog, consumer, email=None, at=at)
+            audit.record(s, at=at, actor="platform", action="consumer.register",
+                         consumer=consumer)  # fmt: skip
+    table = "population.population.residents_unconditional"
+    with running(settings) as endpoint:
+        path = write_profile(settings, catalog, consumer,
+                             settings.reports_dir / "profiles" / f"{consumer}.share", days=30,
+                             at=at, endpoint=endpoint)  # fmt: skip
+        client = delta_sharing.SharingClient(str(path))
+        tables = sorted(f"{t.share}.{t.schema}.{t.name}" for t in client.list_all_tables())
+        frame = delta_sharing.load_as_pandas(f"{path}#{table}", limit=5)
+        version = delta_sharing.get_table_version(f"{path}#{table}")
+    console.print(f"server {endpoint} (stopped again); profile {path}")
+    console.print(f"{consumer} may read {len(tables)} tables: {', '.join(tables)}")
+    console.print(f'delta_sharing.load_as_pandas("{path}#{table}", limit=5)  → version {version}')
+    console.print(frame.to_string(index=False))
+    console.print(
+        "Run the server yourself: govlake share serve; every read is in the audit "
+        "journal: govlake audit verify, govlake audit export --department civil_affairs"
+    )
 
 
 def _demo_reports(settings: Settings) -> None:

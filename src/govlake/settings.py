@@ -68,6 +68,18 @@ class Settings(BaseSettings):
     smtp_sender: str = Field(
         default="govlake@platform.gov.example", description="From address of the reports."
     )
+    sharing_signing_key: SecretStr | None = Field(
+        default=None,
+        description="Secret that signs the sharing server's local file URLs; unset: a random "
+        "key per server process (URLs die with the process).",
+    )
+    sharing_url_minutes: int = Field(
+        default=15, ge=1, le=24 * 60, description="Minutes a signed or presigned file URL lives."
+    )
+    sharing_endpoint: str = Field(
+        default="http://127.0.0.1:8765/delta-sharing",
+        description="The sharing server's public endpoint, written into profile files.",
+    )
     scorecard_weights: dict[str, float] = Field(
         default_factory=lambda: dict(DEFAULT_SCORECARD_WEIGHTS),
         description="Weight of each scorecard component (catalogue, provision, quality, "

@@ -1,4 +1,5 @@
-"""Mail a rendered report to a steward through the configured SMTP server (stdlib only).
+"""Mail a rendered report to a steward, or a plain-text notification (an escalation), through
+the configured SMTP server (stdlib only).
 
 The HTML is both the body and an attachment, so it can be read in the mail client or saved
 and opened in a browser; its charts are embedded, so nothing else travels with it.
@@ -51,5 +52,30 @@ def send_report(settings: Settings, *, to: str, subject: str, html: str, filenam
             refused = smtp.send_message(message)
     except (smtplib.SMTPException, OSError) as exc:
         raise MailError(f"could not mail the report to {to} through {server}: {exc}") from exc
+    if refused:
+        raise MailError(f"the mail server {server} refused the recipient(s): {refused}")
+
+
+def send_mail(settings: Settings, *, to: str, subject: str, text: str) -> None:
+    """Send a plain-text message (a notification) to `to`; raise `MailError` naming the server
+    and the recipient."""
+    message = EmailMessage()
+    message["From"] = settings.smtp_sender
+    message["To"] = to
+    message["Subject"] = subject
+    message["Date"] = formatdate(usegmt=True)
+    message["Message-ID"] = make_msgid(domain=settings.smtp_sender.rpartition("@")[2] or None)
+    message.set_content(text)
+    server = f"{settings.smtp_host}:{settings.smtp_port}"
+    try:
+        with smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=30) as smtp:
+            if settings.smtp_starttls:
+                smtp.starttls(context=ssl.create_default_context())
+            if settings.smtp_user:
+                password = settings.smtp_password
+                smtp.login(settings.smtp_user, password.get_secret_value() if password else "")
+            refused = smtp.send_message(message)
+    except (smtplib.SMTPException, OSError) as exc:
+        raise MailError(f"could not mail {to} through {server}: {exc}") from exc
     if refused:
         raise MailError(f"the mail server {server} refused the recipient(s): {refused}")

@@ -52,7 +52,7 @@ ACTIONS = frozenset(
     {
         "share.list_shares", "share.get_share", "share.list_schemas", "share.list_tables",
         "share.version", "share.metadata", "share.query", "share.changes", "share.file",
-        "share.unknown",
+        "share.unknown", "request.view",
         "grant.create", "grant.revoke",
         "request.file", "request.approve", "request.refuse", "request.escalate",
         "verification.file", "verification.answer", "verification.fixed",

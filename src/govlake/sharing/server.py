@@ -44,6 +44,7 @@ from govlake.sharing.access import (
 )
 from govlake.sharing.deltalog import ChangesUnavailable, DataFile, DeltaLog, VersionError, millis
 from govlake.sharing.deps import ConsumerDep, DbDep, NowDep
+from govlake.sharing.requests_api import router as requests_router
 from govlake.sharing.state import Consumer, session
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,12 @@ ACTIONS = {
     "list_all_tables": "share.list_tables", "table_version": "share.version",
     "table_metadata": "share.metadata", "query_table": "share.query",
     "table_changes": "share.changes", "download_file": "share.file",
+    # the requests API (govlake.sharing.requests_api): its refusals are audited here
+    "file_access_request": "request.file", "approve_access_request": "request.approve",
+    "refuse_access_request": "request.refuse", "list_access_requests": "request.view",
+    "get_access_request": "request.view", "file_verification_request": "verification.file",
+    "answer_verification_request": "verification.answer",
+    "list_verification_requests": "request.view", "get_verification_request": "request.view",
 }  # fmt: skip
 
 
@@ -143,6 +150,7 @@ def create_app(
     app.state.clock = clock
     app.state.signer = UrlSigner(signing_key or secrets.token_bytes(32), url_ttl)
     tables = {t.full_name: t for t in shared_tables(app.state.catalog, settings)}
+    app.include_router(requests_router)
 
     def audit_call(request: Request, outcome: str, **fields: Any) -> None:
         route = request.scope.get("route")
