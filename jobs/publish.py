@@ -14,7 +14,9 @@ Each publication is recorded in `ops.publications`.
 
 from __future__ import annotations
 
+from datetime import datetime
 from functools import reduce
+from typing import Any
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
@@ -103,6 +105,35 @@ def run(
         )
         counts.published = True
         counts.rows_published = rows
+        _journal(resource, settings, records, at=interval.end_naive_utc)
     for extract in waiting:
         registry.update(spark, register_table, extract.extract_id, status="published")
     return counts
+
+
+def _journal(resource: Resource, settings: Settings, records: list[tuple[Any, ...]], *,
+             at: datetime) -> None:  # fmt: skip
+    """Each published version goes into the audit journal, and verification requests whose
+    correction it carries are linked to it."""
+    from govlake.catalog import Catalog
+    from govlake.sharing import audit
+    from govlake.sharing.requests import link_fixes
+    from govlake.sharing.state import session
+
+    with session(settings) as s:
+        for (
+            _,
+            sharing_class,
+            table_name,
+            published_version,
+            _,
+            rows,
+            silver_version,
+            sources,
+        ) in records:
+            audit.record(s, at=at, actor="pipeline", action="pipeline.publish",
+                         resource=resource.qualified_name, table_name=table_name,
+                         version=published_version, rows=rows,
+                         detail={"sharing_class": sharing_class, "silver_version": silver_version,
+                                 "extracts": sources.split(",") if sources else []})  # fmt: skip
+        link_fixes(s, None, Catalog.load(settings.catalog_dir), settings, at=at)

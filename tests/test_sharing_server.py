@@ -339,3 +339,14 @@ def test_audit_verify_catches_a_tampered_entry(sharing: Sharing) -> None:
         s.execute(text("UPDATE audit_journal SET rows = rows - 1 WHERE seq = :seq"), {"seq": seq})
     with session(sharing.settings) as s:
         assert audit.verify(s, sharing.settings).ok
+
+
+def test_each_publication_is_in_the_journal(sharing: Sharing) -> None:
+    published = [e for e in _entries(sharing, "pipeline.publish")
+                 if e.table_name == "population.residents_unconditional"]  # fmt: skip
+    table = _published(sharing, "population.residents", "unconditional")
+    assert [e.version for e in published] == [
+        h["version"] for h in sorted(table.history(), key=lambda h: h["version"])
+        if h["operation"] != "CREATE TABLE"
+    ]  # fmt: skip
+    assert published[-1].rows == len(table.to_pandas())
