@@ -158,7 +158,55 @@ def platform_scorecard() -> None:
     scorecard()
 
 
+@dag(
+    dag_id="platform_sharing",
+    schedule=timetable("daily"),
+    start_date=START,
+    catchup=False,
+    tags=["platform", "sharing", "audit"],
+    default_args=DEFAULTS,
+    doc_md="The sharing service's daily duties: escalate access requests past their 10 "
+    "working days (mail to the provider's steward and the authority), link corrected "
+    "verification requests to the published version that carries the fix, archive the audit "
+    "journal to its Delta table and verify its hash chain (the run fails when it is broken).",
+)
+def platform_sharing() -> None:
+    @task
+    def requests(data_interval_end: datetime | None = None) -> dict[str, int]:
+        from govlake.orchestration import load_catalog, settings_for_task
+        from govlake.sharing.requests import escalate_overdue, link_fixes
+        from govlake.sharing.state import session
+
+        settings = settings_for_task()
+        catalog = load_catalog(settings)
+        at = _naive(data_interval_end)
+        with session(settings) as s:
+            escalated = escalate_overdue(s, catalog, settings, at=at)
+            linked = link_fixes(s, None, catalog, settings, at=at)
+        return {"escalated": len(escalated), "linked": len(linked)}
+
+    @task
+    def journal(counts: dict[str, int], data_interval_end: datetime | None = None) -> int:
+        from govlake.orchestration import settings_for_task
+        from govlake.sharing import audit
+        from govlake.sharing.state import session
+
+        settings = settings_for_task()
+        with session(settings) as s:
+            archived = audit.archive(s, settings, at=_naive(data_interval_end))
+        with session(settings) as s:
+            result = audit.verify(s, settings)
+        if not result.ok:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException("audit journal: " + "; ".join(result.problems[:20]))
+        return archived
+
+    journal(requests())
+
+
 platform_timeliness()
 platform_quality_reports()
 platform_maintenance()
 platform_scorecard()
+platform_sharing()

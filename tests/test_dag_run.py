@@ -98,6 +98,7 @@ def test_an_ingestion_dag_run_publishes_a_version_and_records_its_quality(
         # overdue; weekly maintenance compacts and vacuums what the run wrote.
         ("platform_timeliness", "2026-03-02T01:00:00+00:00"),
         ("platform_maintenance", "2026-03-02T00:00:00+00:00"),
+        ("platform_sharing", "2026-03-03T00:00:00+00:00"),
     )  # fmt: skip
     outcome = outcomes[DAG_ID]
 
@@ -168,3 +169,11 @@ def test_an_ingestion_dag_run_publishes_a_version_and_records_its_quality(
     assert maintenance["state"] == "success", maintenance
     maintained = {m["table"] for m in maintenance["xcom"]["maintain"]}
     assert {"population.residents", "population.residents_unconditional"} <= maintained
+    # The sharing duties: nothing to escalate or link; the journal, which holds the run's
+    # publications, is archived and its chain verified.
+    duties = outcomes["platform_sharing"]
+    assert duties["state"] == "success", duties
+    assert duties["xcom"]["requests"] == {"escalated": 0, "linked": 0}
+    archived = DeltaTable(str(Path(settings.warehouse) / "ops" / "audit_journal")).to_pandas()
+    assert duties["xcom"]["journal"] == len(archived) > len(residents.sharing_classes)
+    assert set(archived["action"]) == {"pipeline.publish", "audit.archive"}
