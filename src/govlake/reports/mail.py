@@ -41,19 +41,7 @@ def send_report(settings: Settings, *, to: str, subject: str, html: str, filenam
     message = report_message(
         sender=settings.smtp_sender, to=to, subject=subject, html=html, filename=filename
     )
-    server = f"{settings.smtp_host}:{settings.smtp_port}"
-    try:
-        with smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=30) as smtp:
-            if settings.smtp_starttls:
-                smtp.starttls(context=ssl.create_default_context())
-            if settings.smtp_user:
-                password = settings.smtp_password
-                smtp.login(settings.smtp_user, password.get_secret_value() if password else "")
-            refused = smtp.send_message(message)
-    except (smtplib.SMTPException, OSError) as exc:
-        raise MailError(f"could not mail the report to {to} through {server}: {exc}") from exc
-    if refused:
-        raise MailError(f"the mail server {server} refused the recipient(s): {refused}")
+    _deliver(settings, message, what=f"the report to {to}")
 
 
 def send_mail(settings: Settings, *, to: str, subject: str, text: str) -> None:
@@ -66,6 +54,11 @@ def send_mail(settings: Settings, *, to: str, subject: str, text: str) -> None:
     message["Date"] = formatdate(usegmt=True)
     message["Message-ID"] = make_msgid(domain=settings.smtp_sender.rpartition("@")[2] or None)
     message.set_content(text)
+    _deliver(settings, message, what=to)
+
+
+def _deliver(settings: Settings, message: EmailMessage, *, what: str) -> None:
+    """Hand `message` to the configured SMTP server; `MailError` names the server and `what`."""
     server = f"{settings.smtp_host}:{settings.smtp_port}"
     try:
         with smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=30) as smtp:
@@ -76,6 +69,6 @@ def send_mail(settings: Settings, *, to: str, subject: str, text: str) -> None:
                 smtp.login(settings.smtp_user, password.get_secret_value() if password else "")
             refused = smtp.send_message(message)
     except (smtplib.SMTPException, OSError) as exc:
-        raise MailError(f"could not mail {to} through {server}: {exc}") from exc
+        raise MailError(f"could not mail {what} through {server}: {exc}") from exc
     if refused:
         raise MailError(f"the mail server {server} refused the recipient(s): {refused}")
