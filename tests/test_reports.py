@@ -229,6 +229,40 @@ def test_report_lists_cross_check_findings_and_timeliness(lake: Lake) -> None:
 
 
 @pytest.mark.slow
+def test_report_lists_the_requests_awaiting_the_providers_answer(lake: Lake) -> None:
+    """Access requests past their 10 working days show as overdue in the steward report."""
+    from govlake.sharing import access
+    from govlake.sharing import requests as req
+    from govlake.sharing.state import session
+
+    settings, catalog = lake.settings, lake.catalog
+    filed = AT - datetime.timedelta(days=30)  # far more than 10 working days before AT
+    with session(settings) as s:
+        for code in ("taxation", "civil_affairs"):
+            if s.get(access.Consumer, code) is None:
+                access.register_consumer(s, catalog, code, email=None, at=filed)
+        item = catalog.get("population.residents").class_items("conditional")[-1]
+        late = req.file_access_request(
+            s, catalog, settings, consumer="taxation", resource="population.residents",
+            items=[item], applicant_name="王敏", applicant_phone="010-12345678",
+            applicant_email="wang@tax.gov.example", using_department="税务局",
+            using_contact="王敏 010-12345678", service_scenario="个税专项附加扣除核验",
+            usage_scope="data_verification", business_system="税收征管系统",
+            justification="核验纳税人家庭成员信息", at=filed,
+        ).id  # fmt: skip
+    html = write_quality_report(lake.spark, catalog, settings, DILIGENT, at=AT).path.read_text(
+        encoding="utf-8"
+    )
+    section = html[html.index("Requests awaiting your answer") :]
+    assert f'data-request="access request:{late}">overdue<' in section
+    assert "taxation" in section
+    # Another department's report does not list it.
+    other = write_quality_report(lake.spark, catalog, settings, SLOPPY, at=AT).path.read_text(
+        encoding="utf-8"
+    )
+    assert f"access request:{late}" not in other
+
+
 def test_a_department_without_data_still_gets_a_report(lake: Lake) -> None:
     written = write_quality_report(
         lake.spark, lake.catalog, lake.settings, "natural_resources", at=AT

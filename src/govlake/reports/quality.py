@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,8 @@ from govlake.quality.timeliness import (
 from govlake.reports import Period, ReportError, fetch, naive_utc, render
 from govlake.reports.charts import Series, bar_chart, time_chart
 from govlake.settings import Settings
+from govlake.sharing.requests import Awaiting, awaiting_answer
+from govlake.sharing.state import session
 from govlake.tables import TableSet, ops_tables, quality_tables
 
 #: Quality dimensions in the order the report shows them; the first four always appear.
@@ -203,6 +205,7 @@ class QualityReport:
     disputed: tuple[Finding, ...]  # items it is the authority for, disputed by others
     disagreeing: tuple[Finding, ...]  # its copies that differ from another authority's
     timeliness: tuple[Timeliness, ...]  # publications it is responsible for, its deliveries
+    awaiting: tuple[Awaiting, ...] = ()  # access and verification requests it must answer
 
     @property
     def has_data(self) -> bool:
@@ -605,7 +608,9 @@ def gather_quality_report(
         ids = sorted(e["extract_id"] for e in extracts if e["resource"] == name)
         quarantine[name] = _quarantine_rules(spark, tables, provider, ids)
         findings += _open_findings(spark, resource, settings, provider, period)
-    return build_quality_report(
+    with session(settings) as s:
+        awaiting = tuple(awaiting_answer(s, provider, at=period.end))
+    report = build_quality_report(
         catalog,
         department,
         period=period,
@@ -616,6 +621,7 @@ def gather_quality_report(
         timeliness=_timeliness(spark, catalog, settings, provider, period.end),
         grace_fraction=settings.timeliness_grace,
     )
+    return replace(report, awaiting=awaiting)
 
 
 # -- rendering ---------------------------------------------------------------------------------

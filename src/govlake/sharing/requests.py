@@ -408,6 +408,60 @@ def overdue_requests(s: Session, at: datetime) -> list[AccessRequest]:
 
 
 @dataclass(frozen=True)
+class Awaiting:
+    """A request waiting for a provider's answer, as the steward report lists it."""
+
+    kind: str  # "access request" | "verification request"
+    id: int
+    resource: str
+    consumer: str
+    filed_at: datetime
+    due_on: date
+    overdue: bool
+    escalated: bool
+
+
+def awaiting_answer(s: Session, provider: str, *, at: datetime) -> list[Awaiting]:
+    """Access requests addressed to `provider` and verification requests on items it is the
+    authority for that still wait for its answer, overdue ones first."""
+    found = [
+        Awaiting(
+            "access request",
+            r.id,
+            r.resource,
+            r.consumer,
+            r.filed_at,
+            r.due_on,
+            overdue(r.due_on, at),
+            r.escalated_at is not None,
+        )
+        for r in s.scalars(
+            select(AccessRequest).where(
+                AccessRequest.provider == provider, AccessRequest.status == "pending"
+            )
+        )
+    ]
+    found += [
+        Awaiting(
+            "verification request",
+            v.id,
+            v.resource,
+            v.consumer,
+            v.filed_at,
+            v.due_on,
+            overdue(v.due_on, at),
+            False,
+        )
+        for v in s.scalars(
+            select(VerificationRequest).where(
+                VerificationRequest.provider == provider, VerificationRequest.status == "open"
+            )
+        )
+    ]
+    return sorted(found, key=lambda a: (not a.overdue, a.due_on, a.kind, a.id))
+
+
+@dataclass(frozen=True)
 class _Message:
     subject: str
     body: str
