@@ -16,6 +16,7 @@ from airflow.sdk import PokeReturnValue, dag, task
 
 from govlake.catalog import CYCLE_HOURS, Resource
 from govlake.orchestration import doc_md, load_catalog, run_stage, timetable
+from govlake.runs import naive_utc
 
 START = pendulum.datetime(2026, 1, 1, tz="UTC")
 
@@ -89,7 +90,7 @@ def ingestion_dag(resource: Resource) -> Any:
             written = write_quality_report(
                 get_spark(settings, catalog), catalog, settings, resource.provider,
                 since=data_interval_start.date(),
-                at=data_interval_end.astimezone(pendulum.UTC).replace(tzinfo=None),
+                at=naive_utc(data_interval_end),
             )  # fmt: skip
             return str(written.path)
 

@@ -13,6 +13,7 @@ import pendulum
 from airflow.sdk import dag, task
 
 from govlake.orchestration import timetable
+from govlake.runs import naive_utc
 
 START = pendulum.datetime(2026, 1, 1, tz="UTC")
 log = logging.getLogger(__name__)
@@ -21,7 +22,7 @@ DEFAULTS = {"owner": "platform", "retries": 2, "retry_delay": timedelta(minutes=
 
 def _naive(moment: datetime | None) -> datetime:
     assert moment is not None, "the task needs the run's data interval"
-    return moment.astimezone(pendulum.UTC).replace(tzinfo=None)
+    return naive_utc(moment)
 
 
 def _session() -> tuple[Any, Any, Any]:

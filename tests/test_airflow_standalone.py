@@ -8,7 +8,6 @@ import datetime
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import pytest
 from govlake.catalog import Catalog
 from govlake.engine import get_spark
 from govlake.generate import generate
+from govlake.net import free_port
 from govlake.settings import Settings
 from govlake.standalone import api, dag_ids, token
 
@@ -29,12 +29,6 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 PLATFORM_DAGS = {"platform_timeliness", "platform_quality_reports", "platform_maintenance",
                  "platform_scorecard"}  # fmt: skip
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _processes_with_home(home: Path) -> list[int]:
@@ -54,7 +48,7 @@ def _processes_with_home(home: Path) -> list[int]:
 def test_make_airflow_serves_every_dag_and_stops_cleanly(
     catalog: Catalog, settings: Settings, tmp_path: Path
 ) -> None:
-    home, port, out = tmp_path / "airflow", _free_port(), tmp_path / "out.txt"
+    home, port, out = tmp_path / "airflow", free_port(), tmp_path / "out.txt"
     env = {**os.environ, "GOVLAKE_WAREHOUSE": settings.warehouse,
            "GOVLAKE_LANDING": settings.landing, "GOVLAKE_DATABASE_URL": settings.database_url,
            "GOVLAKE_REPORTS_DIR": str(tmp_path / "reports")}  # fmt: skip

@@ -10,7 +10,6 @@ import email
 import email.policy
 import re
 import shutil
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from govlake import settings as settings_module
 from govlake.catalog import Catalog
 from govlake.engine import get_spark
 from govlake.generate import generate
+from govlake.net import free_port
 from govlake.reports import ReportError
 from govlake.reports.quality import write_quality_report
 from govlake.reports.scorecard import effective_weights, entry_upkeep, write_scorecard
@@ -284,10 +284,7 @@ def test_send_mails_the_report_to_the_department_steward(
 ) -> None:
     from govlake.cli import app
 
-    inbox = _Inbox()
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    inbox, port = _Inbox(), free_port()
     server = Controller(inbox, hostname="127.0.0.1", port=port)
     server.start()
     try:

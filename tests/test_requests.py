@@ -7,7 +7,6 @@ from __future__ import annotations
 import email
 import email.policy
 import json
-import socket
 import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -22,6 +21,7 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from govlake.catalog import Catalog, Resource, check_rules
+from govlake.net import free_port
 from govlake.settings import Settings, get_settings
 from govlake.sharing import access
 from govlake.sharing import requests as req
@@ -281,16 +281,9 @@ class _Inbox:
         return "250 Message accepted for delivery"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def smtp() -> Iterator[tuple[_Inbox, int]]:
-    inbox, port = _Inbox(), _free_port()
+    inbox, port = _Inbox(), free_port()
     server = Controller(inbox, hostname="127.0.0.1", port=port)
     server.start()
     try:
@@ -353,7 +346,7 @@ def test_overdue_request_is_escalated_once_and_mailed(
 
 
 def test_a_mail_failure_does_not_lose_the_escalation(db: Settings, catalog: Catalog) -> None:
-    settings = db.model_copy(update={"smtp_host": "127.0.0.1", "smtp_port": _free_port()})
+    settings = db.model_copy(update={"smtp_host": "127.0.0.1", "smtp_port": free_port()})
     late = _file(settings, catalog)
     with session(settings) as s:
         escalated = req.escalate_overdue(s, catalog, settings, at=datetime(2026, 10, 22))

@@ -8,7 +8,6 @@ import datetime
 import json
 import re
 import shutil
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from sqlalchemy import select, text
 from govlake.catalog import Catalog
 from govlake.engine import get_spark
 from govlake.generate import generate
+from govlake.net import free_port
 from govlake.runs import Interval
 from govlake.settings import Settings
 from govlake.sharing import access, audit
@@ -69,12 +69,6 @@ class Sharing:
         return httpx.get(f"{self.endpoint}{path}", headers=headers, **kwargs)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def sharing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sharing]:
     root = tmp_path_factory.mktemp("sharing")
@@ -113,7 +107,7 @@ def sharing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sharing]:
         for code in ("civil_affairs", "public_security", "market_regulation", "taxation"):
             access.register_consumer(s, catalog, code, email=None, at=START)
             tokens[code] = access.issue_token(s, code, at=START, days=30)
-    port = _free_port()
+    port = free_port()
     endpoint = f"http://127.0.0.1:{port}/delta-sharing"
     app = create_app(settings, catalog, clock=clock)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))

@@ -6,6 +6,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 
+def naive_utc(moment: datetime) -> datetime:
+    """`moment` as a naive UTC timestamp, as the engine and the platform database store them
+    (a naive `moment` is taken to be UTC already)."""
+    if moment.tzinfo is None:
+        return moment
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
 @dataclass(frozen=True)
 class Interval:
     """The data interval a run covers. Jobs take it as input and never read the clock, so a
@@ -22,7 +30,7 @@ class Interval:
     @property
     def end_naive_utc(self) -> datetime:
         """The end as a naive UTC timestamp, as the engine stores it (session time zone UTC)."""
-        return self.end.astimezone(UTC).replace(tzinfo=None)
+        return naive_utc(self.end)
 
 
 @dataclass

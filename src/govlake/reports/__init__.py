@@ -9,7 +9,7 @@ This module holds what both share: the reporting period, the query helper and th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -22,13 +22,6 @@ if TYPE_CHECKING:  # the CLI imports this module at start: keep Spark and Jinja 
 
 class ReportError(ValueError):
     """A report cannot be made as asked (unknown department, empty period, bad year)."""
-
-
-def naive_utc(moment: datetime) -> datetime:
-    """`moment` as a naive UTC timestamp, as the engine stores them (session time zone UTC)."""
-    if moment.tzinfo is None:
-        return moment
-    return moment.astimezone(UTC).replace(tzinfo=None)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ from rich.console import Console
 from rich.table import Table as RichTable
 
 from govlake.catalog import Catalog, CatalogError
-from govlake.reports import ReportError, naive_utc, percent
+from govlake.reports import ReportError, percent
+from govlake.runs import naive_utc
 from govlake.settings import Settings, get_settings
 
 report_app = typer.Typer(

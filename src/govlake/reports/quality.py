@@ -28,8 +28,9 @@ from govlake.quality.timeliness import (
     last_deliveries,
     last_publications,
 )
-from govlake.reports import Period, ReportError, fetch, naive_utc, render
+from govlake.reports import Period, ReportError, fetch, render
 from govlake.reports.charts import Series, bar_chart, time_chart
+from govlake.runs import naive_utc
 from govlake.settings import Settings
 from govlake.sharing.requests import Awaiting, awaiting_answer
 from govlake.sharing.state import session

@@ -39,7 +39,8 @@ from typing import Any
 from pyspark.sql import SparkSession
 
 from govlake.catalog import Catalog, Department, Resource
-from govlake.reports import Period, ReportError, fetch, naive_utc, render
+from govlake.reports import Period, ReportError, fetch, render
+from govlake.runs import naive_utc
 from govlake.settings import SCORECARD_COMPONENTS, Settings
 from govlake.tables import ops_tables, quality_tables
 

@@ -33,7 +33,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,6 +44,7 @@ from sqlalchemy import delete, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from govlake.catalog import Catalog
+from govlake.runs import naive_utc
 from govlake.settings import Settings
 from govlake.sharing.state import AuditEntry
 from govlake.storage import Location
@@ -117,12 +118,6 @@ class Verification:
 
 
 # -- hashing --------------------------------------------------------------------------------
-def _naive_utc(moment: datetime) -> datetime:
-    if moment.tzinfo is None:
-        return moment
-    return moment.astimezone(UTC).replace(tzinfo=None)
-
-
 def canonical_detail(detail: Mapping[str, Any] | None) -> str:
     """The stored form of `detail`: JSON with sorted keys and no optional whitespace."""
     return json.dumps(
@@ -135,7 +130,7 @@ def entry_hash(values: Mapping[str, Any]) -> str:
 
     `detail` is hashed as stored, so any change to its text counts as an edit.
     """
-    at = _naive_utc(values["at"])
+    at = naive_utc(values["at"])
     payload = {name: values[name] for name in FIELDS if name != "hash"}
     payload["at"] = at.isoformat(timespec="microseconds")
     encoded = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
@@ -197,7 +192,7 @@ def record(
     last_seq, last_hash = _last(s)
     entry = AuditEntry(
         seq=last_seq + 1,
-        at=_naive_utc(at),
+        at=naive_utc(at),
         actor=actor,
         action=action,
         consumer=consumer,
@@ -229,7 +224,7 @@ def _archive_rows(location: Location, columns: list[str] | None = None) -> list[
     rows = table.to_pyarrow_table(columns=columns).to_pylist()
     for row in rows:
         if "at" in row:
-            row["at"] = _naive_utc(row["at"])
+            row["at"] = naive_utc(row["at"])
     return rows
 
 
@@ -271,7 +266,7 @@ def archive(s: Session, settings: Settings, *, at: datetime) -> int:
     entries = s.scalars(
         select(AuditEntry).where(AuditEntry.seq > archived_max).order_by(AuditEntry.seq)
     ).all()
-    archived_at = _naive_utc(at)
+    archived_at = naive_utc(at)
     data = {name: [getattr(e, name) for e in entries] for name in FIELDS}
     data["archived_at"] = [archived_at] * len(entries)
     write_deltalake(
@@ -305,7 +300,7 @@ def purge(s: Session, settings: Settings, *, before: datetime, at: datetime, act
     goes (up to the first entry dated `before` or later), so the chain stays contiguous; an
     `audit.purge` entry names the range and the hash of the last entry removed.
     """
-    before, at = _naive_utc(before), _naive_utc(at)
+    before, at = naive_utc(before), naive_utc(at)
     limit = years_before(at, RETENTION_YEARS)
     if before > limit:
         raise AuditError(
@@ -500,9 +495,9 @@ def trail(
         )
     )
     if since is not None:
-        query = query.where(AuditEntry.at >= _naive_utc(since))
+        query = query.where(AuditEntry.at >= naive_utc(since))
     if until is not None:
-        query = query.where(AuditEntry.at < _naive_utc(until))
+        query = query.where(AuditEntry.at < naive_utc(until))
     return list(s.scalars(query.order_by(AuditEntry.seq)).all())
 
 

@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 
 from govlake.catalog import Catalog, CatalogError, Item, Resource
 from govlake.reports.mail import MailError, send_mail
+from govlake.runs import naive_utc
 from govlake.settings import Settings
 from govlake.sharing import access, audit
 from govlake.sharing.access import AccessError, SharingError
@@ -808,10 +809,6 @@ def verification_requests(
 
 
 # -- linking corrections to published versions ----------------------------------------------
-def _naive_utc(moment: datetime) -> datetime:
-    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
-
-
 def _same(value: object, text: str) -> bool:
     """Whether a published value is the corrected value given as text."""
     if value is None:
@@ -822,7 +819,7 @@ def _same(value: object, text: str) -> bool:
             wanted = datetime.fromisoformat(text)
         except ValueError:
             return False
-        return _naive_utc(value) == _naive_utc(wanted)
+        return naive_utc(value) == naive_utc(wanted)
     if isinstance(value, date):
         return value.isoformat() == text
     if isinstance(value, bool):

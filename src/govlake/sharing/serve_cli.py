@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from rich.console import Console
 
 from govlake.catalog import Catalog
+from govlake.net import free_port
 from govlake.settings import Settings, get_settings
 from govlake.sharing import access, audit
 from govlake.sharing.state import session
@@ -37,16 +38,12 @@ def app_for(settings: Settings) -> FastAPI:
 def running(settings: Settings, *, port: int = 0) -> Iterator[str]:
     """The server in a background thread on loopback (a free port by default); yields its
     endpoint and stops it when the block ends."""
-    import socket
     import threading
     import time
 
     import uvicorn
 
-    if port == 0:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = int(probe.getsockname()[1])
+    port = port or free_port()
     server = uvicorn.Server(
         uvicorn.Config(app_for(settings), host="127.0.0.1", port=port, log_level="warning")
     )

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from govlake.catalog import Catalog
+from govlake.runs import naive_utc
 from govlake.settings import Settings
 from govlake.sharing import audit
 from govlake.sharing.access import (
@@ -131,7 +132,7 @@ def _parse_time(value: str, name: str) -> datetime:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError as exc:
         raise BadRequest(f"{name} must be an ISO 8601 timestamp, got {value!r}") from exc
-    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
+    return naive_utc(moment)
 
 
 # -- the application ------------------------------------------------------------------------
