@@ -105,11 +105,19 @@ class DeltaLog:
                 return commit.timestamp
         raise VersionError(f"version {version} is not in the table's history")
 
+    def snapshot(self, version: int | None = None) -> tuple[dict[str, Any], list[DataFile]]:
+        """The protocol's `metaData` object of a version and its data files, from one read of
+        the log."""
+        table = self.table(version)
+        files = self.files(version, table=table)
+        return self._metadata(table, files), files
+
     def metadata(self, version: int | None = None) -> dict[str, Any]:
         """The protocol's `metaData` object of a version."""
-        table = self.table(version)
+        return self.snapshot(version)[0]
+
+    def _metadata(self, table: DeltaTable, files: list[DataFile]) -> dict[str, Any]:
         meta = table.metadata()
-        files = self.files(version, table=table)
         return {
             "id": meta.id,
             "name": meta.name,

@@ -335,12 +335,12 @@ def create_app(
             version = delta.version_at(_parse_time(body.timestamp, "timestamp"), starting=False)
         else:
             version = delta.version() if body.version is None else body.version
-        files = delta.files(version)
+        meta, files = delta.snapshot(version)
         if body.limitHint is not None:  # enough files to cover the hint, when counts are known
             files = _enough(files, body.limitHint)
         stamp = delta.timestamp_of(version) if pinned else None
         lines: list[dict[str, Any]] = [
-            {"protocol": {"minReaderVersion": 1}}, {"metaData": delta.metadata(version)},
+            {"protocol": {"minReaderVersion": 1}}, {"metaData": meta},
         ]  # fmt: skip
         for f in files:
             entry = file_entry(request, table, f, who)
