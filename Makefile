@@ -10,7 +10,7 @@ AIRFLOW_PORT ?= 8080
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[dev,airflow]"
+	$(BIN)/python -m pip install -q -e ".[dev,airflow,bench]"
 	@touch $(STAMP)
 
 .PHONY: install

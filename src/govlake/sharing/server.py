@@ -24,6 +24,7 @@ import secrets
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from fastapi import FastAPI, Query, Request, Response
@@ -453,18 +454,24 @@ def _ndjson(lines: Iterable[dict[str, Any]], version: int) -> StreamingResponse:
                              headers={"delta-table-version": str(version)})  # fmt: skip
 
 
-def _presign(table: SharedTable, path: str, ttl: timedelta) -> str:
-    """A SigV4 presigned GET of one file of an S3 table (boto3 presigns SigV2 unless told)."""
-    import os
-
+@lru_cache(maxsize=8)
+def _s3_client(endpoint: str | None, access_key: str | None) -> Any:
+    """One boto3 client per endpoint and key: building one costs more than presigning a
+    thousand URLs. Credentials come from the `AWS_*` variables, as for the engine.
+    SigV4 (boto3 presigns SigV2 unless told, and the client then fails); path-style keys."""
     import boto3
     from botocore.config import Config
 
+    config = Config(signature_version="s3v4", s3={"addressing_style": "path"})
+    return boto3.client("s3", endpoint_url=endpoint, config=config)
+
+
+def _presign(table: SharedTable, path: str, ttl: timedelta) -> str:
+    """A SigV4 presigned GET of one file of an S3 table, valid for `ttl`."""
+    import os
+
     bucket, _, prefix = table.location.uri.removeprefix("s3://").partition("/")
-    client = boto3.client(
-        "s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL"),
-        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
-    )  # fmt: skip
     key = f"{prefix.rstrip('/')}/{path}" if prefix else path
+    client = _s3_client(os.environ.get("AWS_ENDPOINT_URL"), os.environ.get("AWS_ACCESS_KEY_ID"))
     return str(client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key},
                                              ExpiresIn=int(ttl.total_seconds())))  # fmt: skip

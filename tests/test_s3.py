@@ -1,0 +1,245 @@
+"""The whole platform on object storage: warehouse and landing zone as `s3://` URIs on a real
+S3 server (SeaweedFS, credentials enforced). Every job, table maintenance, the audit archive
+and the sharing server (SigV4 presigned file URLs, read with the official client) run on it,
+and nothing is written to local disk but the platform database."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import delta_sharing
+import httpx
+import pytest
+from deltalake import DeltaTable
+
+from govlake.catalog import Catalog
+from govlake.engine import get_spark
+from govlake.generate import generate
+from govlake.runs import Interval, StageCounts
+from govlake.s3server import SeaweedS3
+from govlake.settings import Settings
+from govlake.sharing import access, audit
+from govlake.sharing.serve_cli import running, write_profile
+from govlake.sharing.state import session
+from govlake.storage import Location
+from govlake.tables import TableSet
+from jobs import ingest, maintenance
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+BUCKET = "govlake-test"
+DAY1, DAY2 = datetime.date(2026, 11, 2), datetime.date(2026, 11, 3)
+RESIDENTS, ENTERPRISES = "population.residents", "legal_entity.enterprises"
+AT = datetime.datetime(2026, 11, 4, 9)
+
+
+@dataclass
+class Lake:
+    settings: Settings
+    catalog: Catalog
+    s3: SeaweedS3
+    root: Path
+    runs: dict[tuple[str, datetime.date], StageCounts]
+
+    def keys(self, prefix: str) -> list[str]:
+        pages = self.s3.client().get_paginator("list_objects_v2")
+        # Keys ending in "/" are the directory markers pyarrow leaves; only objects count.
+        return [o["Key"] for p in pages.paginate(Bucket=BUCKET, Prefix=prefix)
+                for o in p.get("Contents", []) if not o["Key"].endswith("/")]  # fmt: skip
+
+    def delta(self, resource: str, cls: str | None = None, **kwargs: int) -> DeltaTable:
+        tables = TableSet(self.catalog.get(resource), self.settings.warehouse_location)
+        location = tables.published(cls).location if cls else tables.silver.location
+        return DeltaTable(location.uri, storage_options=location.storage_options(), **kwargs)  # type: ignore[arg-type]
+
+
+def _day_end(day: datetime.date) -> datetime.datetime:
+    return datetime.datetime.combine(day + datetime.timedelta(days=1), datetime.time(2),
+                                     datetime.UTC)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def lake(s3: SeaweedS3, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lake]:
+    root = tmp_path_factory.mktemp("s3lake")
+    s3.create_bucket(BUCKET)
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in s3.environment().items():
+            env.setenv(name, value)
+        settings = Settings(warehouse=f"s3://{BUCKET}/lakehouse", landing=f"s3://{BUCKET}/landing",
+                            database_url=f"sqlite:///{root / 'govlake.db'}",
+                            reports_dir=root / "reports", catalog_dir=REPO / "schemas",
+                            spark_remote=None)  # fmt: skip
+        catalog = Catalog.load(settings.catalog_dir)
+        spark = get_spark(settings, catalog, fresh=True)
+        runs = {}
+        for day, names in ((DAY1, [RESIDENTS, ENTERPRISES]), (DAY2, [RESIDENTS])):
+            generate(catalog, settings.landing_location, rows=800, seed=day.day, defects=0.01,
+                     as_of=day, resources=names)  # fmt: skip
+            if day == DAY1:  # a file no engine can read, delivered next to the good ones
+                settings.landing_location.child(
+                    "legal_entity", "enterprises", "taxation", "enterprises_taxation_broken.csv"
+                ).write_text("credit_code,name\n\x00\x01 not an extract", encoding="latin-1")
+            for name in names:
+                runs[(name, day)] = ingest.run(spark, resource=catalog.get(name),
+                                               interval=Interval.ending(_day_end(day)),
+                                               settings=settings)  # fmt: skip
+        yield Lake(settings, catalog, s3, root, runs)
+
+
+def test_every_stage_writes_to_the_bucket_and_nothing_to_local_disk(lake: Lake) -> None:
+    first, second = lake.runs[(RESIDENTS, DAY1)], lake.runs[(RESIDENTS, DAY2)]
+    assert len(first.extracts) == len(second.extracts) == 3  # one per provider
+    assert first.published and second.published
+    keys = lake.keys("lakehouse/")
+    tables = (
+        "population/residents_bronze", "population/residents", "population/residents_quarantine",
+        "population/residents_unconditional", "population/residents_conditional", "ops/extracts",
+        "ops/publications", "ops/quality_runs", "ops/quality_results", "legal_entity/enterprises",
+    )  # fmt: skip
+    for table in tables:
+        assert any(k.startswith(f"lakehouse/{table}/_delta_log/") for k in keys), table
+    # Landed files were archived on S3 with their hash; the staging area is empty.
+    assert len(lake.keys("landing/archive/population/residents/")) == 6
+    assert lake.keys("landing/_staging/") == []
+    assert lake.keys("landing/population/") == []
+    # The platform database and the reports are the only local files.
+    assert sorted(p.name for p in lake.root.iterdir()) <= ["govlake.db", "reports"]
+    assert not (Path.cwd() / "lakehouse").exists() and not (Path.cwd() / "landing").exists()
+
+
+def test_published_versions_on_s3_hold_what_silver_holds(lake: Lake) -> None:
+    spark = get_spark(lake.settings, lake.catalog, fresh=True)
+    published = spark.sql(
+        "SELECT sharing_class, version, rows FROM ops.publications "
+        f"WHERE resource = '{RESIDENTS}' ORDER BY version"
+    ).collect()
+    assert {p.sharing_class for p in published} == {"unconditional", "conditional"}
+    for p in published:
+        at_version = lake.delta(RESIDENTS, p.sharing_class, version=p.version)
+        assert at_version.to_pyarrow_dataset().count_rows() == p.rows > 0
+    latest = lake.delta(RESIDENTS, "unconditional").to_pandas()
+    silver = spark.table(RESIDENTS).toPandas()
+    assert set(latest["citizen_id"]) <= set(silver["citizen_id"])
+    assert latest["citizen_id"].is_unique
+
+
+def test_an_unreadable_file_is_kept_on_s3_with_its_reason(lake: Lake) -> None:
+    counts = lake.runs[(ENTERPRISES, DAY1)]
+    assert [r.file for r in counts.rejected] == ["enterprises_taxation_broken.csv"]
+    assert counts.published
+    kept = lake.settings.landing_location.child(
+        "rejected", "legal_entity", "enterprises", "taxation", "enterprises_taxation_broken.csv"
+    )
+    assert kept.read_text(encoding="latin-1").startswith("credit_code,name")
+    reason = json.loads(kept.parent.child(kept.name + ".reason.json").read_text())
+    assert reason["provider"] == "taxation" and reason["rule"]
+
+
+@pytest.fixture(scope="module")
+def analyst(lake: Lake) -> Iterator[tuple[str, str]]:
+    """Civil affairs reading through the sharing server over the S3 lakehouse."""
+    with session(lake.settings) as s:
+        access.register_consumer(s, lake.catalog, "civil_affairs", email=None, at=AT)
+    with running(lake.settings) as endpoint:
+        profile = write_profile(lake.settings, lake.catalog, "civil_affairs",
+                                lake.root / "civil_affairs.share", days=7,
+                                at=datetime.datetime.now(datetime.UTC).replace(tzinfo=None),
+                                endpoint=endpoint)  # fmt: skip
+        yield endpoint, str(profile)
+
+
+def test_the_official_client_reads_s3_tables_through_presigned_urls(
+    lake: Lake, analyst: tuple[str, str]
+) -> None:
+    _, profile = analyst
+    table = "population.population.residents_unconditional"
+    read = delta_sharing.load_as_pandas(f"{profile}#{table}")
+    expected = lake.delta(RESIDENTS, "unconditional").to_pandas()
+    assert len(read) == len(expected) > 0
+    assert sorted(read["citizen_id"]) == sorted(expected["citizen_id"])
+    first = lake.delta(RESIDENTS, "unconditional", version=0).to_pandas()
+    assert len(delta_sharing.load_as_pandas(f"{profile}#{table}", version=0)) == len(first)
+    latest = lake.delta(RESIDENTS, "unconditional").version()
+    changes = delta_sharing.load_table_changes_as_pandas(
+        f"{profile}#{table}", starting_version=latest, ending_version=latest
+    )
+    inserted = changes[changes["_change_type"] == "insert"]
+    assert len(inserted) > 0 and set(inserted["citizen_id"]) <= set(expected["citizen_id"])
+    assert set(changes["_commit_version"]) == {latest}
+
+
+def _file_urls(endpoint: str, profile: str) -> list[str]:
+    token = json.loads(Path(profile).read_text())["bearerToken"]
+    reply = httpx.post(
+        f"{endpoint}/shares/population/schemas/population/tables/residents_unconditional/query",
+        headers={"Authorization": f"Bearer {token}"}, json={},
+    )  # fmt: skip
+    assert reply.status_code == 200, reply.text
+    lines = [json.loads(line) for line in reply.text.splitlines()]
+    return [line["file"]["url"] for line in lines if "file" in line]
+
+
+def test_file_urls_are_sigv4_presigned_and_cannot_be_altered(
+    lake: Lake, analyst: tuple[str, str]
+) -> None:
+    urls = _file_urls(*analyst)
+    assert urls
+    for url in urls:
+        parts = urlsplit(url)
+        query = parse_qs(parts.query)
+        assert f"{parts.scheme}://{parts.netloc}" == lake.s3.endpoint
+        assert query["X-Amz-Algorithm"] == ["AWS4-HMAC-SHA256"]
+        assert query["X-Amz-Expires"] == [str(lake.settings.sharing_url_minutes * 60)]
+        assert parts.path.startswith(f"/{BUCKET}/lakehouse/population/residents_unconditional/")
+    # The URL alone is enough: no credentials go with it.
+    download = httpx.get(urls[0])
+    assert download.status_code == 200 and download.content[:4] == b"PAR1"
+    # A consumer cannot turn it into a URL for another object, nor read without a signature.
+    other = urls[0].replace("residents_unconditional", "residents_conditional")
+    assert httpx.get(other).status_code == 403
+    assert httpx.get(urls[0].split("?")[0]).status_code == 403
+
+
+def test_every_read_on_s3_is_in_the_journal_and_archived_to_s3(
+    lake: Lake, analyst: tuple[str, str]
+) -> None:
+    _file_urls(*analyst)
+    with session(lake.settings) as s:
+        trail = audit.trail(s, lake.catalog, "civil_affairs")
+        entries = [e for e in trail if e.action == "share.query"]
+        assert entries and entries[-1].table_name == "population.population.residents_unconditional"
+        assert audit.verify(s, lake.settings).ok
+        archived = audit.archive(s, lake.settings, at=AT)
+    assert archived > 0
+    assert any(k.startswith("lakehouse/ops/audit_journal/_delta_log/")
+               for k in lake.keys("lakehouse/ops/"))  # fmt: skip
+
+
+def test_maintenance_compacts_and_vacuums_s3_tables_keeping_versions(lake: Lake) -> None:
+    before = {v: lake.delta(RESIDENTS, version=v).to_pyarrow_dataset().count_rows()
+              for v in range(lake.delta(RESIDENTS).version() + 1)}  # fmt: skip
+    done = {m.table: m for m in maintenance.run(lake.catalog, lake.settings)}
+    assert {RESIDENTS, "population.residents_unconditional", "ops.extracts"} <= set(done)
+    assert done["ops.extracts"].retention_days >= 3 * 365
+    assert sum(m.files_compacted for m in done.values()) > 0
+    assert all(m.files_removed == 0 for m in done.values())  # every version is younger
+    for v, rows in before.items():
+        assert lake.delta(RESIDENTS, version=v).to_pyarrow_dataset().count_rows() == rows
+
+
+def test_wrong_credentials_fail_loudly_instead_of_reading_an_empty_lake(lake: Lake) -> None:
+    location = Location.parse(f"s3://{BUCKET}/lakehouse/population/residents")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+        with pytest.raises(OSError):
+            location.is_delta_table()
+        with pytest.raises(Exception, match=r"(?i)signature|forbidden|403|access denied"):
+            DeltaTable(location.uri, storage_options=location.storage_options())
+    assert os.environ.get("AWS_SECRET_ACCESS_KEY") == lake.s3.secret_key
