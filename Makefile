@@ -20,6 +20,10 @@ install: $(STAMP) ## Create or update .venv with govlake and its development too
 demo: $(STAMP) ## Generate department extracts, ingest all four themes, print the summary
 	$(BIN)/govlake demo
 
+.PHONY: demo-s3
+demo-s3: $(STAMP) ## The demo with warehouse and landing zone on a local S3 server (SeaweedFS)
+	$(BIN)/govlake demo-s3
+
 .PHONY: airflow
 airflow: $(STAMP) ## Airflow standalone on 127.0.0.1:8080 (AIRFLOW_PORT=…) with the project's DAGs (Ctrl-C stops it)
 	$(BIN)/govlake airflow --port $(AIRFLOW_PORT)
@@ -35,8 +39,8 @@ check: $(STAMP) ## Lint and type-check (ruff + mypy)
 	$(BIN)/mypy
 
 .PHONY: clean
-clean: ## Remove the local lakehouse, landing zone, reports and Airflow home (not .venv)
-	rm -rf lakehouse landing reports govlake.db .airflow
+clean: ## Remove the local lakehouse, landing zone, reports, Airflow home and S3 demo (not .venv)
+	rm -rf lakehouse landing reports govlake.db .airflow .demo-s3
 
 .PHONY: help
 help: ## List the targets

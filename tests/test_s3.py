@@ -8,6 +8,8 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,7 +112,12 @@ def test_every_stage_writes_to_the_bucket_and_nothing_to_local_disk(lake: Lake) 
     assert lake.keys("landing/_staging/") == []
     assert lake.keys("landing/population/") == []
     # The platform database and the reports are the only local files.
-    assert sorted(p.name for p in lake.root.iterdir()) <= ["govlake.db", "reports"]
+    assert {p.name for p in lake.root.iterdir()} <= {
+        "govlake.db",
+        "govlake.db-wal",
+        "govlake.db-shm",
+        "reports",
+    }
     assert not (Path.cwd() / "lakehouse").exists() and not (Path.cwd() / "landing").exists()
 
 
@@ -243,3 +250,31 @@ def test_wrong_credentials_fail_loudly_instead_of_reading_an_empty_lake(lake: La
         with pytest.raises(Exception, match=r"(?i)signature|forbidden|403|access denied"):
             DeltaTable(location.uri, storage_options=location.storage_options())
     assert os.environ.get("AWS_SECRET_ACCESS_KEY") == lake.s3.secret_key
+
+
+def test_demo_s3_runs_the_demo_on_its_own_s3_server_and_stops_it(tmp_path: Path) -> None:
+    govlake = Path(sys.executable).parent / "govlake"
+    workdir = tmp_path / "demo-s3"
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("AWS_", "GOVLAKE_", "SPARK_REMOTE"))}  # fmt: skip
+    done = subprocess.run([str(govlake), "demo-s3", "--rows", "300", "--workdir", str(workdir)],
+                          cwd=tmp_path, env={**env, "COLUMNS": "200"}, capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    assert "S3 server: SeaweedFS at http://127.0.0.1:" in out
+    assert "landing zone: s3://govlake/landing" in out
+    assert "warehouse: s3://govlake/lakehouse" in out
+    summary = out[out.index("ingestion summary") :]
+    line = next(x for x in summary.splitlines() if x.startswith("│ population.residents "))
+    assert "unconditional v1" in line
+    assert "civil_affairs may read 5 tables" in out  # the official client read it back
+    listed = out[out.index("what the bucket govlake holds") :]
+    assert "lakehouse/population/residents_unconditional" in listed
+    assert "landing/archive/population" in listed
+    # Only the server's data, the platform database and the reports are local.
+    local = {p.name for p in workdir.iterdir()} - {"govlake.db-wal", "govlake.db-shm"}
+    assert local == {"govlake.db", "reports", "seaweedfs"}
+    assert not (tmp_path / "lakehouse").exists() and not (tmp_path / "landing").exists()
+    held = subprocess.run(["pgrep", "-f", str(workdir / "seaweedfs")], capture_output=True)
+    assert held.returncode == 1, held.stdout  # the S3 server stopped

@@ -497,6 +497,53 @@ def demo(
     console.print("Re-run `make demo`: the same extracts are skipped and no new version appears.")
 
 
+@app.command("demo-s3")
+def demo_s3(
+    rows: Annotated[int, typer.Option(help="residents to generate")] = 20_000,
+    seed: Annotated[int, typer.Option()] = 7,
+    defects: Annotated[float, typer.Option()] = 0.01,
+    workdir: Annotated[Path, typer.Option(help="folder of the S3 server's data")] = Path(
+        ".demo-s3"
+    ),
+    bucket: Annotated[str, typer.Option(help="bucket of the lakehouse and landing zone")] = (
+        "govlake"
+    ),
+    serve: Annotated[
+        bool, typer.Option(help="keep the S3 server running afterwards, until Ctrl-C")
+    ] = False,
+) -> None:
+    """The demo with the warehouse and landing zone on S3: a local SeaweedFS server starts for
+    it, every step runs against s3://BUCKET/…, and the bucket's contents are listed."""
+    import contextlib
+
+    from govlake.s3demo import bucket_summary, s3_lakehouse
+    from govlake.s3server import S3ServerError
+
+    try:
+        with s3_lakehouse(workdir, bucket) as (server, variables):
+            console.print(f"S3 server: SeaweedFS at {server.endpoint}, credentials enforced, "
+                          f"data in {workdir / 'seaweedfs'}; bucket {bucket}")  # fmt: skip
+            demo(rows=rows, seed=seed, defects=defects)
+            console.rule(f"[bold]6. what the bucket {bucket} holds")
+            table = RichTable("folder", "objects", "MiB", title=f"s3://{bucket}")
+            for p in bucket_summary(server, bucket):
+                table.add_row(p.prefix, str(p.objects), f"{p.bytes / 2**20:.2f}")
+            console.print(table)
+            if not serve:
+                console.print(f"The S3 server stops now; its data stays in {workdir}: `make "
+                              "demo-s3` again reuses it, `--serve` keeps it running.")  # fmt: skip
+                return
+            console.print("Run govlake against it from another shell with:")
+            for name, value in variables.items():
+                console.print(f"export {name}={value}", soft_wrap=True)
+            console.print("Ctrl-C stops the S3 server.")
+            with contextlib.suppress(KeyboardInterrupt):
+                server.process.wait()
+    except S3ServerError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+
+
 def _demo_sharing(settings: Settings) -> None:
     """Register civil affairs as a consumer, write its profile, start the sharing server for a
     moment and read a shared table with the official client, as an analyst would."""
