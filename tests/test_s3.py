@@ -214,6 +214,20 @@ def test_file_urls_are_sigv4_presigned_and_cannot_be_altered(
     assert httpx.get(urls[0].split("?")[0]).status_code == 403
 
 
+def test_presigned_urls_name_the_store_as_consumers_reach_it(
+    lake: Lake, analyst: tuple[str, str]
+) -> None:
+    # A deployment's store has an internal name for the platform and a public one for
+    # consumers; here "localhost" plays the public name of the same server.
+    public = lake.s3.endpoint.replace("127.0.0.1", "localhost")
+    settings = lake.settings.model_copy(update={"sharing_s3_endpoint": public})
+    with running(settings) as endpoint:
+        urls = _file_urls(endpoint, analyst[1])
+    assert urls and all(url.startswith(f"{public}/{BUCKET}/lakehouse/") for url in urls)
+    download = httpx.get(urls[0])
+    assert download.status_code == 200 and download.content[:4] == b"PAR1"
+
+
 def test_every_read_on_s3_is_in_the_journal_and_archived_to_s3(
     lake: Lake, analyst: tuple[str, str]
 ) -> None:

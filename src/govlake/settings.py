@@ -80,6 +80,11 @@ class Settings(BaseSettings):
         default="http://127.0.0.1:8765/delta-sharing",
         description="The sharing server's public endpoint, written into profile files.",
     )
+    sharing_s3_endpoint: str | None = Field(
+        default=None,
+        description="S3 endpoint written into presigned file URLs, as consumers reach the "
+        "store; unset: AWS_ENDPOINT_URL, the one the platform itself uses.",
+    )
     scorecard_weights: dict[str, float] = Field(
         default_factory=lambda: dict(DEFAULT_SCORECARD_WEIGHTS),
         description="Weight of each scorecard component (catalogue, provision, quality, "

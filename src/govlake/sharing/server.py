@@ -397,7 +397,7 @@ def create_app(
             token = app.state.signer.sign(FileGrant(table.full_name, f.path, who.code, expires))
             url = str(request.url_for("download_file", token=token))
         else:
-            url = _presign(table, f.path, app.state.signer.ttl)
+            url = _presign(table, f.path, app.state.signer.ttl, settings.sharing_s3_endpoint)
         entry: dict[str, Any] = {
             "url": url,
             "id": hashlib.sha256(f"{table.full_name}/{f.path}".encode()).hexdigest(),
@@ -466,12 +466,14 @@ def _s3_client(endpoint: str | None, access_key: str | None) -> Any:
     return boto3.client("s3", endpoint_url=endpoint, config=config)
 
 
-def _presign(table: SharedTable, path: str, ttl: timedelta) -> str:
-    """A SigV4 presigned GET of one file of an S3 table, valid for `ttl`."""
+def _presign(table: SharedTable, path: str, ttl: timedelta, endpoint: str | None) -> str:
+    """A SigV4 presigned GET of one file of an S3 table, valid for `ttl`, on `endpoint` (the
+    store as consumers reach it) or else the platform's own `AWS_ENDPOINT_URL`."""
     import os
 
     bucket, _, prefix = table.location.uri.removeprefix("s3://").partition("/")
     key = f"{prefix.rstrip('/')}/{path}" if prefix else path
-    client = _s3_client(os.environ.get("AWS_ENDPOINT_URL"), os.environ.get("AWS_ACCESS_KEY_ID"))
+    endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL")
+    client = _s3_client(endpoint, os.environ.get("AWS_ACCESS_KEY_ID"))
     return str(client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key},
                                              ExpiresIn=int(ttl.total_seconds())))  # fmt: skip
