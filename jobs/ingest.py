@@ -1,12 +1,17 @@
 """The whole pipeline for one resource: bronze → validate → silver → publish.
 
-The CLI runs this; the Airflow DAGs run the same stages as separate tasks.
+The CLI runs this; the Airflow DAGs run the same stages as separate tasks. Every stage runs
+under its resource's lease (`govlake.leases`), so two runs of one resource never work on it at
+once, whichever machines they run on.
 """
 
 from __future__ import annotations
 
+from types import ModuleType
+
 from pyspark.sql import SparkSession
 
+from govlake import leases
 from govlake.catalog import Resource
 from govlake.runs import Interval, StageCounts
 from govlake.settings import Settings
@@ -15,10 +20,30 @@ from jobs import bronze, publish, silver, validate
 STAGES = (bronze, validate, silver, publish)
 
 
+def stage_name(stage: ModuleType) -> str:
+    return stage.__name__.rsplit(".", 1)[-1]
+
+
+def run_stage(
+    stage: ModuleType,
+    spark: SparkSession,
+    *,
+    resource: Resource,
+    interval: Interval,
+    settings: Settings,
+    counts: StageCounts,
+) -> StageCounts:
+    """One stage of `resource`'s pipeline, holding the resource's lease while it runs."""
+    with leases.hold(settings, resource.qualified_name, stage=stage_name(stage)):
+        stage.run(spark, resource=resource, interval=interval, settings=settings, counts=counts)
+    return counts
+
+
 def run(
     spark: SparkSession, *, resource: Resource, interval: Interval, settings: Settings
 ) -> StageCounts:
     counts = StageCounts(resource.qualified_name)
     for stage in STAGES:
-        stage.run(spark, resource=resource, interval=interval, settings=settings, counts=counts)
+        run_stage(stage, spark, resource=resource, interval=interval, settings=settings,
+                  counts=counts)  # fmt: skip
     return counts

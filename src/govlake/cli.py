@@ -255,8 +255,10 @@ def _ingest(resource: str | None) -> list[StageCounts]:
         for r in resources:
             counts = StageCounts(r.qualified_name)
             for stage in ingest_job.STAGES:
-                progress.update(task, description=f"{r.qualified_name}: {stage.__name__[5:]}")
-                stage.run(spark, resource=r, interval=interval, settings=settings, counts=counts)
+                name = ingest_job.stage_name(stage)
+                progress.update(task, description=f"{r.qualified_name}: {name}")
+                ingest_job.run_stage(stage, spark, resource=r, interval=interval,
+                                     settings=settings, counts=counts)  # fmt: skip
                 progress.advance(task)
             results.append(counts)
     _summary(results, time.perf_counter() - started)

@@ -3,13 +3,45 @@
 
 from __future__ import annotations
 
+import logging
+import random
+import re
+import time
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from deltalake import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 
 from govlake.tables import Table
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: A commit lost to a concurrent writer of the same table: Sail's message, and Delta's
+#: optimistic-concurrency exceptions on Spark. Nothing of the statement was committed.
+_CONFLICT = re.compile(
+    r"Failed to commit transaction|Concurrent(Append|DeleteRead|DeleteDelete|Transaction)"
+    r"Exception|ProtocolChangedException|MetadataChangedException"
+)
+COMMIT_ATTEMPTS = 8
+
+
+def committing(statement: Callable[[], T], *, what: str, attempts: int = COMMIT_ATTEMPTS) -> T:
+    """Run an idempotent write, again after a commit conflict with another writer (another
+    resource's run updating `ops.extracts`, say), with a growing random pause."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return statement()
+        except Exception as exc:
+            if attempt == attempts or not _CONFLICT.search(str(exc)):
+                raise
+            pause = random.uniform(0.05, 0.2) * 2**attempt
+            log.info("%s: commit conflict (%s); attempt %d in %.2f s", what,
+                     str(exc).splitlines()[0][:200], attempt + 1, pause)  # fmt: skip
+            time.sleep(pause)
+    raise AssertionError("unreachable")
 
 
 def sql_literal(value: Any) -> str:
@@ -60,7 +92,7 @@ def overwrite(df: DataFrame, table: Table) -> None:
 def execute(spark: SparkSession, statement: str) -> int:
     """Run a DML statement; return the number of rows it affected (first result column on
     both Sail and Spark+Delta), 0 when it reports nothing."""
-    rows = spark.sql(statement).collect()
+    rows = committing(lambda: spark.sql(statement).collect(), what=statement[:80])
     if not rows or rows[0][0] is None:
         return 0
     return int(rows[0][0])
@@ -72,9 +104,13 @@ def merge(spark: SparkSession, table: Table, statement: str) -> int:
     The count comes from the commit's `operationMetrics` in the Delta log (the names Delta
     defines, written by Sail and by Spark+Delta alike), not from the statement's result row,
     whose meaning differs between engines. A MERGE that changes nothing commits nothing."""
-    before = version(table)
-    spark.sql(statement).collect()
-    after = version(table)
+
+    def attempt() -> tuple[int, int]:
+        before = version(table)
+        spark.sql(statement).collect()
+        return before, version(table)
+
+    before, after = committing(attempt, what=f"MERGE INTO {table.qualified_name}")
     if after == before:
         return 0
     for commit in history(table, limit=after - before):

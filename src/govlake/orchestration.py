@@ -73,6 +73,7 @@ def run_stage(stage: str, resource_name: str, *, start: datetime, end: datetime)
 
     from govlake.engine import get_spark
     from govlake.runs import Interval, StageCounts
+    from jobs import ingest as ingest_job
 
     settings = settings_for_task()
     catalog = load_catalog(settings)
@@ -80,8 +81,9 @@ def run_stage(stage: str, resource_name: str, *, start: datetime, end: datetime)
     spark = get_spark(settings, catalog)
     counts = StageCounts(resource.qualified_name)
     module = import_module(f"jobs.{stage}")
-    module.run(spark, resource=resource, interval=Interval(start, end), settings=settings,
-               counts=counts)  # fmt: skip
+    interval = Interval(start, end)
+    ingest_job.run_stage(module, spark, resource=resource, interval=interval, settings=settings,
+                         counts=counts)  # fmt: skip
     summary = asdict(counts)
     summary["rejected"] = [f"{r.file}: {r.rule}" for r in counts.rejected]
     return summary

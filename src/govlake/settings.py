@@ -57,6 +57,18 @@ class Settings(BaseSettings):
         description="Days every table version stays readable before vacuum may remove its "
         "files (at least 30; ops tables keep at least 3 years).",
     )
+    lease_minutes: int = Field(
+        default=180,
+        ge=1,
+        description="Minutes a pipeline stage may hold its resource before another run may "
+        "take the resource over (a crashed run's lease ends then).",
+    )
+    lease_wait_minutes: float = Field(
+        default=60,
+        ge=0,
+        description="Minutes a pipeline stage waits for another run of the same resource "
+        "before it fails.",
+    )
     reports_dir: Path = Field(
         default=Path("./reports"), description="Folder the steward reports and scorecards go to."
     )
