@@ -1,6 +1,8 @@
 """One ingestion DAG run end to end through Airflow (`dag.test()`), on generated extracts: the
 sensor finds them, the tasks run the jobs over the run's data interval, and the run leaves a
-new published version and its quality results behind.
+new published version and its quality results behind. The lakehouse and landing zone are on
+a real S3 server (SeaweedFS), as in a deployment; the platform DAGs then run on the same
+bucket. (The scheduled run under `govlake airflow` covers a local lakehouse.)
 
 Airflow runs in a child interpreter with its own `AIRFLOW_HOME` and metadata database, so its
 configuration (read once, at import) cannot leak into other tests, nor theirs into it.
@@ -23,6 +25,7 @@ from govlake.catalog import Catalog
 from govlake.engine import get_spark
 from govlake.generate import generate
 from govlake.lake import version
+from govlake.s3server import SeaweedS3
 from govlake.settings import Settings
 from govlake.tables import TableSet
 
@@ -64,7 +67,7 @@ print(json.dumps(outcomes, default=str))
 def _run_dags(settings: Settings, home: Path, *runs: tuple[str, str]) -> tuple[dict[str, Any], str]:
     """Run DAGs one after another in one child interpreter; their outcomes and its output."""
     env = {
-        **os.environ,
+        **os.environ,  # with the S3 server's AWS_* variables
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -84,10 +87,16 @@ def _run_dags(settings: Settings, home: Path, *runs: tuple[str, str]) -> tuple[d
 
 
 def test_an_ingestion_dag_run_publishes_a_version_and_records_its_quality(
-    catalog: Catalog, settings: Settings, tmp_path: Path
-) -> None:
+    catalog: Catalog, settings: Settings, tmp_path: Path, s3: SeaweedS3,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
     residents = catalog.get("population.residents")
-    settings = settings.model_copy(update={"reports_dir": tmp_path / "reports"})
+    s3.create_bucket("dagrun")
+    for name, value in s3.environment().items():
+        monkeypatch.setenv(name, value)
+    settings = settings.model_copy(update={
+        "reports_dir": tmp_path / "reports", "warehouse": "s3://dagrun/lakehouse",
+        "landing": "s3://dagrun/landing"})  # fmt: skip
     made = generate(catalog, settings.landing_location, rows=1500, seed=11, defects=0.005,
                     as_of=AS_OF, resources=[residents.qualified_name])  # fmt: skip
 
@@ -120,7 +129,8 @@ def test_an_ingestion_dag_run_publishes_a_version_and_records_its_quality(
     tables = TableSet(residents, settings.warehouse_location)
     for p in published:
         location = tables.published(p.sharing_class).location
-        at_version = DeltaTable(location.uri, version=p.version)
+        at_version = DeltaTable(location.uri, version=p.version,
+                                storage_options=location.storage_options())  # fmt: skip
         assert at_version.to_pyarrow_dataset().count_rows() == p.rows
         assert version(tables.published(p.sharing_class)) >= p.version
     assert {p.published_at for p in published} == {datetime.datetime(2026, 3, 2)}
@@ -174,6 +184,7 @@ def test_an_ingestion_dag_run_publishes_a_version_and_records_its_quality(
     duties = outcomes["platform_sharing"]
     assert duties["state"] == "success", duties
     assert duties["xcom"]["requests"] == {"escalated": 0, "linked": 0}
-    archived = DeltaTable(str(Path(settings.warehouse) / "ops" / "audit_journal")).to_pandas()
+    journal = settings.warehouse_location.child("ops", "audit_journal")
+    archived = DeltaTable(journal.uri, storage_options=journal.storage_options()).to_pandas()
     assert duties["xcom"]["journal"] == len(archived) > len(residents.sharing_classes)
     assert set(archived["action"]) == {"pipeline.publish", "audit.archive"}
