@@ -32,6 +32,10 @@ airflow: $(STAMP) ## Airflow standalone on 127.0.0.1:8080 (AIRFLOW_PORT=…) wit
 test: $(STAMP) ## Run the whole test suite (unit, catalogue, end to end)
 	$(BIN)/python -m pytest -p no:cacheprovider
 
+.PHONY: bench
+bench: $(STAMP) ## Benchmark: ingest, merge, sharing reads and load against their floors and a peer; writes reports/bench/bench.json and bench.png
+	$(BIN)/python -m govlake.bench --out reports/bench
+
 .PHONY: check
 check: $(STAMP) ## Lint and type-check (ruff + mypy)
 	$(BIN)/ruff check src jobs dags expectations tests

@@ -1,7 +1,14 @@
-"""Shared fixtures: the repository catalogue, throw-away lakehouses, engine sessions."""
+"""Shared fixtures: the repository catalogue, throw-away lakehouses, engine sessions, and
+the platform database on SQLite or on a real PostgreSQL server.
+
+A test module marked `pytest.mark.platform_state` runs each of its tests that use
+`settings` twice, `[sqlite]` and `[postgresql]`; every other test gets a SQLite file.
+"""
 
 from __future__ import annotations
 
+import itertools
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,10 +17,31 @@ from pyspark.sql import SparkSession
 
 from govlake.catalog import Catalog
 from govlake.engine import get_spark
+from govlake.pgserver import PostgresServer
 from govlake.s3server import SeaweedS3
 from govlake.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
+#: The platform database backends a `platform_state` test runs on.
+DATABASE_BACKENDS = ("sqlite", "postgresql")
+_database_numbers = itertools.count(1)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "platform_state: the module's tests that use `settings` run on each platform database "
+        "backend (SQLite and PostgreSQL)",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if (
+        metafunc.definition.get_closest_marker("platform_state") is not None
+        and "database_backend" in metafunc.fixturenames
+    ):
+        # Direct parametrization overrides the `database_backend` fixture below.
+        metafunc.parametrize("database_backend", DATABASE_BACKENDS)
 
 
 @pytest.fixture(scope="session")
@@ -21,13 +49,45 @@ def catalog() -> Catalog:
     return Catalog.load(REPO / "schemas")
 
 
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """A real PostgreSQL server on a free loopback port, password enforced; stopped at the
+    end of the session."""
+    with PostgresServer.start(tmp_path_factory.mktemp("postgres")) as server:
+        yield server
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    """A lakehouse and landing zone of the test's own, on the embedded engine."""
+def database_backend() -> str:
+    """The platform database backend: SQLite unless the module is `platform_state`."""
+    return "sqlite"
+
+
+@pytest.fixture
+def database_url(
+    database_backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[str]:
+    """A platform database of the test's own: a SQLite file in `tmp_path`, or a fresh
+    database on the session's PostgreSQL server, dropped afterwards."""
+    if database_backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'govlake.db'}"
+        return
+    server: PostgresServer = request.getfixturevalue("postgres")
+    slug = re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:40]
+    name = f"t{next(_database_numbers)}_{slug}".rstrip("_")
+    yield server.create_database(name)
+    # FORCE ends the connections the test's cached engine still pools.
+    server.drop_database(name)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    """A lakehouse, landing zone and platform database of the test's own, on the embedded
+    engine."""
     return Settings(
         warehouse=str(tmp_path / "lakehouse"),
         landing=str(tmp_path / "landing"),
-        database_url=f"sqlite:///{tmp_path / 'govlake.db'}",
+        database_url=database_url,
         catalog_dir=REPO / "schemas",
         spark_remote=None,
     )

@@ -1,6 +1,6 @@
-"""The hash-chained audit journal on a real SQLite file and a real Delta archive: tampering
-is found and named, the archive exposes a deleted tail, purges keep 3 years, and each
-department gets its own trail."""
+"""The hash-chained audit journal on a real platform database (a SQLite file, and a
+PostgreSQL server) and a real Delta archive: tampering is found and named, the archive
+exposes a deleted tail, purges keep 3 years, and each department gets its own trail."""
 
 from __future__ import annotations
 
@@ -36,6 +36,9 @@ from govlake.sharing.audit import (
 )
 from govlake.sharing.audit_cli import audit_app
 from govlake.sharing.state import AuditEntry, Consumer, engine, session
+
+#: Every test that uses `settings` runs on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.platform_state
 
 START = datetime(2026, 3, 2, 9, 0, 0, 250_000)
 

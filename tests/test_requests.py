@@ -1,6 +1,7 @@
-"""Access requests and verification requests on a real SQLite platform database: the whole
-flow from filing to grant, every refusal rule, escalation once with the mail delivered to a
-real SMTP server, and a correction linked to the published Delta version that carries it."""
+"""Access requests and verification requests on a real platform database (SQLite and
+PostgreSQL): the whole flow from filing to grant, every refusal rule, escalation once with
+the mail delivered to a real SMTP server, and a correction linked to the published Delta
+version that carries it."""
 
 from __future__ import annotations
 
@@ -37,6 +38,9 @@ from govlake.sharing.state import (
 )
 from govlake.sharing.workdays import add_working_days, china_date
 from govlake.tables import TableSet
+
+#: Every test that uses `settings` runs on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.platform_state
 
 AT = datetime(2026, 9, 30, 2, 0)  # naive UTC: 10:00 in China on Wednesday 30 September
 DUE = date(2026, 10, 20)  # 10 working days: National Day off, Saturday 10 October worked
@@ -173,6 +177,7 @@ def _not_shared_marital_status(catalog: Catalog) -> Catalog:
         ({"applicant_name": "  "}, "needs applicant_name"),
         ({"justification": "", "business_system": ""}, "needs business_system, justification"),
         ({"applicant_email": "zhang.wei"}, "not a mail address"),
+        ({"applicant_phone": "0" * 41}, "applicant_phone has 41 characters, at most 40"),
         ({"consumer": "police"}, "no consumer police"),
         ({"consumer": PROVIDER}, "is the responsible provider"),
         ({"resource": "population.pets"}, "unknown resource 'population.pets'"),

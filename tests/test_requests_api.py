@@ -19,6 +19,9 @@ from govlake.sharing.access import AccessError, SharingError, decide, shared_tab
 from govlake.sharing.requests_api import router
 from govlake.sharing.state import session
 
+#: Every test that uses `settings` runs on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.platform_state
+
 AT = datetime(2026, 9, 30, 2, 0)
 USER, PROVIDER, OTHER = "market_regulation", "public_security", "taxation"
 FORM: dict[str, Any] = {

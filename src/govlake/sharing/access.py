@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from govlake.catalog import Catalog, Resource, SharingClass
 from govlake.settings import Settings
-from govlake.sharing.state import Consumer, Grant, Suspension, Token
+from govlake.sharing.state import Base, Consumer, Grant, Suspension, Token, overlong
 from govlake.storage import Location
 from govlake.tables import TableSet
 
@@ -49,6 +49,12 @@ class SharingError(ValueError):
 
 
 # -- consumers and tokens -----------------------------------------------------------------------
+def _fits(model: type[Base], **values: str | None) -> None:
+    """Refuse text longer than its column, on SQLite as on PostgreSQL."""
+    if too_long := overlong(model, values):
+        raise SharingError("; ".join(too_long))
+
+
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -60,6 +66,7 @@ def register_consumer(
     department = catalog.department(code)
     if s.get(Consumer, code) is not None:
         raise SharingError(f"consumer {code} is already registered")
+    _fits(Consumer, contact_email=email)
     consumer = Consumer(
         code=code,
         name=department.name,
@@ -151,6 +158,7 @@ def suspend(
         raise SharingError("a suspension needs its reason (the missed rectification)")
     if active_suspension(s, department, at=at) is not None:
         raise SharingError(f"{department} is already suspended")
+    _fits(Suspension, suspended_by=by)
     suspension = Suspension(department=department, reason=reason, suspended_at=at, suspended_by=by)
     s.add(suspension)
     s.flush()
@@ -161,6 +169,7 @@ def lift(s: Session, department: str, *, by: str, at: datetime) -> Suspension:
     suspension = active_suspension(s, department, at=at)
     if suspension is None:
         raise SharingError(f"{department} is not suspended")
+    _fits(Suspension, lifted_by=by)
     suspension.lifted_at, suspension.lifted_by = at, by
     return suspension
 
@@ -192,6 +201,7 @@ def grant(
         )
     if expires_at is not None and expires_at <= at:
         raise SharingError("a grant's expiry must be after the time it is granted")
+    _fits(Grant, purpose=purpose, granted_by=by)
     made = Grant(
         consumer=code,
         resource=resource.qualified_name,

@@ -1,11 +1,16 @@
 """What the sharing server needs from a Delta table, read with delta-rs and from the log:
 versions and their commit times, the schema and metadata of a version, the data files of a
 version with their row counts, and the files added and removed between two versions.
+
+A version never changes once committed, so its metadata and file list are kept (the most
+recently used `SNAPSHOTS`); finding the latest version reads only the log's new commits.
 """
 
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -48,10 +53,34 @@ def millis(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
+#: Versions whose metadata and file lists are kept, over all tables.
+SNAPSHOTS = 256
+Snapshot = tuple[dict[str, Any], list["DataFile"]]
+_snapshots: OrderedDict[tuple[str, int], Snapshot] = OrderedDict()
+_latest: dict[str, DeltaTable] = {}
+_cache = threading.Lock()
+
+
 class DeltaLog:
     def __init__(self, location: Location):
         self.location = location
         self._options = location.storage_options()
+
+    def latest(self) -> int:
+        """The latest version: a table loaded before is brought up to date with the commits
+        since, instead of being read again from its last checkpoint."""
+        uri = self.location.uri
+        with _cache:
+            table = _latest.get(uri)
+            try:
+                if table is None:
+                    table = _latest[uri] = DeltaTable(uri, storage_options=self._options)
+                else:
+                    table.update_incremental()
+                return int(table.version())
+            except Exception:
+                _latest.pop(uri, None)  # replaced or removed: read it afresh next time
+                raise
 
     def table(self, version: int | None = None) -> DeltaTable:
         table = DeltaTable(self.location.uri, storage_options=self._options)
@@ -67,7 +96,7 @@ class DeltaLog:
         return table
 
     def version(self) -> int:
-        return int(self.table().version())
+        return self.latest()
 
     def commits(self) -> list[Commit]:
         """Every commit still in the history, oldest first."""
@@ -105,16 +134,32 @@ class DeltaLog:
                 return commit.timestamp
         raise VersionError(f"version {version} is not in the table's history")
 
-    def snapshot(self, version: int | None = None) -> tuple[dict[str, Any], list[DataFile]]:
-        """The protocol's `metaData` object of a version and its data files, from one read of
-        the log."""
+    def snapshot(self, version: int | None = None) -> Snapshot:
+        """The protocol's `metaData` object of a version (the latest by default) and its data
+        files, from one read of the log."""
+        version = self.latest() if version is None else version
+        key = (self.location.uri, version)
+        with _cache:
+            if key in _snapshots:
+                _snapshots.move_to_end(key)
+                return _snapshots[key]
         table = self.table(version)
         files = self.files(version, table=table)
-        return self._metadata(table, files), files
+        found = (self._metadata(table, files), files)
+        with _cache:
+            _snapshots[key] = found
+            while len(_snapshots) > SNAPSHOTS:
+                _snapshots.popitem(last=False)
+        return found
 
     def metadata(self, version: int | None = None) -> dict[str, Any]:
         """The protocol's `metaData` object of a version."""
         return self.snapshot(version)[0]
+
+    def latest_metadata(self) -> tuple[int, dict[str, Any]]:
+        """The latest version and its `metaData` object."""
+        version = self.latest()
+        return version, self.snapshot(version)[0]
 
     def _metadata(self, table: DeltaTable, files: list[DataFile]) -> dict[str, Any]:
         meta = table.metadata()

@@ -45,6 +45,7 @@ from govlake.sharing.state import (
     Grant,
     Notification,
     VerificationRequest,
+    overlong,
 )
 from govlake.sharing.workdays import (
     add_working_days,
@@ -90,6 +91,12 @@ def _require(fields: Mapping[str, str | None], what: str) -> None:
     missing = [name for name, value in fields.items() if _blank(value)]
     if missing:
         raise SharingError(f"{what} needs {', '.join(missing)} (blank or missing)")
+
+
+def _fits(model: type[AccessRequest | VerificationRequest], what: str, **values: str) -> None:
+    """Refuse text longer than its column, on SQLite as on PostgreSQL."""
+    if too_long := overlong(model, {name: value.strip() for name, value in values.items()}):
+        raise SharingError(f"{what}: {'; '.join(too_long)}")
 
 
 def _active_consumer(s: Session, code: str) -> Consumer:
@@ -202,6 +209,16 @@ def file_access_request(
         },
         "an access request",
     )
+    _fits(
+        AccessRequest,
+        "an access request",
+        applicant_name=applicant_name,
+        applicant_phone=applicant_phone,
+        applicant_email=applicant_email,
+        using_department=using_department,
+        using_contact=using_contact,
+        business_system=business_system,
+    )
     if "@" not in applicant_email:
         raise SharingError(f"applicant_email {applicant_email!r} is not a mail address")
     pending = s.scalar(
@@ -275,7 +292,11 @@ def access_request(s: Session, request_id: int) -> AccessRequest:
 
 
 def _decidable(s: Session, request_id: int, provider: str, by: str) -> AccessRequest:
-    request = access_request(s, request_id)
+    # Locked until the decision commits (PostgreSQL; SQLite has one writer at a time), so
+    # that two deciders cannot both find the request pending.
+    request = s.get(AccessRequest, request_id, with_for_update=True)
+    if request is None:
+        raise RequestNotFound(f"no access request {request_id}")
     if provider != request.provider:
         raise AccessError(
             f"only the provider {request.provider} decides access request {request_id}; "
@@ -288,6 +309,7 @@ def _decidable(s: Session, request_id: int, provider: str, by: str) -> AccessReq
             f"by {request.decided_by}"
         )
     _require({"by": by}, "a decision")
+    _fits(AccessRequest, "a decision", decided_by=by)
     return request
 
 
@@ -679,6 +701,7 @@ def file_verification(
         )
     stored_key = key_text(entry, key)
     _require({"evidence": evidence}, "a verification request")
+    _fits(VerificationRequest, "a verification request", key=stored_key)
     due = add_working_days(
         china_date(at),
         VERIFICATION_DUE_WORKING_DAYS,
@@ -737,7 +760,10 @@ def answer_verification(
     corrected_value: str | None = None,
 ) -> VerificationRequest:
     """The item's authority confirms the value or corrects it (with the right value)."""
-    request = verification_request(s, request_id)
+    # Locked until the answer commits, like a decision on an access request.
+    request = s.get(VerificationRequest, request_id, with_for_update=True)
+    if request is None:
+        raise RequestNotFound(f"no verification request {request_id}")
     if provider != request.provider:
         raise AccessError(
             f"only the authority {request.provider} answers verification request "
@@ -751,6 +777,7 @@ def answer_verification(
     if outcome not in VERIFICATION_OUTCOMES:
         raise SharingError(f"outcome {outcome!r} is not one of {', '.join(VERIFICATION_OUTCOMES)}")
     _require({"answer": answer, "by": by}, "an answer")
+    _fits(VerificationRequest, "an answer", answered_by=by)
     if outcome == "corrected":
         if corrected_value is None or _blank(corrected_value):
             raise SharingError("a correction needs the corrected value")

@@ -47,7 +47,7 @@ from govlake.sharing.access import (
 from govlake.sharing.deltalog import ChangesUnavailable, DataFile, DeltaLog, VersionError, millis
 from govlake.sharing.deps import ConsumerDep, DbDep, NowDep
 from govlake.sharing.requests_api import router as requests_router
-from govlake.sharing.state import Consumer, session
+from govlake.sharing.state import Consumer
 
 log = logging.getLogger(__name__)
 
@@ -159,9 +159,9 @@ def create_app(
         action = ACTIONS.get(getattr(route, "name", ""), "share.unknown")
         consumer = getattr(request.state, "consumer", None)
         detail = {"method": request.method, "path": request.url.path, **fields.pop("detail", {})}
-        with session(settings) as s:
-            audit.record(s, at=app.state.clock(), actor=consumer or "anonymous", action=action,
-                         consumer=consumer, outcome=outcome, detail=detail, **fields)  # fmt: skip
+        actor = consumer or "anonymous"
+        audit.append(settings, at=app.state.clock(), actor=actor, action=action,
+                     consumer=consumer, outcome=outcome, detail=detail, **fields)  # fmt: skip
 
     def refusal(request: Request, status: int, code: str, message: str) -> JSONResponse:
         outcome = {401: "refused", 403: "refused", 404: "not_found"}.get(status, "error")
@@ -316,9 +316,8 @@ def create_app(
     def table_metadata(request: Request, share: str, schema: str, name: str, who: ConsumerDep,
                        s: DbDep, at: NowDep) -> Response:  # fmt: skip
         table, purpose = lookup(request, s, who, at, share, schema, name)
-        delta = DeltaLog(table.location)
-        version = delta.version()
-        lines = [{"protocol": {"minReaderVersion": 1}}, {"metaData": delta.metadata(version)}]
+        version, meta = DeltaLog(table.location).latest_metadata()
+        lines = [{"protocol": {"minReaderVersion": 1}}, {"metaData": meta}]
         audit_call(request, "ok", **_about(table, purpose), version=version)
         return _ndjson(lines, version)
 

@@ -2,12 +2,14 @@
 a SQLite file by default, PostgreSQL in production). The lakehouse holds the data; this
 holds who may read it, what they asked for, and the audit journal.
 
-Times are naive UTC throughout; dates (due dates) are calendar dates in China.
+Times are naive UTC throughout (PostgreSQL: `timestamp without time zone`, sessions in
+UTC); dates (due dates) are calendar dates in China.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import date, datetime
 from functools import lru_cache
@@ -23,12 +25,16 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    text,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from govlake.settings import Settings
 
+#: The key of the PostgreSQL advisory lock held while the schema is created ("govlake").
+SCHEMA_LOCK_KEY = 0x676F766C616B65
 #: What a using department may state as the use of conditional data (中科院 annex 1).
 USAGE_SCOPES = (
     "administrative_basis", "data_verification", "business_collaboration", "work_reference",
@@ -181,7 +187,9 @@ class AuditEntry(Base):
     consumer: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     purpose: Mapped[str | None] = mapped_column(String(64), nullable=True)
     resource: Mapped[str | None] = mapped_column(String(128), nullable=True)
-    table_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # The table a sharing call named, taken from its path: unbounded, so that PostgreSQL
+    # journals a refusal of an absurdly long name instead of failing on it.
+    table_name: Mapped[str | None] = mapped_column(Text, nullable=True)
     version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     rows: Mapped[int | None] = mapped_column(Integer, nullable=True)
     files: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -191,10 +199,39 @@ class AuditEntry(Base):
     hash: Mapped[str] = mapped_column(String(64))
 
 
-@lru_cache(maxsize=8)
+def overlong(model: type[Base], values: Mapping[str, str | None]) -> list[str]:
+    """The fields of `values` longer than their `String(n)` column of `model`, named.
+
+    PostgreSQL refuses such a value with a database error where SQLite stores it whole: the
+    platform checks user-supplied text first, so both refuse it with the same message.
+    """
+    problems = []
+    for name, value in values.items():
+        length = getattr(model.__table__.c[name].type, "length", None)
+        if value is not None and length is not None and len(value) > length:
+            problems.append(f"{name} has {len(value)} characters, at most {length} are allowed")
+    return problems
+
+
+_engines = threading.Lock()
+
+
 def engine(url: str) -> Engine:
-    """One engine per database URL; the schema is created on first use."""
-    made = create_engine(url, future=True)
+    """One engine per database URL; the schema is created on first use (once, also when
+    several threads start together)."""
+    with _engines:
+        return _engine(url)
+
+
+@lru_cache(maxsize=8)
+def _engine(url: str) -> Engine:
+    """One engine per database URL; the schema is created on first use.
+
+    SQLite gets its pragmas. A server database (PostgreSQL) gets a ping before a pooled
+    connection is reused (the server may have closed it) and sessions in UTC, so that the
+    naive timestamps mean UTC on the server too.
+    """
+    made = create_engine(url, pool_pre_ping=not url.startswith("sqlite"))
     if made.dialect.name == "sqlite":
 
         @event.listens_for(made, "connect")
@@ -205,7 +242,31 @@ def engine(url: str) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
             cursor.close()
 
-    Base.metadata.create_all(made)
+        try:
+            Base.metadata.create_all(made)
+        except OperationalError as exc:
+            # Another process created the tables between the check and the CREATE.
+            if "already exists" not in str(exc):
+                raise
+            Base.metadata.create_all(made)
+        return made
+
+    if made.dialect.name == "postgresql":
+
+        @event.listens_for(made, "connect")
+        def _utc(connection: Any, record: Any) -> None:
+            # Outside a transaction, or the pool's rollback would undo the SET.
+            autocommit, connection.autocommit = connection.autocommit, True
+            with connection.cursor() as cursor:
+                cursor.execute("SET TIME ZONE 'UTC'")
+            connection.autocommit = autocommit
+
+    with made.begin() as connection:
+        if made.dialect.name == "postgresql":
+            # Server workers and jobs may start together on an empty database: one creates
+            # the tables, the others wait here and then find them (DDL is transactional).
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+        Base.metadata.create_all(connection)
     return made
 
 

@@ -1,0 +1,228 @@
+"""What the benchmark measured: one `Measurement` per comparison, each a ratio to a baseline,
+with the machine and versions it ran on; saved as JSON, shown as a table and a chart."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import sys
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal
+
+Better = Literal["lower", "higher"]
+
+PACKAGES = (
+    "govlake",
+    "pysail",
+    "pyspark",
+    "deltalake",
+    "pyarrow",
+    "polars",
+    "great-expectations",
+    "delta-sharing",
+    "pandas",
+    "fastapi",
+    "uvicorn",
+    "httpx",
+)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """`value` against `baseline` (same unit). `ratio` is how many times worse than the
+    baseline: value/baseline when lower is better, baseline/value when higher is better; so
+    1 means as good as the baseline and `ideal` says what the ratio should be."""
+
+    name: str
+    title: str
+    value: float
+    baseline: float
+    unit: str  # s | bytes | req/s | share
+    baseline_label: str
+    better: Better = "lower"
+    ideal: float | None = 1.0
+    rows: int | None = None
+    notes: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float:
+        if self.better == "lower":
+            return self.value / self.baseline
+        return self.baseline / self.value
+
+    @property
+    def excess(self) -> float | None:
+        """How far above its ideal the ratio is (1 = at the ideal), None without an ideal."""
+        return None if self.ideal is None else self.ratio / self.ideal
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["ratio"] = self.ratio
+        data["excess"] = self.excess
+        return data
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set (VmHWM), engine threads included."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def rss_bytes() -> int:
+    """This process's resident set now."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return peak_rss_bytes()
+
+
+def machine() -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "python": sys.version.split()[0],
+        "cpus": os.cpu_count(),
+    }
+    meminfo = Path("/proc/meminfo")
+    if meminfo.exists():
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                info["memory_bytes"] = int(line.split()[1]) * 1024
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    return info
+
+
+def versions() -> dict[str, str]:
+    found = {}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+@dataclass
+class Report:
+    parameters: dict[str, Any]
+    measurements: list[Measurement] = field(default_factory=list)
+    started: datetime = field(default_factory=lambda: datetime.now(UTC))
+    wall_seconds: float = 0.0
+
+    def add(self, measurement: Measurement) -> Measurement:
+        self.measurements.append(measurement)
+        return measurement
+
+    @property
+    def slowest(self) -> Measurement | None:
+        """The measurement furthest above its ideal."""
+        ranked = [m for m in self.measurements if m.excess is not None]
+        return max(ranked, key=lambda m: m.excess or 0.0) if ranked else None
+
+    def to_json(self) -> dict[str, Any]:
+        slowest = self.slowest
+        return {
+            "date": self.started.isoformat(timespec="seconds"),
+            "wall_seconds": round(self.wall_seconds, 1),
+            "machine": machine(),
+            "versions": versions(),
+            "parameters": self.parameters,
+            "slowest": None if slowest is None else slowest.name,
+            "measurements": [m.to_json() for m in self.measurements],
+        }
+
+    def save(self, out: Path) -> Path:
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / "bench.json"
+        path.write_text(
+            json.dumps(self.to_json(), indent=2, ensure_ascii=False, default=str) + "\n"
+        )
+        return path
+
+
+def human(value: float, unit: str) -> str:
+    if unit == "s":
+        return f"{value:.3f} s" if value < 10 else f"{value:.1f} s"
+    if unit == "bytes":
+        return f"{value / 2**20:,.0f} MiB"
+    if unit == "req/s":
+        return f"{value:,.0f} req/s"
+    if unit == "share":
+        return f"{value:.1%}"
+    return f"{value:g} {unit}"
+
+
+def table(report: Report) -> Any:
+    from rich.table import Table
+
+    slowest = report.slowest
+    grid = Table(title=f"govlake bench ({report.wall_seconds:.0f} s)")
+    for column in ("measurement", "value", "baseline", "ratio", "ideal", "rows", "against"):
+        grid.add_column(column, justify="left" if column in ("measurement", "against") else "right")
+    for m in report.measurements:
+        ratio = f"{m.ratio:.2f}×" if m.unit != "share" else f"{m.ratio:.1%}"
+        if slowest is not None and m.name == slowest.name:
+            ratio = f"[bold red]{ratio}[/bold red]"
+        unit = "s" if m.unit == "share" else m.unit
+        grid.add_row(
+            m.name,
+            human(m.value, unit),
+            human(m.baseline, unit),
+            ratio,
+            "-" if m.ideal is None else f"{m.ideal:g}",
+            "" if m.rows is None else f"{m.rows:,}",
+            m.baseline_label,
+        )
+    return grid
+
+
+def chart(report: Report, path: Path) -> Path:
+    """A horizontal bar per ratio (log scale), the ideal marked, the slowest in red."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    measurements = report.measurements
+    slowest = report.slowest
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(measurements) + 1.5))
+    names = [m.name for m in measurements]
+    ratios = [m.ratio for m in measurements]
+    colours = [
+        "#c0392b" if slowest is not None and m.name == slowest.name else "#2e86c1"
+        for m in measurements
+    ]
+    positions = list(range(len(measurements)))
+    ax.barh(positions, ratios, color=colours)
+    for pos, m in zip(positions, measurements, strict=True):
+        if m.ideal is not None:
+            ax.plot([m.ideal, m.ideal], [pos - 0.4, pos + 0.4], color="black", lw=1)
+        ax.text(m.ratio, pos, f" {m.ratio:.2f}", va="center", fontsize=8)
+    ax.set_yticks(positions, names)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel("ratio to baseline (log; black tick: ideal; red: furthest above ideal)")
+    rows = report.parameters.get("rows")
+    ax.set_title(f"govlake bench, {rows:,} rows" if isinstance(rows, int) else "govlake bench")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
