@@ -30,6 +30,13 @@ CheckName = Literal[
 ]
 SharingClass = Literal["unconditional", "conditional"]
 Severity = Literal["error", "warn"]
+#: How an item reaches the open variant (开放数据脱敏, 石景山 art. 23, 32): as it is, masked,
+#: generalised (a date to its year, a division code to its prefecture), or not at all.
+OpenRule = Literal["keep", "mask", "generalise", "drop"]
+#: How important a resource is (石景山 art. 31: backups periodic or real-time by importance).
+Importance = Literal["core", "important", "general"]
+#: Days between two backups of a resource's tables, per importance level.
+BACKUP_DAYS: dict[str, int] = {"core": 1, "important": 7, "general": 30}
 
 _IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
 _TYPE = re.compile(r"^(string|integer|bigint|double|boolean|date|timestamp|decimal\(\d+,\d+\))$")
@@ -85,6 +92,14 @@ class AuthorityError(CatalogRuleError):
 
 class KeyError_(CatalogRuleError):
     rule = "a key exists, names declared items, and every key item is required"
+
+
+class PiiOpenedRaw(CatalogRuleError):
+    rule = "personal-privacy (pii) items are never opened raw (石景山 art. 23, 32)"
+
+
+class OpenTermsError(CatalogRuleError):
+    rule = "open data carries a usage notice, a licence and per-item de-identification rules"
 
 
 class Steward(BaseModel):
@@ -144,6 +159,17 @@ class QualityPolicy(BaseModel):
     freshness: FreshnessPolicy | None = None
 
 
+class OpenTerms(BaseModel):
+    """What the public is told about an open resource (石景山 ch. 6): the usage notice
+    (开放数据使用须知) and the licence it is published under."""
+
+    model_config = ConfigDict(extra="forbid")
+    licence: str = Field(description="licence name, e.g. CC-BY-4.0")
+    licence_url: str = Field(description="where the licence text is")
+    notice: str = Field(description="usage notice (使用须知) shown with the open variant")
+    keywords: list[str] = Field(default_factory=list)
+
+
 class Department(BaseModel):
     """A provider department (提供部门), from `schemas/departments.yaml`."""
 
@@ -178,6 +204,11 @@ class Item(BaseModel):
     )
     severity: Severity | None = Field(
         default=None, description="overrides the resource's completeness/validity severity"
+    )
+    open: OpenRule | None = Field(
+        default=None,
+        description="how the item reaches the open variant; default: keep for unconditional "
+        "items that are not pii, drop for the rest",
     )
 
     @field_validator("name")
@@ -223,6 +254,18 @@ class Resource(BaseModel):
     sharing_method: list[SharingMethod]
     usage_requirements: str
     open_attribute: OpenAttribute
+    open: OpenTerms | None = Field(
+        default=None, description="usage notice and licence; required when open_attribute is open"
+    )
+    importance: Importance = Field(
+        default="general", description="sets how often its tables are backed up (BACKUP_DAYS)"
+    )
+    version: int = Field(
+        default=1,
+        ge=1,
+        description="resource version: a breaking change of items or key publishes a new "
+        "version, with its own tables",
+    )
     format: str = "structured table"
     key: list[str]
     grain: str
@@ -245,6 +288,33 @@ class Resource(BaseModel):
     @property
     def qualified_name(self) -> str:
         return f"{self.theme}.{self.name}"
+
+    @property
+    def table_base(self) -> str:
+        """The name its tables start with: `name`, then `name_v2`, … for later versions."""
+        return self.name if self.version == 1 else f"{self.name}_v{self.version}"
+
+    @property
+    def backup_days(self) -> int:
+        return BACKUP_DAYS[self.importance]
+
+    def open_rule(self, item: Item) -> OpenRule:
+        """How `item` reaches the open variant: as declared, else kept when it is an
+        unconditional item that is not pii, else dropped."""
+        if item.open is not None:
+            return item.open
+        return "keep" if self.sharing_of(item) == "unconditional" and not item.pii else "drop"
+
+    @property
+    def is_open(self) -> bool:
+        """Published to the public as an open variant (开放属性 open)."""
+        return self.open_attribute == "open"
+
+    def open_items(self) -> list[tuple[str, OpenRule]]:
+        """The items of the open variant, in catalogue order, with their rules."""
+        return [
+            (item.name, rule) for item in self.items if (rule := self.open_rule(item)) != "drop"
+        ]
 
     @cached_property
     def item_map(self) -> dict[str, Item]:
@@ -359,6 +429,7 @@ def check_rules(resource: Resource, path: Path | str = "<memory>") -> None:
             )
         if item.pii and sharing == "unconditional":
             raise PiiUnconditional(path, name, item.name, "pii: true but sharing is unconditional")
+        _check_open_rule(resource, item, path)
         if not item.authority:
             raise AuthorityError(path, name, item.name, "no authority named")
         if item.authority not in resource.sources:
@@ -369,6 +440,33 @@ def check_rules(resource: Resource, path: Path | str = "<memory>") -> None:
             raise AuthorityError(
                 path, name, item.name, f"authority {item.authority} does not supply this item"
             )
+
+
+def _check_open_rule(resource: Resource, item: Item, path: Path | str) -> None:
+    name = resource.qualified_name
+    if item.pii and item.open == "keep":
+        raise PiiOpenedRaw(path, name, item.name, "pii: true but open: keep")
+    if item.open == "generalise" and not (
+        item.type in ("date", "timestamp") or item.check == "division_code"
+    ):
+        raise OpenTermsError(
+            path, name, item.name,
+            "open: generalise applies to dates (to the year) and division codes (to the "
+            f"prefecture), not to a {item.type} item",
+        )  # fmt: skip
+    if item.open == "mask" and item.type != "string":
+        raise OpenTermsError(
+            path, name, item.name, f"open: mask applies to strings, not {item.type}"
+        )
+
+
+def check_open(resource: Resource, path: Path | str = "<memory>") -> None:
+    """An open resource has its usage notice and licence, and publishes at least its key."""
+    name = resource.qualified_name
+    if resource.open_attribute == "open" and resource.open is None:
+        raise OpenTermsError(path, name, None, "open_attribute is open but `open:` is missing")
+    if resource.is_open and not resource.open_items():
+        raise OpenTermsError(path, name, None, "every item is dropped from the open variant")
 
 
 def validation_problems(exc: ValidationError) -> str:
@@ -399,6 +497,7 @@ def load_resource(path: Path, *, theme: str | None = None) -> Resource:
         problems = validation_problems(exc)
         raise CatalogError(f"{path}: {problems}") from exc
     check_rules(resource, path)
+    check_open(resource, path)
     return resource
 
 

@@ -40,6 +40,16 @@ QUARANTINE_COLUMNS = (
 SILVER_LINEAGE = (("_extract_id", "string"), ("_updated_at", "timestamp"))
 
 
+def open_type(item_type: str, rule: str) -> str:
+    """The column type of an item in the open variant: a generalised date is its year, a
+    generalised division code and a masked value are strings."""
+    if rule == "mask":
+        return "string"
+    if rule == "generalise":
+        return "integer" if item_type in ("date", "timestamp") else "string"
+    return item_type
+
+
 def _quote(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
@@ -78,7 +88,7 @@ class TableSet:
         self.root = warehouse.child(resource.theme)
 
     def _table(self, suffix: str, columns: tuple[tuple[str, str], ...], grain: str) -> Table:
-        name = self.resource.name + suffix
+        name = self.resource.table_base + suffix
         return Table(self.resource.theme, name, self.root.child(name), columns, grain)
 
     def _raw_items(self) -> tuple[tuple[str, str], ...]:
@@ -133,6 +143,16 @@ class TableSet:
             f"{self.resource.grain}; {sharing_class} items only",
         )
 
+    @property
+    def open(self) -> Table:
+        """The open variant (开放数据): de-identified items for the public."""
+        resource = self.resource
+        columns = tuple(
+            (name, open_type(resource.item(name).type, rule))
+            for name, rule in resource.open_items()
+        )
+        return self._table("_open", columns, f"{resource.grain}; open items, de-identified")
+
     def all(self) -> Iterator[Table]:
         yield self.bronze
         yield self.quarantine
@@ -140,6 +160,8 @@ class TableSet:
         yield self.crosscheck
         for sharing_class in self.resource.sharing_classes:
             yield self.published(sharing_class)
+        if self.resource.is_open:
+            yield self.open
 
 
 def ops_tables(warehouse: Location) -> tuple[Table, Table]:
