@@ -97,6 +97,33 @@ class Settings(BaseSettings):
         description="S3 endpoint written into presigned file URLs, as consumers reach the "
         "store; unset: AWS_ENDPOINT_URL, the one the platform itself uses.",
     )
+    open_endpoint: str = Field(
+        default="http://127.0.0.1:8765/open",
+        description="The public open-data endpoint of the sharing server (no token), written "
+        "into the DCAT export's download and access URLs.",
+    )
+    publisher_name: str = Field(
+        default="Big Data Bureau (大数据局)",
+        description="The competent authority named as publisher of the open catalogue.",
+    )
+    publisher_url: str = Field(
+        default="https://data.gov.example", description="Home page of the open-data portal."
+    )
+    backup: str = Field(
+        default="./backups",
+        description="Root URI backups of the lakehouse tables go to (a local path or s3://).",
+    )
+    webhook_attempts: int = Field(
+        default=4, ge=1, le=20, description="Attempts per subscription webhook delivery."
+    )
+    webhook_backoff_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        description="Pause before the second webhook attempt; it doubles after each failure.",
+    )
+    webhook_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="How long one webhook attempt may take."
+    )
     scorecard_weights: dict[str, float] = Field(
         default_factory=lambda: dict(DEFAULT_SCORECARD_WEIGHTS),
         description="Weight of each scorecard component (catalogue, provision, quality, "
@@ -129,6 +156,10 @@ class Settings(BaseSettings):
     @property
     def landing_location(self) -> Location:
         return Location.parse(self.landing)
+
+    @property
+    def backup_location(self) -> Location:
+        return Location.parse(self.backup)
 
 
 @lru_cache(maxsize=1)
