@@ -11,7 +11,7 @@ from types import ModuleType
 
 from pyspark.sql import SparkSession
 
-from govlake import leases
+from govlake import changes, leases
 from govlake.catalog import Resource
 from govlake.runs import Interval, StageCounts
 from govlake.settings import Settings
@@ -33,7 +33,11 @@ def run_stage(
     settings: Settings,
     counts: StageCounts,
 ) -> StageCounts:
-    """One stage of `resource`'s pipeline, holding the resource's lease while it runs."""
+    """One stage of `resource`'s pipeline, holding the resource's lease while it runs. The
+    first stage registers a new catalogue entry, and refuses one whose edit breaks its tables
+    without a new resource version (`govlake.changes`)."""
+    if stage is bronze:
+        changes.check_entry(settings, resource, at=interval.end_naive_utc)
     with leases.hold(settings, resource.qualified_name, stage=stage_name(stage)):
         stage.run(spark, resource=resource, interval=interval, settings=settings, counts=counts)
     return counts

@@ -21,6 +21,7 @@ from rich.progress import (
 )
 from rich.table import Table as RichTable
 
+from govlake import changes_cli
 from govlake.catalog import Catalog, CatalogError
 from govlake.reports.cli import report_app
 from govlake.runs import Interval, StageCounts
@@ -36,6 +37,11 @@ catalog_app = typer.Typer(
     help="Read and check the information-resource catalogue.", no_args_is_help=True
 )
 app.add_typer(catalog_app, name="catalog")
+catalog_app.command("change")(changes_cli.change)
+catalog_app.command("review")(changes_cli.review)
+catalog_app.command("duty-change")(changes_cli.duty_change)
+catalog_app.command("status")(changes_cli.status)
+catalog_app.command("history")(changes_cli.history)
 quality_app = typer.Typer(
     help="Quality and timeliness of what providers deliver.", no_args_is_help=True
 )

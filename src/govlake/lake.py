@@ -86,7 +86,12 @@ def replace_where(df: DataFrame, table: Table, predicate: str) -> None:
 
 
 def overwrite(df: DataFrame, table: Table) -> None:
-    conform(df, table).write.format("delta").mode("overwrite").save(table.location.uri)
+    """Replace the table's rows; a table rewritten whole by each write also takes the
+    catalogue's current columns (an item added, widened, or no longer shared in its class)."""
+    writer = conform(df, table).write.format("delta").mode("overwrite")
+    if table.rewritten:
+        writer = writer.option("overwriteSchema", "true")
+    writer.save(table.location.uri)
 
 
 def execute(spark: SparkSession, statement: str) -> int:

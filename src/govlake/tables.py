@@ -63,6 +63,9 @@ class Table:
     location: Location
     columns: tuple[tuple[str, str], ...]
     grain: str
+    #: Rewritten whole by every write (a published table): its schema follows the catalogue
+    #: at each write. Other tables evolve additively (`govlake.evolution`).
+    rewritten: bool = False
 
     @property
     def qualified_name(self) -> str:
@@ -87,9 +90,16 @@ class TableSet:
         self.resource = resource
         self.root = warehouse.child(resource.theme)
 
-    def _table(self, suffix: str, columns: tuple[tuple[str, str], ...], grain: str) -> Table:
+    def _table(
+        self,
+        suffix: str,
+        columns: tuple[tuple[str, str], ...],
+        grain: str,
+        *,
+        rewritten: bool = False,
+    ) -> Table:
         name = self.resource.table_base + suffix
-        return Table(self.resource.theme, name, self.root.child(name), columns, grain)
+        return Table(self.resource.theme, name, self.root.child(name), columns, grain, rewritten)
 
     def _raw_items(self) -> tuple[tuple[str, str], ...]:
         return tuple((item.name, "string") for item in self.resource.items)
@@ -141,6 +151,7 @@ class TableSet:
             f"_{sharing_class}",
             self._typed(self.resource.class_items(sharing_class)),
             f"{self.resource.grain}; {sharing_class} items only",
+            rewritten=True,
         )
 
     @property
@@ -151,7 +162,9 @@ class TableSet:
             (name, open_type(resource.item(name).type, rule))
             for name, rule in resource.open_items()
         )
-        return self._table("_open", columns, f"{resource.grain}; open items, de-identified")
+        return self._table(
+            "_open", columns, f"{resource.grain}; open items, de-identified", rewritten=True
+        )
 
     def all(self) -> Iterator[Table]:
         yield self.bronze
@@ -269,6 +282,11 @@ def register(spark: SparkSession, table: Table) -> None:
     """Make `table` known to the session, creating it empty if it does not exist yet."""
     spark.sql(f"CREATE DATABASE IF NOT EXISTS {_quote(table.database)}")
     if table.location.is_delta_table():
+        if not table.rewritten:
+            from govlake.evolution import evolve
+
+            evolve(table.qualified_name, table.location.uri, list(table.columns),
+                   table.location.storage_options())  # fmt: skip
         spark.sql(
             f"CREATE TABLE IF NOT EXISTS {table.sql_name} USING delta "
             f"LOCATION '{table.location.uri}'"

@@ -62,6 +62,10 @@ ACTIONS = frozenset(
         "suspension.start", "suspension.lift",
         "pipeline.publish",
         "audit.archive", "audit.purge",
+        "catalog.registration", "catalog.change", "catalog.review", "catalog.duty_change",
+        "subscription.create", "subscription.cancel", "subscription.notify",
+        "open.catalog", "open.download", "open.notice",
+        "platform.backup", "platform.restore",
     }
 )  # fmt: skip
 OUTCOMES = ("ok", "refused", "not_found", "error")
