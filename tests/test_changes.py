@@ -414,6 +414,11 @@ def test_catalog_cli_change_review_status_history(
             ],
         )
         assert duty.exit_code == 2 and "responsible for no catalogue entry" in duty.output
+        # The timeliness monitor shows the entries' upkeep beside the publications.
+        late = runner.invoke(app, ["quality", "timeliness", "--at", "2027-02-01T02:00"])
+        assert late.exit_code == 0, late.output
+        monitor = late.output[late.output.index("catalogue upkeep") :]
+        assert "geospatial.admin_divisions" in monitor and "overdue" in monitor
     finally:
         get_settings.cache_clear()
 

@@ -520,3 +520,29 @@ def test_not_applicable_weight_is_spread_over_the_rest() -> None:
         {"catalogue": 0, "provision": 0.25, "quality": 0.375, "timeliness": 0.375}
     )
     assert effective_weights(weights, dict.fromkeys(weights, 0.5)) == weights
+
+
+def test_report_shows_the_catalogue_upkeep_of_the_departments_entries(lake: Lake) -> None:
+    """Overdue reviews and updates due after a duty change show in the steward report."""
+    from govlake import changes
+    from govlake.sharing.state import session
+
+    settings, catalog = lake.settings, lake.catalog
+    sloppy = write_quality_report(lake.spark, catalog, settings, SLOPPY, at=AT)
+    html = sloppy.path.read_text(encoding="utf-8")
+    section = html[html.index("<h2>Catalogue upkeep") :]
+    # Its entry was last reviewed on 2025-01-10: due 2025-04-10, long overdue.
+    assert re.search(r'data-upkeep="review:legal_entity.enterprises">overdue<', section)
+    assert "2025-04-10" in section and "last reviewed 2025-01-10" in section
+    with session(settings) as s:
+        changes.register_duty_change(
+            s, catalog, settings, provider=DILIGENT, basis="居民身份证法 (amended)",
+            reason="new identity items", effective_on=AT.date(), by="大数据局", at=AT,
+        )  # fmt: skip
+    diligent = write_quality_report(lake.spark, catalog, settings, DILIGENT, at=AT)
+    html = diligent.path.read_text(encoding="utf-8")
+    section = html[html.index("<h2>Catalogue upkeep") :]
+    assert re.search(r'data-upkeep="review:population.residents">on_time<', section)
+    assert re.search(r'data-upkeep="update:population.residents">due<', section)
+    assert "居民身份证法 (amended)" in section
+    assert "legal_entity.enterprises" not in section  # not its entry

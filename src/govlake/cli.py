@@ -435,6 +435,14 @@ def quality_timeliness(
             f"{t.hours_late:.1f}",
         )
     console.print(table)
+    from govlake import changes
+    from govlake.sharing.state import session
+
+    changes.ensure_tables(settings)
+    with session(settings) as s:
+        changes.sync(s, catalog, at=moment)
+        upkeep = changes.upkeep(s, catalog, at=moment)
+    console.print(changes_cli.upkeep_table(upkeep, title="catalogue upkeep (China dates)"))
 
 
 QUERIES = {

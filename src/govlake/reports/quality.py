@@ -20,6 +20,7 @@ from typing import Any
 from pyspark.sql import SparkSession
 
 from govlake.catalog import CYCLE_HOURS, Catalog, Department, Resource
+from govlake.changes import Upkeep, ensure_tables, sync, upkeep
 from govlake.lake import sql_literal
 from govlake.quality.timeliness import (
     Timeliness,
@@ -207,6 +208,7 @@ class QualityReport:
     disagreeing: tuple[Finding, ...]  # its copies that differ from another authority's
     timeliness: tuple[Timeliness, ...]  # publications it is responsible for, its deliveries
     awaiting: tuple[Awaiting, ...] = ()  # access and verification requests it must answer
+    catalogue: tuple[Upkeep, ...] = ()  # reviews, updates and records of its entries
 
     @property
     def has_data(self) -> bool:
@@ -609,8 +611,11 @@ def gather_quality_report(
         ids = sorted(e["extract_id"] for e in extracts if e["resource"] == name)
         quarantine[name] = _quarantine_rules(spark, tables, provider, ids)
         findings += _open_findings(spark, resource, settings, provider, period)
+    ensure_tables(settings)
     with session(settings) as s:
         awaiting = tuple(awaiting_answer(s, provider, at=period.end))
+        sync(s, catalog, at=period.end)
+        catalogue = tuple(u for u in upkeep(s, catalog, at=period.end) if u.provider == provider)
     report = build_quality_report(
         catalog,
         department,
@@ -622,7 +627,7 @@ def gather_quality_report(
         timeliness=_timeliness(spark, catalog, settings, provider, period.end),
         grace_fraction=settings.timeliness_grace,
     )
-    return replace(report, awaiting=awaiting)
+    return replace(report, awaiting=awaiting, catalogue=catalogue)
 
 
 # -- rendering ---------------------------------------------------------------------------------
