@@ -25,6 +25,7 @@ from govlake.sharing import access, audit
 from govlake.sharing import requests as domain
 from govlake.sharing.access import AccessError, SharingError
 from govlake.sharing.state import Consumer, Grant, Suspension, Token, session
+from govlake.sharing.subscriptions_cli import subscription_app
 from govlake.sharing.workdays import CalendarError
 
 share_app = typer.Typer(
@@ -46,6 +47,7 @@ suspend_app = typer.Typer(
 share_app.add_typer(consumer_app, name="consumer")
 share_app.add_typer(token_app, name="token")
 share_app.add_typer(grant_app, name="grant")
+share_app.add_typer(subscription_app, name="subscription")
 share_app.add_typer(request_app, name="request")
 share_app.add_typer(verify_app, name="verify")
 share_app.add_typer(suspend_app, name="suspend")

@@ -48,6 +48,7 @@ from govlake.sharing.deltalog import ChangesUnavailable, DataFile, DeltaLog, Ver
 from govlake.sharing.deps import ConsumerDep, DbDep, NowDep
 from govlake.sharing.requests_api import router as requests_router
 from govlake.sharing.state import Consumer
+from govlake.sharing.subscriptions_api import router as subscriptions_router
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,10 @@ ACTIONS = {
     "get_access_request": "request.view", "file_verification_request": "verification.file",
     "answer_verification_request": "verification.answer",
     "list_verification_requests": "request.view", "get_verification_request": "request.view",
+    # the subscriptions API (govlake.sharing.subscriptions_api)
+    "create_subscription": "subscription.create", "cancel_subscription": "subscription.cancel",
+    "list_subscriptions": "request.view", "get_subscription": "request.view",
+    "list_deliveries": "request.view",
 }  # fmt: skip
 
 
@@ -153,6 +158,7 @@ def create_app(
     app.state.signer = UrlSigner(signing_key or secrets.token_bytes(32), url_ttl)
     tables = {t.full_name: t for t in shared_tables(app.state.catalog, settings)}
     app.include_router(requests_router)
+    app.include_router(subscriptions_router)
 
     def audit_call(request: Request, outcome: str, **fields: Any) -> None:
         route = request.scope.get("route")

@@ -175,6 +175,56 @@ class Notification(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
+class Subscription(Base):
+    """订阅 (the catalogue system's subscription service): a consumer is told of each new
+    published version of a resource it may read, by mail and optionally by a signed webhook.
+
+    `sharing_class` None means every published table of the resource the consumer may read
+    when a version comes out (a grant obtained later adds the conditional table).
+    """
+
+    __tablename__ = "subscriptions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    consumer: Mapped[str] = mapped_column(ForeignKey("consumers.code"), index=True)
+    resource: Mapped[str] = mapped_column(String(128), index=True)  # qualified name
+    sharing_class: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    email: Mapped[str] = mapped_column(String(200))
+    webhook_url: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    # The webhook's HMAC key, kept as issued: the platform signs with it, which a hash of it
+    # could not do. Shown to the consumer once when the subscription is made, never listed.
+    webhook_secret: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    created_by: Mapped[str] = mapped_column(String(100))
+    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    cancelled_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
+
+
+class WebhookDelivery(Base):
+    """One webhook notice of one publication to one subscription, with every attempt to
+    deliver it: sent again on the same body until the receiver accepts it, refuses it, or
+    the retries run out."""
+
+    __tablename__ = "webhook_deliveries"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[str] = mapped_column(String(36), unique=True)  # X-Govlake-Delivery
+    subscription_id: Mapped[int] = mapped_column(ForeignKey("subscriptions.id"), index=True)
+    consumer: Mapped[str] = mapped_column(String(64), index=True)
+    resource: Mapped[str] = mapped_column(String(128))
+    url: Mapped[str] = mapped_column(String(500))
+    payload: Mapped[str] = mapped_column(Text)  # the JSON body, the same on every attempt
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    # pending|delivered|retrying|failed|dropped (see govlake.sharing.subscriptions)
+    status: Mapped[str] = mapped_column(String(16), index=True, default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    rounds: Mapped[int] = mapped_column(Integer, default=0)  # finished rounds of attempts
+    last_attempt_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    last_status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    next_retry_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True, index=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    attempt_log: Mapped[str] = mapped_column(Text, default="[]")  # JSON: one object per attempt
+
+
 class AuditEntry(Base):
     """One entry of the hash-chained audit journal: each carries the hash of the one before,
     so an edited, inserted or deleted entry breaks the chain."""

@@ -1,0 +1,153 @@
+"""REST endpoints for subscriptions (订阅) under `/govlake/v1`, next to the requests API: the
+bearer token's department subscribes itself to a resource it may read, lists and cancels
+its own subscriptions and sees their webhook deliveries; nothing of another department's.
+
+Errors as in `requests_api`: a bad body or a broken rule is 400 `INVALID_PARAMETER_VALUE`
+(`SharingError`), a resource the caller may not read 403 `PERMISSION_DENIED`
+(`SubscriptionRefused`), another department's or an unknown subscription 404
+`RESOURCE_DOES_NOT_EXIST` (`SubscriptionNotFound`). The webhook secret is in the answer to
+the POST and nowhere else; of a receiver's answers the consumer sees the status code only.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
+
+from govlake.catalog import SharingClass
+from govlake.sharing import subscriptions as domain
+from govlake.sharing.deps import CatalogDep, ConsumerDep, DbDep, NowDep, SettingsDep
+from govlake.sharing.requests_api import PREFIX, _InvalidParameterRoute
+from govlake.sharing.state import Subscription, WebhookDelivery
+
+router = APIRouter(prefix=PREFIX, tags=["subscriptions"], route_class=_InvalidParameterRoute)
+
+
+class SubscriptionBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    resource: str = Field(description="qualified name, e.g. population.residents")
+    sharing_class: SharingClass | None = Field(
+        default=None,
+        description="only this table; default every table of the resource the department "
+        "may read when a version comes out",
+    )
+    email: str | None = Field(default=None, description="default the department's contact")
+    webhook_url: str | None = Field(
+        default=None, description="http(s) URL receiving a signed JSON POST per new version"
+    )
+
+
+class SubscriptionView(BaseModel):
+    id: int
+    consumer: str
+    resource: str
+    sharing_class: str | None
+    email: str
+    webhook_url: str | None
+    created_at: datetime
+    created_by: str
+    cancelled_at: datetime | None
+    cancelled_by: str | None
+    active: bool
+
+
+class CreatedSubscription(SubscriptionView):
+    webhook_secret: str | None = Field(
+        description="the webhook's HMAC key, shown only in this answer: X-Govlake-Signature "
+        "is sha256=<hex HMAC-SHA256(secret, '<X-Govlake-Timestamp>.' + raw body)>"
+    )
+
+
+class DeliveryView(BaseModel):
+    delivery_id: str
+    subscription_id: int
+    resource: str
+    url: str
+    created_at: datetime
+    status: str
+    attempts: int
+    last_status_code: int | None
+    last_error: str | None = Field(description="a connection error or timeout, if that was last")
+    next_retry_at: datetime | None
+    delivered_at: datetime | None
+
+
+def _view(sub: Subscription) -> SubscriptionView:
+    return SubscriptionView(
+        id=sub.id,
+        consumer=sub.consumer,
+        resource=sub.resource,
+        sharing_class=sub.sharing_class,
+        email=sub.email,
+        webhook_url=sub.webhook_url,
+        created_at=sub.created_at,
+        created_by=sub.created_by,
+        cancelled_at=sub.cancelled_at,
+        cancelled_by=sub.cancelled_by,
+        active=sub.cancelled_at is None,
+    )
+
+
+def _delivery_view(d: WebhookDelivery) -> DeliveryView:
+    return DeliveryView(
+        delivery_id=d.delivery_id,
+        subscription_id=d.subscription_id,
+        resource=d.resource,
+        url=d.url,
+        created_at=d.created_at,
+        status=d.status,
+        attempts=d.attempts,
+        last_status_code=d.last_status_code,
+        # A receiver's answer stays with the operators: shown to the consumer, the excerpt
+        # would let it read what an internal address answers to a POST.
+        last_error=d.last_error if d.last_status_code is None else None,
+        next_retry_at=d.next_retry_at,
+        delivered_at=d.delivered_at,
+    )
+
+
+@router.post("/subscriptions", status_code=201)
+def create_subscription(
+    body: SubscriptionBody,
+    s: DbDep,
+    catalog: CatalogDep,
+    settings: SettingsDep,
+    at: NowDep,
+    who: ConsumerDep,
+) -> CreatedSubscription:
+    """Subscribe the token's department to the new versions of a resource it may read."""
+    made, secret = domain.subscribe(
+        s, catalog, settings, consumer=who.code, at=at, **body.model_dump()
+    )
+    return CreatedSubscription(**_view(made).model_dump(), webhook_secret=secret)
+
+
+@router.get("/subscriptions")
+def list_subscriptions(
+    s: DbDep, who: ConsumerDep, include_cancelled: bool = False
+) -> list[SubscriptionView]:
+    """The department's subscriptions, oldest first (in force, or all)."""
+    found = domain.list_subscriptions(s, consumer=who.code, include_cancelled=include_cancelled)
+    return [_view(sub) for sub in found]
+
+
+@router.get("/subscriptions/{subscription_id}")
+def get_subscription(subscription_id: int, s: DbDep, who: ConsumerDep) -> SubscriptionView:
+    return _view(domain.subscription(s, subscription_id, consumer=who.code))
+
+
+@router.delete("/subscriptions/{subscription_id}")
+def cancel_subscription(
+    subscription_id: int, s: DbDep, at: NowDep, who: ConsumerDep
+) -> SubscriptionView:
+    """Cancel one of the department's subscriptions."""
+    return _view(domain.unsubscribe(s, subscription_id, consumer=who.code, at=at))
+
+
+@router.get("/subscriptions/{subscription_id}/deliveries")
+def list_deliveries(subscription_id: int, s: DbDep, who: ConsumerDep) -> list[DeliveryView]:
+    """The webhook deliveries of one of the department's subscriptions, oldest first."""
+    sub = domain.subscription(s, subscription_id, consumer=who.code)
+    return [_delivery_view(d) for d in domain.deliveries(s, subscription_id=sub.id)]
