@@ -1,6 +1,7 @@
 """Platform DAGs: timeliness monitor (hourly), steward reports (daily), table maintenance
-(weekly) and the department scorecard (yearly). Thin wiring over the same functions the
-`govlake` CLI runs; every task takes the run's data interval, none reads the clock.
+(weekly), backups by importance (daily) and the department scorecard (yearly). Thin wiring
+over the same functions the `govlake` CLI runs; every task takes the run's data interval, none
+reads the clock.
 """
 
 from __future__ import annotations
@@ -34,6 +35,17 @@ def _session() -> tuple[Any, Any, Any]:
     return get_spark(settings, catalog), catalog, settings
 
 
+def _catalogue_upkeep(catalog: Any, settings: Any, at: datetime) -> list[Any]:
+    """The catalogue entries' reviews, updates after duty changes and unrecorded edits."""
+    from govlake import changes
+    from govlake.sharing.state import session
+
+    changes.ensure_tables(settings)
+    with session(settings) as s:
+        changes.sync(s, catalog, at=at)
+        return changes.upkeep(s, catalog, at=at)
+
+
 @dag(
     dag_id="platform_timeliness",
     schedule=timetable("hourly"),
@@ -59,6 +71,11 @@ def platform_timeliness() -> None:
                      t.hours_late)  # fmt: skip
         overdue = [f"{t.subject} of {t.resource} by {t.provider} ({t.hours_late:.0f} h late)"
                    for t in states if t.state == "overdue"]  # fmt: skip
+        for u in _catalogue_upkeep(catalog, settings, at):
+            log.info("catalogue %s of %s (%s): %s, due %s", u.duty, u.resource, u.provider,
+                     u.state, u.due_on or "now")  # fmt: skip
+            if u.state == "overdue":
+                overdue.append(f"catalogue {u.duty} of {u.resource} by {u.provider} ({u.detail})")
         if overdue:
             from airflow.sdk.exceptions import AirflowFailException
 
@@ -206,8 +223,58 @@ def platform_sharing() -> None:
     journal(requests())
 
 
+@dag(
+    dag_id="platform_backup",
+    schedule=timetable("daily"),
+    start_date=START,
+    catchup=False,
+    tags=["platform", "backup", "security"],
+    default_args=DEFAULTS,
+    doc_md="Backups by importance (石景山 art. 31; `govlake backup`): every table whose "
+    "resource is due by its catalogued importance (core daily, important weekly, general "
+    "monthly; `ops.*` tables as core) is copied to `GOVLAKE_BACKUP`, log and data files up to "
+    "its current version, only what the backup lacks. Fails the run when a table could not be "
+    "backed up (the retry backs up only what is still due). `govlake restore TABLE "
+    "[--version N]` brings a table back.",
+)
+def platform_backup() -> None:
+    @task
+    def backup(data_interval_end: datetime | None = None) -> list[dict[str, Any]]:
+        from govlake import backup as backups
+        from govlake.orchestration import load_catalog, settings_for_task
+
+        settings = settings_for_task()
+        catalog = load_catalog(settings)
+        at = _naive(data_interval_end)
+        report = backups.backup(settings, catalog, at=at)
+        done = [t for t in report.tables if t.outcome != "no_table"]
+        for t in done:
+            added = backups.version_ranges(t.versions_added)
+            log.info("%s (%s): %s, version %s, versions added %s, %d files, %d bytes",
+                     t.table, t.importance, t.outcome, t.version, added, t.files_copied,
+                     t.bytes_copied)  # fmt: skip
+        for s in backups.backup_status(settings, catalog, at):
+            if s.table_version is not None or s.backed_up_version is not None:
+                log.info("%s: table version %s, backed up %s (versions %s), next due %s",
+                         s.table, s.table_version, s.backed_up_version, s.versions,
+                         s.next_due)  # fmt: skip
+        if report.failed:
+            raise RuntimeError(
+                "backup failed: " + "; ".join(f"{t.table}: {t.error}" for t in report.failed)
+            )
+        return [
+            {"table": t.table, "outcome": t.outcome, "version": t.version,
+             "versions_added": backups.version_ranges(t.versions_added), "files": t.files_copied,
+             "bytes": t.bytes_copied}
+            for t in done
+        ]  # fmt: skip
+
+    backup()
+
+
 platform_timeliness()
 platform_quality_reports()
 platform_maintenance()
 platform_scorecard()
 platform_sharing()
+platform_backup()

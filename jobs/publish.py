@@ -10,6 +10,14 @@ an error-level failure holds the publication back, the published tables keep the
 version, and the reason is kept in `ops.quality_runs`. The same silver version is not
 judged twice; a new extract makes a new silver version and a new attempt.
 Each publication is recorded in `ops.publications`.
+
+An open resource (开放属性 open) also overwrites its open variant `<theme>.<resource>_open`
+from the same silver rows, de-identified by `govlake.opendata`: one more Delta version per
+publication, recorded with sharing class `open`. The table carries its licence and usage
+notice as its description and properties (`govlake.open.*`); when the catalogue's terms
+change they are rewritten with delta-rs just before the next publication (a metadata-only
+version). A resource opened after its silver was last published gets its open variant on
+the next run, without new versions of the other tables.
 """
 
 from __future__ import annotations
@@ -18,14 +26,16 @@ from datetime import datetime
 from functools import reduce
 from typing import Any
 
-from pyspark.sql import SparkSession
+from deltalake import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from govlake import opendata
 from govlake.catalog import Resource
-from govlake.lake import append, overwrite, version
+from govlake.lake import append, overwrite, sql_literal, version
 from govlake.runs import Interval, StageCounts
 from govlake.settings import Settings
-from govlake.tables import TableSet, ops_tables, register
+from govlake.tables import Table, TableSet, ops_tables, register
 from jobs import quality, registry
 
 
@@ -48,18 +58,29 @@ def run(
         table = tables.published(sharing_class)
         register(spark, table)
         counts.published_versions[sharing_class] = version(table)
+    if resource.is_open:
+        _create_open_table(spark, resource, tables.open)
+        counts.published_versions["open"] = version(tables.open)
     waiting = registry.pending(spark, register_table, resource, "merged")
     latest = registry.latest_publication(spark, settings, resource)
     if latest is not None and latest.silver_version == silver_version:
         # Silver is what was last published: mark the extracts done, make no new version.
+        if resource.is_open and not _open_published(spark, resource, silver_version, settings):
+            # Opened since: the open variant starts from the silver published (and checked)
+            # then; the other tables keep their versions.
+            silver = _publishable(spark, resource, tables)
+            record = _publish_open(spark, resource, tables.open, silver, rows=silver.count(),
+                                   silver_version=silver_version,
+                                   sources=latest.source_extracts or "",
+                                   at=interval.end_naive_utc)  # fmt: skip
+            append(spark.createDataFrame([record], publications.ddl_columns()), publications)
+            _journal(resource, settings, [record], at=interval.end_naive_utc)
+            counts.published_versions["open"] = record[3]
         for extract in waiting:
             registry.update(spark, register_table, extract.extract_id, status="published")
         return counts
 
-    # A row is published once its required items are in, e.g. a person civil affairs knows of
-    # waits in silver until the identity authority's record arrives.
-    required = [F.col(item.name).isNotNull() for item in resource.items if item.required]
-    silver = spark.table(tables.silver.sql_name).where(reduce(lambda a, b: a & b, required))
+    silver = _publishable(spark, resource, tables)
     if quality.last_held_silver_version(spark, settings, resource) == silver_version:
         counts.held.append(f"{resource.qualified_name}: silver v{silver_version} already held")
         return counts
@@ -98,6 +119,12 @@ def run(
                 sources,
             )
         )
+    if resource.is_open:
+        record = _publish_open(spark, resource, tables.open, silver, rows=rows,
+                               silver_version=silver_version, sources=sources,
+                               at=interval.end_naive_utc)  # fmt: skip
+        records.append(record)
+        counts.published_versions["open"] = record[3]
     if records:
         append(
             spark.createDataFrame(records, publications.ddl_columns()),
@@ -111,15 +138,83 @@ def run(
     return counts
 
 
+def _publishable(spark: SparkSession, resource: Resource, tables: TableSet) -> DataFrame:
+    """Silver rows that may be published."""
+    # A row is published once its required items are in, e.g. a person civil affairs knows of
+    # waits in silver until the identity authority's record arrives.
+    required = [F.col(item.name).isNotNull() for item in resource.items if item.required]
+    return spark.table(tables.silver.sql_name).where(reduce(lambda a, b: a & b, required))
+
+
+# -- the open variant (开放数据) --------------------------------------------------------------
+def _create_open_table(spark: SparkSession, resource: Resource, table: Table) -> None:
+    """Register the open table; a new one is created with its licence and usage notice as
+    description and properties, so that even its first version carries them."""
+    if table.location.is_delta_table():
+        register(spark, table)
+        return
+    properties = ", ".join(
+        f"{sql_literal(key)} = {sql_literal(value)}"
+        for key, value in opendata.open_properties(resource).items()
+    )
+    description = opendata.open_description(resource, table.grain)
+    spark.sql(f"CREATE DATABASE IF NOT EXISTS `{table.database}`")
+    spark.sql(
+        f"CREATE TABLE IF NOT EXISTS {table.sql_name} ({table.ddl_columns()}) USING delta "
+        f"LOCATION {sql_literal(table.location.uri)} COMMENT {sql_literal(description)} "
+        f"TBLPROPERTIES ({properties})"
+    )
+
+
+def _apply_open_terms(resource: Resource, table: Table) -> None:
+    """Rewrite the open table's description and properties with delta-rs when the catalogue's
+    terms differ from them (Sail has no ALTER TABLE … SET TBLPROPERTIES)."""
+    delta = DeltaTable(table.location.uri, storage_options=table.location.storage_options())
+    metadata = delta.metadata()
+    properties = opendata.open_properties(resource)
+    if any(metadata.configuration.get(key) != value for key, value in properties.items()):
+        delta.alter.set_table_properties(properties, raise_if_not_exists=False)
+    description = opendata.open_description(resource, table.grain)
+    if metadata.description != description:
+        delta.alter.set_table_description(description)
+
+
+def _publish_open(spark: SparkSession, resource: Resource, table: Table, silver: DataFrame, *,
+                  rows: int, silver_version: int, sources: str,
+                  at: datetime) -> tuple[Any, ...]:  # fmt: skip
+    """Overwrite the open table with the de-identified `silver` rows; its publication record."""
+    _apply_open_terms(resource, table)
+    overwrite(opendata.open_variant(silver, resource), table)
+    return (resource.qualified_name, "open", table.qualified_name, version(table), at, rows,
+            silver_version, sources)  # fmt: skip
+
+
+def _open_published(spark: SparkSession, resource: Resource, silver_version: int,
+                    settings: Settings) -> bool:  # fmt: skip
+    """Whether `ops.publications` has an open version of `resource` from this silver version."""
+    _, publications = ops_tables(settings.warehouse_location)
+    return bool(
+        spark.sql(
+            f"SELECT 1 FROM {publications.sql_name} "
+            f"WHERE resource = {sql_literal(resource.qualified_name)} "
+            f"AND sharing_class = 'open' AND silver_version = {silver_version} LIMIT 1"
+        ).collect()
+    )
+
+
 def _journal(resource: Resource, settings: Settings, records: list[tuple[Any, ...]], *,
              at: datetime) -> None:  # fmt: skip
-    """Each published version goes into the audit journal, and verification requests whose
-    correction it carries are linked to it."""
+    """Each published version goes into the audit journal, verification requests whose
+    correction it carries are linked to it, and the resource's subscribers are notified of the
+    shared tables' new versions (after the journal is committed; a failing mail server or
+    webhook is recorded, never fails the publication)."""
     from govlake.catalog import Catalog
     from govlake.sharing import audit
     from govlake.sharing.requests import link_fixes
     from govlake.sharing.state import session
+    from govlake.sharing.subscriptions import PublishedVersion, notify_publication
 
+    catalog = Catalog.load(settings.catalog_dir)
     with session(settings) as s:
         for (
             _,
@@ -136,4 +231,12 @@ def _journal(resource: Resource, settings: Settings, records: list[tuple[Any, ..
                          version=published_version, rows=rows,
                          detail={"sharing_class": sharing_class, "silver_version": silver_version,
                                  "extracts": sources.split(",") if sources else []})  # fmt: skip
-        link_fixes(s, None, Catalog.load(settings.catalog_dir), settings, at=at)
+        link_fixes(s, None, catalog, settings, at=at)
+    shared = [
+        PublishedVersion(sharing_class, table_name, published_version, rows, published_at)
+        for (_, sharing_class, table_name, published_version, published_at, rows, _, _) in records
+        if sharing_class in resource.sharing_classes  # the open variant is public, unsubscribed
+    ]
+    if shared:
+        notify_publication(settings, catalog, resource=resource.qualified_name, versions=shared,
+                           at=at)  # fmt: skip

@@ -9,7 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
+from deltalake import write_deltalake
 
 from govlake.catalog import Catalog
 from govlake.generate import generate
@@ -71,7 +73,39 @@ def test_one_ingestion_dag_per_resource(bag, catalog: Catalog) -> None:  # type:
 
 def test_platform_dags(bag) -> None:  # type: ignore[no-untyped-def]
     assert {"platform_timeliness", "platform_quality_reports", "platform_maintenance",
-            "platform_scorecard"} <= set(bag.dags)  # fmt: skip
+            "platform_scorecard", "platform_backup"} <= set(bag.dags)  # fmt: skip
+
+
+def test_the_backup_dag_backs_up_what_is_due_daily(  # type: ignore[no-untyped-def]
+    bag, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Daily runs; each backs up the tables due at the end of its data interval (the task's
+    function is called directly on a one-table lakehouse: no Airflow run needed)."""
+    dag = bag.dags["platform_backup"]
+    assert dag.timetable == timetable("daily")
+    assert {"platform", "backup"} <= set(dag.tags)
+    assert [t.task_id for t in dag.tasks] == ["backup"]
+    publications = tmp_path / "lakehouse" / "ops" / "publications"
+    write_deltalake(str(publications), pa.table({"resource": ["population.residents"]}))
+    monkeypatch.setenv("GOVLAKE_WAREHOUSE", str(tmp_path / "lakehouse"))
+    monkeypatch.setenv("GOVLAKE_BACKUP", str(tmp_path / "backups"))
+    monkeypatch.setenv("GOVLAKE_DATABASE_URL", f"sqlite:///{tmp_path / 'govlake.db'}")
+    get_settings.cache_clear()
+    try:
+        backup = dag.get_task("backup").python_callable
+        end = datetime.datetime(2026, 3, 2, tzinfo=datetime.UTC)
+        assert backup(data_interval_end=end) == [
+            {"table": "ops.publications", "outcome": "backed_up", "version": 0,
+             "versions_added": "0", "files": 1,
+             "bytes": sum(p.stat().st_size for p in publications.rglob("*") if p.is_file())},
+        ]  # fmt: skip
+        assert (tmp_path / "backups" / "ops" / "publications" / "manifest.json").is_file()
+        # The run of the next day finds it due again (ops.* tables are core: daily).
+        assert [t["outcome"] for t in backup(data_interval_end=end)] == ["not_due"]
+        next_day = end + datetime.timedelta(days=1)
+        assert [t["outcome"] for t in backup(data_interval_end=next_day)] == ["unchanged"]
+    finally:
+        get_settings.cache_clear()
 
 
 def test_every_dag_has_owner_retries_tags_and_docs(bag) -> None:  # type: ignore[no-untyped-def]

@@ -21,7 +21,8 @@ from rich.progress import (
 )
 from rich.table import Table as RichTable
 
-from govlake import changes_cli
+from govlake import changes_cli, open_cli
+from govlake.backup_cli import backup, backup_status, restore
 from govlake.catalog import Catalog, CatalogError
 from govlake.reports.cli import report_app
 from govlake.runs import Interval, StageCounts
@@ -42,6 +43,7 @@ catalog_app.command("review")(changes_cli.review)
 catalog_app.command("duty-change")(changes_cli.duty_change)
 catalog_app.command("status")(changes_cli.status)
 catalog_app.command("history")(changes_cli.history)
+catalog_app.command("export")(open_cli.catalog_export)
 quality_app = typer.Typer(
     help="Quality and timeliness of what providers deliver.", no_args_is_help=True
 )
@@ -51,6 +53,9 @@ app.add_typer(audit_app, name="audit")
 share_app.command()(serve)
 share_app.command()(profile)
 app.add_typer(share_app, name="share")
+app.command()(backup)
+app.command()(restore)
+app.command("backup-status")(backup_status)
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 

@@ -1,5 +1,6 @@
-"""`govlake report …`: the steward's quality report (optionally mailed) and the yearly
-department scorecard. Heavy imports (engine, matplotlib) wait until a command runs."""
+"""`govlake report …`: the steward's quality report (optionally mailed), the yearly
+department scorecard and the yearly sharing report. Heavy imports (engine, matplotlib) wait
+until a command runs."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from govlake.runs import naive_utc
 from govlake.settings import Settings, get_settings
 
 report_app = typer.Typer(
-    help="Reports for department stewards and the yearly department scorecard.",
+    help="Reports for department stewards, the yearly department scorecard and sharing report.",
     no_args_is_help=True,
 )
 # Wide enough for the tables when the output is a pipe or a CI log.
@@ -154,3 +155,68 @@ def scorecard(
     console.print(table)
     console.print(str(written.html), highlight=False, soft_wrap=True)
     console.print(str(written.csv), highlight=False, soft_wrap=True)
+
+
+@report_app.command("sharing")
+def sharing(
+    year: Annotated[int, typer.Option(help="calendar year to report (UTC)")],
+    department: Annotated[
+        str | None,
+        typer.Option(help="department code; default: the platform summary and every department"),
+    ] = None,
+    at: Annotated[
+        str | None, typer.Option(help="report up to this UTC time (ISO), default now")
+    ] = None,
+) -> None:
+    """The yearly sharing report: what a department provided and used (HTML, CSV)."""
+    from govlake.engine import get_spark
+    from govlake.reports.scorecard import year_period
+    from govlake.reports.sharing import check_department, write_sharing_reports
+
+    settings = _settings()
+    catalog = _catalog(settings)
+    moment = _moment(at)
+    try:
+        # Refuse an unknown department or a future year before starting the engine.
+        if department is not None:
+            check_department(catalog, department)
+        year_period(year, at=moment)
+        spark = get_spark(settings, catalog, fresh=True)
+        written = write_sharing_reports(
+            spark, catalog, settings, year=year, at=moment, department=department
+        )
+    except ReportError as exc:
+        raise _fail(str(exc)) from exc
+    summary = written.summary
+    reports = summary.departments if department is None else (summary.department(department),)
+    table = RichTable(
+        "department",
+        "publications",
+        "reads by others",
+        "requests received (in time)",
+        "reads",
+        "rows read",
+        "refused",
+        "requests filed",
+        title=f"sharing {summary.year} ({summary.period.label})",
+    )
+    for r in reports:
+        received = r.access_received.filed + r.verification_received.filed
+        in_time = r.access_received.answered_on_time + r.verification_received.answered_on_time
+        table.add_row(
+            f"{r.department.name} ({r.code})",
+            str(r.publications),
+            f"{r.reads_received:,}",
+            f"{received} ({in_time})",
+            f"{r.reads_made:,}",
+            f"{r.rows_read:,}",
+            str(r.refused_reads),
+            str(r.access_filed.filed + r.verification_filed.filed),
+        )
+    console.print(table)
+    if department is None and summary.overdue:
+        console.print(
+            f"[yellow]{len(summary.overdue)} request(s) overdue at the period end[/yellow]"
+        )
+    for path in written.paths:
+        console.print(str(path), highlight=False, soft_wrap=True)

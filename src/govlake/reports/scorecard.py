@@ -302,22 +302,14 @@ def _weakest(components: Mapping[str, float | None]) -> str | None:
     return min(scored)[2]
 
 
-def _department_score(
-    catalog: Catalog,
-    code: str,
-    *,
-    period: Period,
-    weights: Mapping[str, float],
-    extracts: Rows,
-    quality: Rows,
-    timeliness: Rows,
-) -> DepartmentScore:
-    sources = tuple(r.qualified_name for r in catalog if code in r.sources)
+def provision_of(sources: Sequence[str], extracts: Rows) -> Provision:
+    """Pure: what was delivered of `sources`, from `extracts` rows (per resource and status:
+    `extracts`, `rows_read`, `rows_merged`)."""
     usable = {
         e["resource"] for e in extracts if e["status"] not in ("held", "rejected") and e["extracts"]
     }
-    provision = Provision(
-        sources=sources,
+    return Provision(
+        sources=tuple(sources),
         delivered=tuple(s for s in sources if s in usable),
         extracts=sum(int(e["extracts"]) for e in extracts),
         held=sum(int(e["extracts"]) for e in extracts if e["status"] == "held"),
@@ -325,20 +317,27 @@ def _department_score(
         rows_read=sum(int(e["rows_read"] or 0) for e in extracts),
         rows_merged=sum(int(e["rows_merged"] or 0) for e in extracts),
     )
+
+
+def on_time_of(timeliness: Rows) -> OnTime:
+    """Pure: extracts on time, from `timeliness` rows (per resource and `rejected` flag:
+    `extracts`, `on_time`)."""
     late: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for row in timeliness:
         late[row["resource"]][0] += int(row["extracts"]) - int(row["on_time"] or 0)
         late[row["resource"]][1] += int(row["extracts"])
-    on_time = OnTime(
+    return OnTime(
         extracts=sum(int(r["extracts"]) for r in timeliness),
         on_time=sum(int(r["on_time"] or 0) for r in timeliness),
         rejected=sum(int(r["extracts"]) for r in timeliness if r["rejected"]),
         late_by_resource=tuple((r, n, total) for r, (n, total) in sorted(late.items())),
     )
-    upkeep = CatalogueUpkeep(
-        tuple(entry_upkeep(r, period_end=period.end.date()) for r in catalog if r.provider == code)
-    )
-    quality_pass = QualityPass(
+
+
+def quality_of(quality: Rows) -> QualityPass:
+    """Pure: expectations passed, from `quality` rows (per resource, expectation and
+    dimension: `checks`, `passed`)."""
+    return QualityPass(
         tuple(
             ExpectationTally(
                 resource=q["resource"],
@@ -350,6 +349,25 @@ def _department_score(
             for q in sorted(quality, key=lambda q: (q["resource"], q["expectation"]))
         )
     )
+
+
+def _department_score(
+    catalog: Catalog,
+    code: str,
+    *,
+    period: Period,
+    weights: Mapping[str, float],
+    extracts: Rows,
+    quality: Rows,
+    timeliness: Rows,
+) -> DepartmentScore:
+    sources = tuple(r.qualified_name for r in catalog if code in r.sources)
+    provision = provision_of(sources, extracts)
+    on_time = on_time_of(timeliness)
+    upkeep = CatalogueUpkeep(
+        tuple(entry_upkeep(r, period_end=period.end.date()) for r in catalog if r.provider == code)
+    )
+    quality_pass = quality_of(quality)
     unscored = DepartmentScore(catalog.department(code), upkeep, provision, quality_pass, on_time)
     components = unscored.components
     effective = effective_weights(weights, components)
@@ -408,10 +426,18 @@ def year_period(year: int, *, at: datetime) -> Period:
     return Period(start, min(datetime(year + 1, 1, 1), now))
 
 
-def gather_scorecard(
-    spark: SparkSession, catalog: Catalog, settings: Settings, *, year: int, at: datetime
-) -> Scorecard:
-    period = year_period(year, at=at)
+@dataclass(frozen=True)
+class DeliveryRows:
+    """What providers delivered in a period, grouped for `build_scorecard`: see there."""
+
+    extracts: list[dict[str, Any]]
+    quality: list[dict[str, Any]]
+    timeliness: list[dict[str, Any]]
+
+
+def delivery_rows(spark: SparkSession, settings: Settings, period: Period) -> DeliveryRows:
+    """Query the extracts received in `period` (by `ingested_at`) and their extract-scope
+    checks (by `checked_at`), grouped per provider and resource."""
     extracts_table, _ = ops_tables(settings.warehouse_location)
     _, results = quality_tables(settings.warehouse_location)
     received = period.where("ingested_at")
@@ -454,14 +480,22 @@ def gather_scorecard(
             f"GROUP BY provider, resource, {rejected}",
             extracts_table,
         )
+    return DeliveryRows(extracts, quality, timeliness)
+
+
+def gather_scorecard(
+    spark: SparkSession, catalog: Catalog, settings: Settings, *, year: int, at: datetime
+) -> Scorecard:
+    period = year_period(year, at=at)
+    rows = delivery_rows(spark, settings, period)
     return build_scorecard(
         catalog,
         year=year,
         period=period,
         weights=settings.scorecard_weights,
-        extracts=extracts,
-        quality=quality,
-        timeliness=timeliness,
+        extracts=rows.extracts,
+        quality=rows.quality,
+        timeliness=rows.timeliness,
     )
 
 

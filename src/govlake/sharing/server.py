@@ -46,6 +46,7 @@ from govlake.sharing.access import (
 )
 from govlake.sharing.deltalog import ChangesUnavailable, DataFile, DeltaLog, VersionError, millis
 from govlake.sharing.deps import ConsumerDep, DbDep, NowDep
+from govlake.sharing.open_api import router as open_router
 from govlake.sharing.requests_api import router as requests_router
 from govlake.sharing.state import Consumer
 from govlake.sharing.subscriptions_api import router as subscriptions_router
@@ -159,6 +160,7 @@ def create_app(
     tables = {t.full_name: t for t in shared_tables(app.state.catalog, settings)}
     app.include_router(requests_router)
     app.include_router(subscriptions_router)
+    app.include_router(open_router)
 
     def audit_call(request: Request, outcome: str, **fields: Any) -> None:
         route = request.scope.get("route")
