@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -332,9 +333,30 @@ def test_demo_publishes_all_four_themes(
         shown = sharing[sharing.index("citizen_id") :].splitlines()[1:6]
         assert all(len(line.split()[0]) == 18 for line in shown), shown
         assert (reports / "profiles" / "civil_affairs.share").is_file()
+        # The subscriber's webhook got the new version, signed; the mail notice is recorded.
+        notices = first.output[first.output.index("4. subscription notices") :]
+        assert "event subscription.version" in notices and "signature verified" in notices
+        assert '"full_name": "legal_entity.legal_entity.enterprises_unconditional"' in notices
+        assert "mail notice to " in notices and "New version of legal_entity.enterprises" in notices
+        # The open variant: the legal representative masked, the identity number dropped.
+        opened = first.output[first.output.index("5. open data") :]
+        assert "legal_entity.enterprises_open v1" in opened and "licence: CC-BY-4.0" in opened
+        row = next(line for line in opened.splitlines() if "│ legal_representative " in line)
+        assert "mask" in row and re.search(r"\w+ → \w\*\*", row), row
+        row = next(line for line in opened.splitlines() if "legal_representative_id" in line)
+        assert "drop" in row and re.search(r"\d{17}[\dX] → —", row), row
+        # The DCAT-AP export, as a harvester parses it: the three open resources.
+        import rdflib
+
+        graph = rdflib.Graph().parse(reports / "open" / "catalog.jsonld", format="json-ld")
+        dcat = rdflib.Namespace("http://www.w3.org/ns/dcat#")
+        assert len(set(graph.subjects(rdflib.RDF.type, dcat.Dataset))) == 3
         again = runner.invoke(app_(), ["demo", "--rows", "1000"])
         assert again.exit_code == 0, again.output
         assert "already ingested" in again.output
         assert "unchanged" in again.output and "v2" not in again.output
+        assert "No new version of legal_entity.enterprises was published, so no notice" in (
+            again.output
+        )
     finally:
         settings_module.get_settings.cache_clear()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal, cast
@@ -487,14 +489,21 @@ def demo(
         as_of=None,
         resource=None,
     )
-    console.rule("[bold]2. landing → bronze → validate → silver → publish")
-    console.print(f"warehouse: {settings.warehouse_location.uri}")
-    results = _ingest(None)
-    console.rule("[bold]3. reports to data owners")
+    console.rule("[bold]2. a consumer subscribes to new versions")
+    with _webhook_receiver() as receiver:
+        secret = _demo_subscribe(settings, receiver.url)
+        console.rule("[bold]3. landing → bronze → validate → silver → publish")
+        console.print(f"warehouse: {settings.warehouse_location.uri}")
+        results = _ingest(None)
+    console.rule("[bold]4. subscription notices")
+    _demo_notices(settings, receiver, secret)
+    console.rule("[bold]5. open data: the de-identified open variant and its DCAT catalogue")
+    _demo_open(settings)
+    console.rule("[bold]6. reports to data owners")
     _demo_reports(settings)
-    console.rule("[bold]4. sharing through the Delta Sharing protocol")
+    console.rule("[bold]7. sharing through the Delta Sharing protocol")
     _demo_sharing(settings)
-    console.rule("[bold]5. queries to try")
+    console.rule("[bold]8. queries to try")
     for c in results:
         query = QUERIES.get(c.resource)
         if query:
@@ -515,6 +524,8 @@ def demo(
     console.print(
         "govlake report quality --provider public_security --send   # needs GOVLAKE_SMTP_*"
     )
+    console.print("govlake catalog status; govlake backup; govlake backup-status")
+    console.print(f"govlake report sharing --year {datetime.now(UTC).year}")
     console.print("Re-run `make demo`: the same extracts are skipped and no new version appears.")
 
 
@@ -599,6 +610,158 @@ def _demo_sharing(settings: Settings) -> None:
         "Run the server yourself: govlake share serve; every read is in the audit "
         "journal: govlake audit verify, govlake audit export --department civil_affairs"
     )
+
+
+DEMO_SUBSCRIBER = "civil_affairs"
+DEMO_SUBSCRIBED = "legal_entity.enterprises"
+DEMO_OPEN = "legal_entity.enterprises"
+
+
+class _Receiver:
+    """A webhook receiver on 127.0.0.1 that keeps what it is sent, as a subscriber's
+    system would."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.received: list[tuple[dict[str, str], bytes]] = []
+
+
+@contextmanager
+def _webhook_receiver() -> Iterator[_Receiver]:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received: list[tuple[dict[str, str], bytes]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            received.append((dict(self.headers.items()), body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    receiver = _Receiver(f"http://127.0.0.1:{server.server_address[1]}/govlake-webhook")
+    receiver.received = received
+    try:
+        yield receiver
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _demo_subscribe(settings: Settings, url: str) -> str | None:
+    """Civil affairs subscribes to the enterprises with a webhook to the demo's receiver (a
+    subscription of an earlier demo run, to a receiver gone since, is cancelled first)."""
+    from govlake.sharing import access, audit
+    from govlake.sharing import subscriptions as subs
+    from govlake.sharing.state import Consumer, session
+
+    catalog = _catalog(settings)
+    at = datetime.now(UTC).replace(tzinfo=None)
+    with session(settings) as s:
+        if s.get(Consumer, DEMO_SUBSCRIBER) is None:
+            access.register_consumer(s, catalog, DEMO_SUBSCRIBER, email=None, at=at)
+            audit.record(s, at=at, actor="platform", action="consumer.register",
+                         consumer=DEMO_SUBSCRIBER)  # fmt: skip
+        for old in subs.list_subscriptions(s, consumer=DEMO_SUBSCRIBER, resource=DEMO_SUBSCRIBED):
+            subs.unsubscribe(s, old.id, by="demo", at=at)
+        made, secret = subs.subscribe(s, catalog, settings, consumer=DEMO_SUBSCRIBER,
+                                      resource=DEMO_SUBSCRIBED, webhook_url=url, at=at)  # fmt: skip
+        console.print(f"{DEMO_SUBSCRIBER} subscribes to {DEMO_SUBSCRIBED} (subscription "
+                      f"{made.id}): mail to {made.email}, webhook {url}, signed with a secret "
+                      "shown once: govlake share subscription add …")  # fmt: skip
+    return secret
+
+
+def _demo_notices(settings: Settings, receiver: _Receiver, secret: str | None) -> None:
+    """What the subscriber got: the signed webhook, checked as a receiver would, and the
+    mail notice as recorded."""
+    import json
+
+    from sqlalchemy import select
+
+    from govlake.sharing.state import Notification, session
+    from govlake.sharing.subscriptions import SignatureError, verify_signature
+
+    if not receiver.received:
+        console.print(f"No new version of {DEMO_SUBSCRIBED} was published, so no notice: "
+                      "subscribers hear only of new versions.")  # fmt: skip
+        return
+    headers, body = receiver.received[-1]
+    try:
+        verify_signature(secret or "", body=body, timestamp=headers["X-Govlake-Timestamp"],
+                         signature=headers["X-Govlake-Signature"])  # fmt: skip
+        verdict = "[green]signature verified[/green] (HMAC-SHA256 of timestamp and body)"
+    except (SignatureError, KeyError) as exc:
+        verdict = f"[red]signature not verified: {exc}[/red]"
+    console.print(f"webhook received by {receiver.url}: event {headers.get('X-Govlake-Event')}, "
+                  f"delivery {headers.get('X-Govlake-Delivery')}, {verdict}")  # fmt: skip
+    console.print_json(json.dumps(json.loads(body), ensure_ascii=False))
+    with session(settings) as s:
+        notice = s.scalars(
+            select(Notification).where(Notification.kind == "subscription.version")
+            .order_by(Notification.id.desc()).limit(1)
+        ).first()  # fmt: skip
+        if notice is not None:
+            mailed = "mailed" if notice.sent else f"not mailed ({notice.error})"
+            console.print(f"mail notice to {notice.recipient}, {mailed}: {notice.subject}",
+                          highlight=False)  # fmt: skip
+            console.print(notice.body, highlight=False)
+
+
+def _demo_open(settings: Settings) -> None:
+    """A few rows of the enterprises' open variant beside the published ones, its licence and
+    notice, and the DCAT-AP export of the open catalogue."""
+    import json
+
+    from deltalake import DeltaTable
+
+    from govlake import dcat
+    from govlake.tables import TableSet
+
+    catalog = _catalog(settings)
+    resource = catalog.get(DEMO_OPEN)
+    tables = TableSet(resource, settings.warehouse_location)
+    if not tables.open.location.is_delta_table():
+        console.print(f"{DEMO_OPEN} has no open variant yet")
+        return
+    opened = DeltaTable(tables.open.location.uri,
+                        storage_options=tables.open.location.storage_options())  # fmt: skip
+    rows = opened.to_pyarrow_table().slice(0, 3).to_pylist()
+    # Compared with the fullest shared table: what a granted department reads.
+    published = tables.published(resource.sharing_classes[-1]).location
+    shared = DeltaTable(published.uri, storage_options=published.storage_options())
+    keys = [r["credit_code"] for r in rows]
+    source = {r["credit_code"]: r for r in shared.to_pyarrow_table().to_pylist()
+              if r["credit_code"] in keys}  # fmt: skip
+    rules = dict(resource.open_items())
+    table = RichTable("item", "rule", *(f"row {i + 1}: shared → open" for i in range(len(rows))),
+                      title=f"{tables.open.qualified_name} v{opened.version()}")  # fmt: skip
+    for item in resource.items:
+        rule = rules.get(item.name, "drop")
+        before = [source.get(r["credit_code"], {}).get(item.name, "(not shared)") for r in rows]
+        after = [r.get(item.name, "—") if rule != "drop" else "—" for r in rows]
+        table.add_row(item.name, rule, *(f"{b} → {a}" for b, a in zip(before, after, strict=True)))
+    console.print(table)
+    terms = resource.open
+    if terms is not None:
+        console.print(f"licence: {terms.licence} ({terms.licence_url})")
+        console.print(f"usage notice: {terms.notice}", highlight=False)
+    document = dcat.catalog_document(catalog, settings)
+    out = settings.reports_dir / "open" / "catalog.jsonld"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(document, ensure_ascii=False, indent=2), encoding="utf-8")
+    datasets = document.get("dcat:dataset", [])
+    console.print(f"DCAT-AP JSON-LD of the open catalogue ({len(datasets)} datasets, for a CKAN "
+                  f"DCAT harvester): {out}  ← govlake catalog export --format dcat")  # fmt: skip
+    console.print(f"public routes (govlake share serve): {settings.open_endpoint}/catalog.jsonld, "
+                  f"{settings.open_endpoint}/{resource.theme}/{tables.open.name}.csv")  # fmt: skip
 
 
 def _demo_reports(settings: Settings) -> None:
