@@ -1,5 +1,6 @@
-"""Platform DAGs: timeliness monitor (hourly), steward reports (daily), table maintenance
-(weekly), backups by importance (daily) and the department scorecard (yearly). Thin wiring
+"""Platform DAGs: timeliness monitor with the catalogue's upkeep (hourly), steward reports
+(daily), table maintenance (weekly), backups by importance (daily), subscription webhook
+retries (every 5 minutes), and the department scorecard and sharing reports (yearly). Thin wiring
 over the same functions the `govlake` CLI runs; every task takes the run's data interval, none
 reads the clock.
 """
@@ -11,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pendulum
-from airflow.sdk import dag, task
+from airflow.sdk import CronDataIntervalTimetable, dag, task
 
 from govlake.orchestration import timetable
 from govlake.runs import naive_utc
@@ -160,8 +161,10 @@ def platform_maintenance() -> None:
     catchup=False,
     tags=["platform", "evaluation"],
     default_args=DEFAULTS,
-    doc_md="The yearly department scorecard (51号 art. 17, 宝鸡 art. 23) of the year that "
-    "ended: HTML and CSV in the reports folder (`govlake report scorecard`).",
+    doc_md="The yearly department scorecard (51号 art. 17, 宝鸡 art. 23) and sharing reports "
+    "(51号 art. 18, 宝鸡 art. 24: what each department provided and used, and the platform-wide "
+    "summary) of the year that ended: HTML and CSV in the reports folder (`govlake report "
+    "scorecard`, `govlake report sharing`).",
 )
 def platform_scorecard() -> None:
     @task
@@ -173,7 +176,48 @@ def platform_scorecard() -> None:
         files = write_scorecard(spark, catalog, settings, year=year, at=datetime(year + 1, 1, 1))
         return [str(files.html), str(files.csv)]
 
+    @task
+    def sharing_reports(data_interval_start: datetime | None = None) -> list[str]:
+        from govlake.reports.sharing import write_sharing_reports
+
+        spark, catalog, settings = _session()
+        year = _naive(data_interval_start).year
+        written = write_sharing_reports(spark, catalog, settings, year=year,
+                                        at=datetime(year + 1, 1, 1))  # fmt: skip
+        return [str(path) for path in written.paths]
+
     scorecard()
+    sharing_reports()
+
+
+@dag(
+    dag_id="platform_subscriptions",
+    schedule=CronDataIntervalTimetable("*/5 * * * *", timezone="UTC"),
+    start_date=START,
+    catchup=False,
+    tags=["platform", "sharing", "subscriptions"],
+    default_args=DEFAULTS,
+    doc_md="Sends again the subscription webhook deliveries whose retry time has come (one "
+    "attempt each; `govlake share subscription retry`). The first attempts happen during the "
+    "publication itself; this picks up the receivers that were down.",
+)
+def platform_subscriptions() -> None:
+    @task
+    def retry(data_interval_end: datetime | None = None) -> dict[str, int]:
+        from govlake.orchestration import load_catalog, settings_for_task
+        from govlake.sharing.subscriptions import retry_deliveries
+
+        settings = settings_for_task()
+        notices = retry_deliveries(settings, at=_naive(data_interval_end),
+                                   catalog=load_catalog(settings))  # fmt: skip
+        outcomes: dict[str, int] = {}
+        for notice in notices:
+            log.info("subscription %s → %s: %s (%s)", notice.subscription_id, notice.target,
+                     notice.outcome, notice.detail)  # fmt: skip
+            outcomes[notice.outcome] = outcomes.get(notice.outcome, 0) + 1
+        return outcomes
+
+    retry()
 
 
 @dag(
@@ -278,3 +322,4 @@ platform_maintenance()
 platform_scorecard()
 platform_sharing()
 platform_backup()
+platform_subscriptions()

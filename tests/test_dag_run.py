@@ -76,6 +76,7 @@ def _run_dags(settings: Settings, home: Path, *runs: tuple[str, str]) -> tuple[d
         "GOVLAKE_DATABASE_URL": settings.database_url,
         "GOVLAKE_REPORTS_DIR": str(settings.reports_dir),
         "GOVLAKE_CATALOG_DIR": str(settings.catalog_dir),
+        "GOVLAKE_BACKUP": settings.backup,
     }
     env.pop("SPARK_REMOTE", None)  # the embedded engine, started inside the task process
     done = subprocess.run(
@@ -96,7 +97,7 @@ def test_an_ingestion_dag_run_publishes_a_version_and_records_its_quality(
         monkeypatch.setenv(name, value)
     settings = settings.model_copy(update={
         "reports_dir": tmp_path / "reports", "warehouse": "s3://dagrun/lakehouse",
-        "landing": "s3://dagrun/landing"})  # fmt: skip
+        "landing": "s3://dagrun/landing", "backup": "s3://dagrun/backups"})  # fmt: skip
     made = generate(catalog, settings.landing_location, rows=1500, seed=11, defects=0.005,
                     as_of=AS_OF, resources=[residents.qualified_name])  # fmt: skip
 
@@ -108,6 +109,8 @@ def test_an_ingestion_dag_run_publishes_a_version_and_records_its_quality(
         ("platform_timeliness", "2026-03-02T01:00:00+00:00"),
         ("platform_maintenance", "2026-03-02T00:00:00+00:00"),
         ("platform_sharing", "2026-03-03T00:00:00+00:00"),
+        # The daily backup copies every table (none was backed up before) to the backup prefix.
+        ("platform_backup", "2026-03-03T00:00:00+00:00"),
     )  # fmt: skip
     outcome = outcomes[DAG_ID]
 
@@ -187,4 +190,16 @@ def test_an_ingestion_dag_run_publishes_a_version_and_records_its_quality(
     journal = settings.warehouse_location.child("ops", "audit_journal")
     archived = DeltaTable(journal.uri, storage_options=journal.storage_options()).to_pandas()
     assert duties["xcom"]["journal"] == len(archived) > len(residents.sharing_classes)
-    assert set(archived["action"]) == {"pipeline.publish", "audit.archive"}
+    # The run registered the catalogue entry it met first (the change register).
+    assert set(archived["action"]) == {"pipeline.publish", "audit.archive", "catalog.registration"}
+    backups = outcomes["platform_backup"]
+    assert backups["state"] == "success", backups
+    copied = {b["table"]: b["outcome"] for b in backups["xcom"]["backup"]}
+    assert copied["population.residents_unconditional"] == "backed_up"
+    assert copied["ops.publications"] == "backed_up"
+    backup = settings.backup_location.child("population", "residents_unconditional")
+    restored = DeltaTable(backup.uri, storage_options=backup.storage_options())
+    published = settings.warehouse_location.child("population", "residents_unconditional")
+    live = DeltaTable(published.uri, storage_options=published.storage_options())
+    assert restored.version() == live.version()
+    assert restored.to_pyarrow_table().num_rows == live.to_pyarrow_table().num_rows

@@ -72,8 +72,10 @@ def test_one_ingestion_dag_per_resource(bag, catalog: Catalog) -> None:  # type:
 
 
 def test_platform_dags(bag) -> None:  # type: ignore[no-untyped-def]
-    assert {"platform_timeliness", "platform_quality_reports", "platform_maintenance",
-            "platform_scorecard", "platform_backup"} <= set(bag.dags)  # fmt: skip
+    assert {
+        "platform_timeliness", "platform_quality_reports", "platform_maintenance",
+        "platform_scorecard", "platform_backup", "platform_subscriptions",
+    } <= set(bag.dags)  # fmt: skip
 
 
 def test_the_backup_dag_backs_up_what_is_due_daily(  # type: ignore[no-untyped-def]
@@ -106,6 +108,71 @@ def test_the_backup_dag_backs_up_what_is_due_daily(  # type: ignore[no-untyped-d
         assert [t["outcome"] for t in backup(data_interval_end=next_day)] == ["unchanged"]
     finally:
         get_settings.cache_clear()
+
+
+def test_the_subscriptions_dag_resends_a_webhook_once_its_receiver_is_up(  # type: ignore[no-untyped-def]
+    bag, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every 5 minutes; a delivery whose receiver was down at publication is sent again by the
+    task once its retry time has come (the task's function is called directly)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from govlake.net import free_port
+    from govlake.sharing import access
+    from govlake.sharing import subscriptions as subs
+    from govlake.sharing.state import session
+
+    dag = bag.dags["platform_subscriptions"]
+    from airflow.sdk import CronDataIntervalTimetable
+
+    assert dag.timetable == CronDataIntervalTimetable("*/5 * * * *", timezone="UTC")
+    port = free_port()  # nothing listens there yet
+    monkeypatch.setenv("GOVLAKE_DATABASE_URL", f"sqlite:///{tmp_path / 'govlake.db'}")
+    monkeypatch.setenv("GOVLAKE_WEBHOOK_ATTEMPTS", "1")
+    get_settings.cache_clear()
+    try:
+        settings = get_settings()
+        catalog = Catalog.load(settings.catalog_dir)
+        published = datetime.datetime(2026, 3, 2, 2)
+        with session(settings) as s:
+            access.register_consumer(s, catalog, "taxation", email=None, at=published)
+            subs.subscribe(s, catalog, settings, consumer="taxation",
+                           resource="legal_entity.enterprises",
+                           webhook_url=f"http://127.0.0.1:{port}/hook", at=published)  # fmt: skip
+        version = subs.PublishedVersion("unconditional", "legal_entity.enterprises_unconditional",
+                                        3, 120, published)  # fmt: skip
+        first = subs.notify_publication(settings, catalog, resource="legal_entity.enterprises",
+                                        versions=[version], at=published)  # fmt: skip
+        assert [n.outcome for n in first if n.channel == "webhook"] == ["retrying"]
+        received: list[bytes] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                received.append(self.rfile.read(int(self.headers["Content-Length"])))
+                self.send_response(200)
+                self.end_headers()
+
+        server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            retry = dag.get_task("retry").python_callable
+            too_soon = (published + datetime.timedelta(minutes=1)).replace(tzinfo=datetime.UTC)
+            assert retry(data_interval_end=too_soon) == {}
+            later = (published + datetime.timedelta(minutes=10)).replace(tzinfo=datetime.UTC)
+            assert retry(data_interval_end=later) == {"delivered": 1}
+        finally:
+            server.shutdown()
+            server.server_close()
+        assert len(received) == 1 and b"enterprises_unconditional" in received[0]
+    finally:
+        get_settings.cache_clear()
+
+
+def test_the_yearly_dag_writes_the_scorecard_and_the_sharing_reports(bag) -> None:  # type: ignore[no-untyped-def]
+    dag = bag.dags["platform_scorecard"]
+    assert sorted(t.task_id for t in dag.tasks) == ["scorecard", "sharing_reports"]
+    assert dag.timetable == timetable("yearly")
 
 
 def test_every_dag_has_owner_retries_tags_and_docs(bag) -> None:  # type: ignore[no-untyped-def]
