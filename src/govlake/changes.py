@@ -330,24 +330,20 @@ def _add(
     return revision
 
 
+def _register(s: Session, resource: Resource, *, at: datetime) -> CatalogueRevision:
+    """Revision 1 of an entry the register meets for the first time."""
+    return _add(s, resource, kind="registration", by=PLATFORM, at=at,
+                effective_on=resource.reviewed_on or china_date(at),
+                reason="entered in the catalogue", found=[])  # fmt: skip
+
+
 def sync(s: Session, catalog: Catalog, *, at: datetime) -> list[CatalogueRevision]:
     """Register every entry the register has not met yet as its revision 1."""
-    made = []
-    for resource in catalog:
-        if latest(s, resource.qualified_name) is None:
-            made.append(
-                _add(
-                    s,
-                    resource,
-                    kind="registration",
-                    by=PLATFORM,
-                    at=at,
-                    effective_on=resource.reviewed_on or china_date(at),
-                    reason="entered in the catalogue",
-                    found=[],
-                )
-            )
-    return made
+    return [
+        _register(s, resource, at=at)
+        for resource in catalog
+        if latest(s, resource.qualified_name) is None
+    ]
 
 
 def pending_edit(s: Session, resource: Resource) -> list[Difference] | None:
@@ -639,16 +635,7 @@ def check_entry(settings: Settings, resource: Resource, *, at: datetime) -> None
     with session(settings) as s:
         previous = latest(s, resource.qualified_name)
         if previous is None:
-            _add(
-                s,
-                resource,
-                kind="registration",
-                by=PLATFORM,
-                at=at,
-                effective_on=resource.reviewed_on or china_date(at),
-                reason="entered in the catalogue",
-                found=[],
-            )
+            _register(s, resource, at=at)
             return
         refuse_breaking(
             resource,
