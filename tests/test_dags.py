@@ -130,6 +130,7 @@ def test_the_subscriptions_dag_resends_a_webhook_once_its_receiver_is_up(  # typ
     port = free_port()  # nothing listens there yet
     monkeypatch.setenv("GOVLAKE_DATABASE_URL", f"sqlite:///{tmp_path / 'govlake.db'}")
     monkeypatch.setenv("GOVLAKE_WEBHOOK_ATTEMPTS", "1")
+    monkeypatch.setenv("GOVLAKE_WEBHOOK_ALLOWED_RECEIVERS", "127.0.0.1")  # the receiver below
     get_settings.cache_clear()
     try:
         settings = get_settings()

@@ -33,7 +33,7 @@ from typer.testing import CliRunner
 from govlake.catalog import Catalog, Resource, check_rules
 from govlake.net import free_port
 from govlake.settings import Settings, get_settings
-from govlake.sharing import access
+from govlake.sharing import access, sealing
 from govlake.sharing import subscriptions as subs
 from govlake.sharing.access import AccessError, SharingError
 from govlake.sharing.state import (
@@ -207,9 +207,12 @@ def receiver() -> Iterator[Receiver]:
 
 # -- the platform ---------------------------------------------------------------------------
 @pytest.fixture
-def db(settings: Settings, catalog: Catalog, smtp: tuple[_Inbox, int]) -> Settings:
+def db(
+    settings: Settings, catalog: Catalog, smtp: tuple[_Inbox, int], tmp_path: Path
+) -> Settings:
     """Consumers registered (GRANTED holds a grant of the residents' conditional table), mail
-    to the real SMTP server, webhook pauses short."""
+    to the real SMTP server, webhook pauses short; the receivers on loopback allowed, and the
+    webhook secrets sealed with a key file of the test's own (also on PostgreSQL)."""
     _, port = smtp
     with session(settings) as s:
         for code in (USER, PROVIDER, GRANTED, "civil_affairs"):
@@ -233,6 +236,8 @@ def db(settings: Settings, catalog: Catalog, smtp: tuple[_Inbox, int]) -> Settin
             "webhook_backoff_seconds": 0.05,
             "webhook_timeout_seconds": 0.5,
             "sharing_endpoint": "https://share.platform.gov.example/delta-sharing",
+            "webhook_allowed_receivers": ["127.0.0.1"],
+            "secrets_key_file": tmp_path / "secrets.key",
         }
     )
 
@@ -759,6 +764,9 @@ def cli(db: Settings) -> Iterator[CliRunner]:
             "GOVLAKE_DATABASE_URL": db.database_url,
             "GOVLAKE_CATALOG_DIR": str(db.catalog_dir),
             "GOVLAKE_WAREHOUSE": db.warehouse,
+            "GOVLAKE_SECRETS_KEY_FILE": str(db.secrets_key_file),
+            # The platform does not resolve this name: allowed by name.
+            "GOVLAKE_WEBHOOK_ALLOWED_RECEIVERS": "127.0.0.1,hooks.market.gov.example",
         }
     )
     get_settings.cache_clear()
@@ -783,7 +791,8 @@ def test_cli_adds_lists_cancels_and_retries(cli: CliRunner, db: Settings) -> Non
     secret = added.output.strip().splitlines()[-1]
     with session(db) as s:
         stored = s.get(Subscription, 1)
-        assert stored is not None and stored.webhook_secret == secret
+        assert stored is not None and stored.webhook_secret is not None
+        assert sealing.unseal(db, stored.webhook_secret) == secret != stored.webhook_secret
         assert stored.created_by == "李娜"
 
     refused = cli.invoke(subscription_app, ["add", USER, RESIDENTS, "--class", "conditional"])
@@ -830,6 +839,7 @@ def test_a_real_publication_names_a_version_that_reads_back(
         smtp_host="127.0.0.1",
         smtp_port=port,
         webhook_backoff_seconds=0.05,
+        webhook_allowed_receivers=["127.0.0.1"],
     )
     day = dt.date(2026, 11, 2)
     generate(catalog, settings.landing_location, rows=60, seed=3, as_of=day, resources=[RESIDENTS])

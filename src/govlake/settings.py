@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from govlake.storage import Location
 
@@ -160,6 +161,32 @@ class Settings(BaseSettings):
     @property
     def backup_location(self) -> Location:
         return Location.parse(self.backup)
+
+    # -- Subscription webhooks: where they may go, and how their secrets are kept --------
+    webhook_allowed_receivers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Internal webhook receivers a deployment allows, comma-separated: host "
+        "names, IP addresses, CIDR networks or host:port ([v6]:port). Every other receiver "
+        "must resolve to public (globally routable) addresses only.",
+    )
+    secrets_key: SecretStr | None = Field(
+        default=None,
+        description="Fernet keys that seal the webhook secrets in the platform database, "
+        "comma-separated, newest first (the newest seals, each opens); unset: the key file.",
+    )
+    secrets_key_file: Path | None = Field(
+        default=None,
+        description="File of Fernet keys, one a line, newest first, used when secrets_key is "
+        "unset; unset: <database file stem>-secrets.key next to a SQLite database, created "
+        "(mode 0600) on first use. A server database (PostgreSQL) needs one of the two set.",
+    )
+
+    @field_validator("webhook_allowed_receivers", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
 
 @lru_cache(maxsize=1)

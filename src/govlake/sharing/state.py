@@ -27,7 +27,7 @@ from sqlalchemy import (
     event,
     text,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -190,9 +190,11 @@ class Subscription(Base):
     sharing_class: Mapped[str | None] = mapped_column(String(32), nullable=True)
     email: Mapped[str] = mapped_column(String(200))
     webhook_url: Mapped[str | None] = mapped_column(String(500), nullable=True)
-    # The webhook's HMAC key, kept as issued: the platform signs with it, which a hash of it
-    # could not do. Shown to the consumer once when the subscription is made, never listed.
-    webhook_secret: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The webhook's HMAC key, sealed (`fernet:<token>`, govlake.sharing.sealing): the
+    # platform signs with it, which a hash of it could not do. Shown to the consumer once when
+    # the subscription is made, never listed. Unbounded: a database made when it was String(64)
+    # in plain text is widened by `_upgrade` (its secrets are sealed by `sealing.seal_plain`).
+    webhook_secret: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime)
     created_by: Mapped[str] = mapped_column(String(100))
     cancelled_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
@@ -317,7 +319,26 @@ def _engine(url: str) -> Engine:
             # the tables, the others wait here and then find them (DDL is transactional).
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
         Base.metadata.create_all(connection)
+        _upgrade(connection)
     return made
+
+
+def _upgrade(connection: Connection) -> None:
+    """Bring a database made by an earlier version up to the models (`create_all` makes
+    missing tables only). SQLite does not enforce a `String(n)` length: nothing to do there."""
+    if connection.dialect.name != "postgresql":
+        return
+    # webhook_secret was String(64) while secrets were stored in plain text; a sealed one is
+    # longer.
+    length = connection.scalar(
+        text(
+            "SELECT character_maximum_length FROM information_schema.columns WHERE "
+            "table_schema = current_schema() AND table_name = 'subscriptions' AND "
+            "column_name = 'webhook_secret'"
+        )
+    )
+    if length is not None:
+        connection.execute(text("ALTER TABLE subscriptions ALTER COLUMN webhook_secret TYPE text"))
 
 
 @contextmanager

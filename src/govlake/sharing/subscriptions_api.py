@@ -6,12 +6,16 @@ Errors as in `requests_api`: a bad body or a broken rule is 400 `INVALID_PARAMET
 (`SharingError`), a resource the caller may not read 403 `PERMISSION_DENIED`
 (`SubscriptionRefused`), another department's or an unknown subscription 404
 `RESOURCE_DOES_NOT_EXIST` (`SubscriptionNotFound`). The webhook secret is in the answer to
-the POST and nowhere else; of a receiver's answers the consumer sees the status code only.
+the POST and nowhere else. Of a delivery the consumer sees whether it went through and the
+class of the receiver's last answer (`2xx`…`5xx`, or `unreachable`), never the error or the
+exact code: those would tell it how an address it named answers the platform. Operators find
+the detail in the journal, the delivery's row and `govlake share subscription deliveries`.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
@@ -68,8 +72,10 @@ class DeliveryView(BaseModel):
     created_at: datetime
     status: str
     attempts: int
-    last_status_code: int | None
-    last_error: str | None = Field(description="a connection error or timeout, if that was last")
+    last_result: Literal["2xx", "3xx", "4xx", "5xx", "unreachable"] | None = Field(
+        description="the class of the receiver's last answer; unreachable: no answer (no "
+        "connection, a timeout, or an address webhooks may not go to); null: not sent yet"
+    )
     next_retry_at: datetime | None
     delivered_at: datetime | None
 
@@ -90,6 +96,17 @@ def _view(sub: Subscription) -> SubscriptionView:
     )
 
 
+def _result_class(
+    d: WebhookDelivery,
+) -> Literal["2xx", "3xx", "4xx", "5xx", "unreachable"] | None:
+    if d.attempts == 0:
+        return None
+    code = d.last_status_code
+    if code is None or not 200 <= code < 600:
+        return "unreachable"
+    return ("2xx", "3xx", "4xx", "5xx")[code // 100 - 2]
+
+
 def _delivery_view(d: WebhookDelivery) -> DeliveryView:
     return DeliveryView(
         delivery_id=d.delivery_id,
@@ -99,10 +116,7 @@ def _delivery_view(d: WebhookDelivery) -> DeliveryView:
         created_at=d.created_at,
         status=d.status,
         attempts=d.attempts,
-        last_status_code=d.last_status_code,
-        # A receiver's answer stays with the operators: shown to the consumer, the excerpt
-        # would let it read what an internal address answers to a POST.
-        last_error=d.last_error if d.last_status_code is None else None,
+        last_result=_result_class(d),
         next_retry_at=d.next_retry_at,
         delivered_at=d.delivered_at,
     )
