@@ -207,9 +207,7 @@ def receiver() -> Iterator[Receiver]:
 
 # -- the platform ---------------------------------------------------------------------------
 @pytest.fixture
-def db(
-    settings: Settings, catalog: Catalog, smtp: tuple[_Inbox, int], tmp_path: Path
-) -> Settings:
+def db(settings: Settings, catalog: Catalog, smtp: tuple[_Inbox, int], tmp_path: Path) -> Settings:
     """Consumers registered (GRANTED holds a grant of the residents' conditional table), mail
     to the real SMTP server, webhook pauses short; the receivers on loopback allowed, and the
     webhook secrets sealed with a key file of the test's own (also on PostgreSQL)."""

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal, cast
+from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
@@ -252,11 +253,11 @@ def ingest(
     _ingest(resource)
 
 
-def _ingest(resource: str | None) -> list[StageCounts]:
+def _ingest(resource: str | None, settings: Settings | None = None) -> list[StageCounts]:
     from govlake.engine import get_spark
     from jobs import ingest as ingest_job
 
-    settings = get_settings()
+    settings = settings or get_settings()
     catalog = _catalog(settings)
     resources = catalog.select(resource)
     started = time.perf_counter()
@@ -491,10 +492,16 @@ def demo(
     )
     console.rule("[bold]2. a consumer subscribes to new versions")
     with _webhook_receiver() as receiver:
+        # Webhooks go to public addresses only: the demo allows its own receiver on loopback,
+        # as a deployment lists its internal receivers in GOVLAKE_WEBHOOK_ALLOWED_RECEIVERS.
+        own = urlsplit(receiver.url).netloc
+        settings = settings.model_copy(
+            update={"webhook_allowed_receivers": [*settings.webhook_allowed_receivers, own]}
+        )
         secret = _demo_subscribe(settings, receiver.url)
         console.rule("[bold]3. landing → bronze → validate → silver → publish")
         console.print(f"warehouse: {settings.warehouse_location.uri}")
-        results = _ingest(None)
+        results = _ingest(None, settings)
     console.rule("[bold]4. subscription notices")
     _demo_notices(settings, receiver, secret)
     console.rule("[bold]5. open data: the de-identified open variant and its DCAT catalogue")

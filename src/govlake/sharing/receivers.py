@@ -33,9 +33,9 @@ _NOT_PUBLIC = (
     ("unspecified", "is_unspecified"),
     ("loopback", "is_loopback"),
     ("link-local", "is_link_local"),
-    ("private", "is_private"),
     ("multicast", "is_multicast"),
-    ("reserved", "is_reserved"),
+    ("reserved", "is_reserved"),  # before private: Python counts 240.0.0.0/4 as both
+    ("private", "is_private"),
 )
 _SETTING = "GOVLAKE_WEBHOOK_ALLOWED_RECEIVERS"
 

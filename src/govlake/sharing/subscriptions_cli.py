@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from govlake.catalog import Catalog, CatalogError, SharingClass
 from govlake.settings import Settings, get_settings
-from govlake.sharing import access
+from govlake.sharing import access, sealing
 from govlake.sharing import subscriptions as domain
 from govlake.sharing.access import AccessError, SharingError
 from govlake.sharing.state import WebhookDelivery, session
@@ -251,5 +251,41 @@ def subscription_retry() -> None:
         console.print(
             f"delivery {notice.delivery_id} (subscription {notice.subscription_id}, "
             f"{notice.consumer}) {state}",
+            highlight=False,
+        )
+
+
+@subscription_app.command("rotate-key")
+def subscription_rotate_key(
+    new_key: Annotated[
+        bool,
+        typer.Option("--new-key", help="first put a fresh key first in the key file"),
+    ] = False,
+    retire: Annotated[
+        bool,
+        typer.Option("--retire", help="then keep only the newest key in the key file"),
+    ] = False,
+) -> None:
+    """Seal every stored webhook secret again under the newest platform key (and seal the
+    secrets an earlier version stored in plain text). Keys: GOVLAKE_SECRETS_KEY, newest
+    first, or the key file."""
+    settings = _settings()
+    try:
+        if new_key:
+            path = sealing.add_key(settings)
+            console.print(f"a new key is first in {path}", highlight=False)
+        done = sealing.rotate(settings, retire=retire)
+    except sealing.SealingError as exc:
+        raise _fail(str(exc)) from exc
+    console.print(
+        f"{done.resealed} webhook secret(s) sealed again under the newest of {done.keys} "
+        f"key(s); {done.plain} stored in plain text sealed",
+        highlight=False,
+    )
+    if done.retired:
+        console.print(f"{done.retired} older key(s) removed from the key file", highlight=False)
+    elif done.keys > 1:
+        console.print(
+            "every secret opens with the newest key alone now: the older keys may be removed",
             highlight=False,
         )
