@@ -110,6 +110,7 @@ INTERNAL = [
     ("http://127.0.0.1:6379/", "loopback"),
     ("http://[::1]:8765/", "loopback"),
     ("http://[::ffff:127.0.0.1]/", "loopback"),  # IPv4-mapped IPv6
+    ("http://[2002:7f00:1::]/", "loopback"),  # 6to4 of 127.0.0.1
     ("http://169.254.169.254/latest/meta-data/", "link-local"),  # cloud metadata
     ("http://10.1.2.3/hook", "private"),
     ("http://192.168.0.1/", "private"),

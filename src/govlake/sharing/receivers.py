@@ -86,7 +86,7 @@ class Allowed:
         return (
             self.names(str(address), port)
             or any(address in network for network in self.networks)
-            or (address.version == 6 and self._mapped(address, port))
+            or (isinstance(address, ipaddress.IPv6Address) and self._mapped(address, port))
         )
 
     def _mapped(self, address: ipaddress.IPv6Address, port: int) -> bool:
@@ -129,11 +129,20 @@ def allowed(settings: Settings) -> Allowed:
     return Allowed.parse(settings.webhook_allowed_receivers)
 
 
+def _embedded(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address leads to: IPv4-mapped or 6to4. (NAT64's 64:ff9b::/96
+    lies in ::/8, reserved: refused as such.)"""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address.sixtofour
+
+
 def not_public(address: IPAddress) -> str | None:
-    """Why `address` is not a public address (`loopback`, `private`, …), or None. An
-    IPv4-mapped IPv6 address is judged as the IPv4 address it carries."""
-    if address.version == 6 and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    """Why `address` is not a public address (`loopback`, `private`, …), or None. An IPv6
+    address that carries an IPv4 one (IPv4-mapped, 6to4) is judged by that one too."""
+    inner = _embedded(address) if isinstance(address, ipaddress.IPv6Address) else None
+    if inner is not None and (reason := not_public(inner)) is not None:
+        return reason
     for reason, attribute in _NOT_PUBLIC:
         if getattr(address, attribute):
             return reason
