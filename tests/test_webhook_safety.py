@@ -345,7 +345,7 @@ def test_rotation_reseals_under_the_new_key_and_the_old_key_can_go(
 
     # The new key first, the old one still there: rotate.
     both = db.model_copy(update={"secrets_key": SecretStr(f"{new},{old}")})
-    done = sealing.rotate(both)
+    done = sealing.rotate(both, by="operator", at=AT)
     assert (done.resealed, done.plain, done.keys) == (1, 0, 2)
     (after,) = _stored_secrets(db)
     assert after != before
@@ -401,6 +401,8 @@ def test_the_rotate_key_command_adds_a_key_reseals_and_retires_the_old(
     Fernet(new.encode()).decrypt(stored.removeprefix("fernet:").encode())
     subs.notify_publication(db, catalog, resource=RESIDENTS, versions=versions(), at=AT)
     assert receiver.at("/cli")[0].verified
+    (journaled,) = _journal(db, "subscription.rotate_key")
+    assert json.loads(journaled.detail) == {"resealed": 1, "plain": 0, "keys": 2, "retire": True}
 
 
 @pytest.mark.platform_state

@@ -64,6 +64,7 @@ ACTIONS = frozenset(
         "audit.archive", "audit.purge",
         "catalog.registration", "catalog.change", "catalog.review", "catalog.duty_change",
         "subscription.create", "subscription.cancel", "subscription.notify",
+        "subscription.rotate_key",
         "open.catalog", "open.download", "open.notice",
         "platform.backup", "platform.restore",
     }

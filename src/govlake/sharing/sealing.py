@@ -17,6 +17,7 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -25,6 +26,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from govlake.settings import Settings
+from govlake.sharing import audit
 from govlake.sharing.state import Subscription, session
 
 log = logging.getLogger(__name__)
@@ -161,10 +163,11 @@ class Rotation:
     retired: int  # keys dropped from the key file
 
 
-def rotate(settings: Settings, *, retire: bool = False) -> Rotation:
+def rotate(settings: Settings, *, by: str, at: datetime, retire: bool = False) -> Rotation:
     """Seal every stored webhook secret again under the newest key (and seal plain-text
-    ones), in one transaction. With `retire`, the key file then keeps the newest key only;
-    keys from `GOVLAKE_SECRETS_KEY` are the operator's to remove."""
+    ones), in one transaction, journaled (`subscription.rotate_key`). With `retire`, the key
+    file then keeps the newest key only; keys from `GOVLAKE_SECRETS_KEY` are the operator's
+    to remove."""
     configured = keys(settings)
     fernet = MultiFernet([Fernet(key) for key in configured])
     newest = Fernet(configured[0])
@@ -192,6 +195,14 @@ def rotate(settings: Settings, *, retire: bool = False) -> Rotation:
                 token = newest.encrypt(value.encode("utf-8"))
                 plain += 1
             sub.webhook_secret = PREFIX + token.decode("ascii")
+        audit.record(
+            s,
+            at=at,
+            actor=by,
+            action="subscription.rotate_key",
+            detail={"resealed": resealed, "plain": plain, "keys": len(configured),
+                    "retire": retire},
+        )  # fmt: skip
     retired = 0
     if retire and len(configured) > 1:
         path = key_file(settings)

@@ -274,7 +274,7 @@ def subscription_rotate_key(
         if new_key:
             path = sealing.add_key(settings)
             console.print(f"a new key is first in {path}", highlight=False)
-        done = sealing.rotate(settings, retire=retire)
+        done = sealing.rotate(settings, by=_user(), at=_now(), retire=retire)
     except sealing.SealingError as exc:
         raise _fail(str(exc)) from exc
     console.print(
