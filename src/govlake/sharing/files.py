@@ -90,8 +90,9 @@ class UrlSigner:
         return f"{body.decode()}.{self._mac(body.decode())}"
 
     def open(self, token: str) -> FileGrant:
-        """The grant of a token this signer issued, expired or not; `InvalidFileUrl` for
-        anything else (the token comes from the URL path: any text at all)."""
+        """The grant of a token this signer issued, expired or not (the caller checks the
+        expiry once it knows whom to journal); `InvalidFileUrl` for anything else (the
+        token comes from the URL path: any text at all)."""
         body, _, mac = token.rpartition(".")
         if not body.isascii() or not _MAC.fullmatch(mac):
             raise InvalidFileUrl()
@@ -101,13 +102,6 @@ class UrlSigner:
             return FileGrant.from_json(base64.urlsafe_b64decode(body.encode()))
         except (ValueError, binascii.Error) as exc:  # JSON, UTF-8 and base64 errors included
             raise InvalidFileUrl() from exc
-
-    def verify(self, token: str, *, at: datetime) -> FileGrant:
-        """The grant of a token this signer issued that has not expired at `at`."""
-        grant = self.open(token)
-        if grant.expired(at):
-            raise ExpiredFileUrl()
-        return grant
 
 
 # -- Range ----------------------------------------------------------------------------------
