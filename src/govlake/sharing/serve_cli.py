@@ -35,9 +35,12 @@ def app_for(settings: Settings) -> FastAPI:
 
 
 @contextmanager
-def running(settings: Settings, *, port: int = 0) -> Iterator[str]:
-    """The server in a background thread on loopback (a free port by default); yields its
-    endpoint and stops it when the block ends."""
+def running(
+    settings: Settings, *, port: int = 0, app: FastAPI | None = None, log_level: str = "warning"
+) -> Iterator[str]:
+    """The server (`app`, by default the one `settings` describe) in a background thread on
+    loopback (a free port by default); yields its endpoint and stops it when the block ends.
+    Its access log, at `log_level` info, names file URLs without their signatures."""
     import threading
     import time
 
@@ -45,7 +48,7 @@ def running(settings: Settings, *, port: int = 0) -> Iterator[str]:
 
     port = port or free_port()
     server = uvicorn.Server(
-        uvicorn.Config(app_for(settings), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(app or app_for(settings), host="127.0.0.1", port=port, log_level=log_level)
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

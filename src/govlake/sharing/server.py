@@ -17,19 +17,18 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import json
 import logging
+import os
 import secrets
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
 from fastapi import FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -46,6 +45,16 @@ from govlake.sharing.access import (
 )
 from govlake.sharing.deltalog import ChangesUnavailable, DataFile, DeltaLog, VersionError, millis
 from govlake.sharing.deps import ConsumerDep, DbDep, NowDep
+from govlake.sharing.files import (
+    ExpiredFileUrl,
+    FileGrant,
+    FilePart,
+    MalformedRange,
+    UnsatisfiableRange,
+    UrlSigner,
+    byte_range,
+    keep_signatures_out_of_access_log,
+)
 from govlake.sharing.open_api import router as open_router
 from govlake.sharing.requests_api import router as requests_router
 from govlake.sharing.state import Consumer
@@ -91,37 +100,6 @@ def _utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-# -- signed file URLs -----------------------------------------------------------------------
-@dataclass(frozen=True)
-class FileGrant:
-    """What a signed local file URL allows: one file of one table, to one consumer, until."""
-
-    table: str
-    path: str
-    consumer: str
-    expires: int  # ms since the epoch
-
-
-class UrlSigner:
-    def __init__(self, key: bytes, ttl: timedelta):
-        self.key, self.ttl = key, ttl
-
-    def sign(self, grant: FileGrant) -> str:
-        body = base64.urlsafe_b64encode(json.dumps(grant.__dict__, sort_keys=True).encode())
-        mac = hmac.new(self.key, body, hashlib.sha256).hexdigest()
-        return f"{body.decode()}.{mac}"
-
-    def verify(self, token: str, *, at: datetime) -> FileGrant:
-        body, _, mac = token.rpartition(".")
-        expected = hmac.new(self.key, body.encode(), hashlib.sha256).hexdigest()
-        if not body or not hmac.compare_digest(mac, expected):
-            raise AccessError("the file URL's signature is not valid")
-        grant = FileGrant(**json.loads(base64.urlsafe_b64decode(body)))
-        if grant.expires <= millis(at):
-            raise AccessError("the file URL has expired: query the table again for fresh URLs")
-        return grant
-
-
 # -- request bodies -------------------------------------------------------------------------
 class QueryBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -157,6 +135,7 @@ def create_app(
     app.state.catalog = catalog or Catalog.load(settings.catalog_dir)
     app.state.clock = clock
     app.state.signer = UrlSigner(signing_key or secrets.token_bytes(32), url_ttl)
+    keep_signatures_out_of_access_log()
     tables = {t.full_name: t for t in shared_tables(app.state.catalog, settings)}
     app.include_router(requests_router)
     app.include_router(subscriptions_router)
@@ -417,20 +396,54 @@ def create_app(
         return entry
 
     # -- files ----------------------------------------------------------------------------
-    @app.get(f"{PREFIX}/files/{{token}}", name="download_file")
-    def download_file(request: Request, token: str) -> FileResponse:
-        grant = app.state.signer.verify(token, at=app.state.clock())
+    @app.api_route(f"{PREFIX}/files/{{token}}", methods=["GET", "HEAD"], name="download_file")
+    def download_file(request: Request, token: str, s: DbDep) -> FilePart:
+        """One data file of a local table, whole or one byte range, to the consumer its URL
+        was issued to, if that consumer may still read the table now."""
+        at = app.state.clock()
+        grant = app.state.signer.open(token)
         request.state.consumer = grant.consumer
         request.state.table = grant.table
+        if grant.expired(at):
+            raise ExpiredFileUrl()
         table = tables.get(grant.table)
         if table is None or ".." in grant.path.split("/"):
             raise NotFound("no such file")
-        target = table.location.child(grant.path)
-        if not target.exists():
+        who = s.get(Consumer, grant.consumer)
+        if who is None or not who.active:
+            raise AccessError(f"consumer {grant.consumer} is not active")
+        decision = decide(s, who, table, at=at)
+        if not decision.allowed:
+            raise AccessError(decision.reason)
+        target = table.location.child(grant.path).uri
+        if not os.path.isfile(target):
             raise NotFound("the file is no longer in the table (vacuumed)")
-        audit_call(request, "ok", **_about(table, None), files=1,
-                   detail={"file": grant.path, "range": request.headers.get("range")})  # fmt: skip
-        return FileResponse(target.uri, media_type="application/octet-stream")
+        stat = os.stat(target)
+        reply = FilePart(target, None, stat_result=stat, media_type="application/octet-stream")
+        requested = request.headers.get("range")
+        try:
+            part = byte_range(requested, stat.st_size)
+        except MalformedRange as exc:
+            raise BadRequest(str(exc)) from exc
+        if_range = request.headers.get("if-range")
+        validators = (reply.headers["etag"], reply.headers["last-modified"])
+        if part is not None and if_range is not None and if_range not in validators:
+            part = None  # the file changed since the client's first part: all of it (RFC 9110)
+        reply.part = part
+        sent = part.length if part else stat.st_size
+        audit_call(request, "ok", **_about(table, decision.purpose),
+                   files=1 if request.method == "GET" else 0,
+                   detail={"file": grant.path, "status": 206 if part else 200,
+                           "range": part.content_range if part else None,
+                           "requested": requested,
+                           "bytes": sent if request.method == "GET" else 0})  # fmt: skip
+        return reply
+
+    @app.exception_handler(UnsatisfiableRange)
+    async def _unsatisfiable(request: Request, exc: UnsatisfiableRange) -> JSONResponse:
+        reply = refusal(request, exc.status, exc.code, str(exc))
+        reply.headers["Content-Range"] = exc.content_range
+        return reply
 
     return app
 
