@@ -1,0 +1,73 @@
+"""The pipeline's records stay true when runs stop half-way or extracts carry outsized values:
+the extract register after a crash between silver's MERGE and its register update, the time
+each extract is completed, and how much of a value a quarantine reason quotes."""
+
+from __future__ import annotations
+
+import csv
+import datetime
+from pathlib import Path
+
+import pytest
+from pyspark.sql import SparkSession
+
+from govlake.catalog import Catalog
+from govlake.generate import generate
+from govlake.runs import Interval, StageCounts
+from govlake.settings import Settings
+from jobs import bronze, ingest, validate
+
+pytestmark = pytest.mark.slow
+
+RESIDENTS = "population.residents"
+#: How much of a value a quarantine reason quotes.
+REASON_VALUE_CHARS = 64
+DAY1 = datetime.date(2026, 11, 19)
+#: The run that takes DAY1's extracts: the next night at 02:00 UTC.
+RUN1 = Interval.ending(datetime.datetime(2026, 11, 20, 2, tzinfo=datetime.UTC))
+
+
+def test_a_reason_quotes_the_start_of_an_outsized_value_and_the_record_keeps_all_of_it(
+    spark: SparkSession, catalog: Catalog, settings: Settings
+) -> None:
+    residents = catalog.get(RESIDENTS)
+    made = generate(catalog, settings.landing_location, rows=200, seed=5, as_of=DAY1,
+                    resources=[RESIDENTS])  # fmt: skip
+    path = Path(next(e for e in made if e.provider == "public_security").location.uri)
+    with path.open(encoding="utf-8", newline="") as handle:
+        header, first, *records = list(csv.reader(handle))
+    huge = "1" * 100_000  # ~100 kB: a key no check passes
+    first[header.index("citizen_id")] = huge
+    ragged = "," * len(header) + "Z" * 100_000  # one field too many, and outsized
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        # The outsized key twice (a duplicate key), then a record that cannot be parsed.
+        csv.writer(handle, lineterminator="\n").writerows([header, first, first, *records])
+        handle.write(ragged + "\n")
+
+    counts = StageCounts(RESIDENTS)
+    for stage in (bronze, validate):
+        ingest.run_stage(stage, spark, resource=residents, interval=RUN1, settings=settings,
+                         counts=counts)  # fmt: skip
+
+    quarantined = spark.sql(
+        "SELECT citizen_id, _raw, _rules, _reason, length(_reason) AS reason_chars "
+        "FROM population.residents_quarantine WHERE _provider = 'public_security' "
+        "AND (length(citizen_id) > 1000 OR length(_raw) > 1000)"
+    ).collect()
+    assert len(quarantined) == 3
+    keys = [q for q in quarantined if q._raw is None]
+    assert len(keys) == 2
+    cut = huge[:REASON_VALUE_CHARS] + "…(100000 chars)"
+    for row in keys:
+        assert row.citizen_id == huge  # the record keeps the value as delivered
+        assert set(row._rules.split(",")) == {"citizen_id.citizen_id", "citizen_id.key_duplicate"}
+        assert "citizen_id: not a GB 11643 citizen identity number" in row._reason
+        assert f"identity number (format, birth date or check character): {cut}" in row._reason
+        assert f"citizen_id: key occurs 2 times in the extract: {cut}" in row._reason
+        assert row.reason_chars < 1000
+    (unparsed,) = [q for q in quarantined if q._raw is not None]
+    assert unparsed._raw == ragged
+    assert unparsed._rules == "record.parse"
+    assert unparsed._reason.startswith("record: cannot be parsed: ")
+    assert unparsed._reason.endswith(ragged[:REASON_VALUE_CHARS] + f"…({len(ragged)} chars)")
+    assert unparsed.reason_chars < 1000
