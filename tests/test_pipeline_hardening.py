@@ -9,13 +9,13 @@ import datetime
 from pathlib import Path
 
 import pytest
-from pyspark.sql import SparkSession
+from pyspark.sql import Row, SparkSession
 
 from govlake.catalog import Catalog
 from govlake.generate import generate
 from govlake.runs import Interval, StageCounts
 from govlake.settings import Settings
-from jobs import bronze, ingest, validate
+from jobs import bronze, ingest, publish, silver, validate
 
 pytestmark = pytest.mark.slow
 
@@ -25,6 +25,41 @@ REASON_VALUE_CHARS = 64
 DAY1 = datetime.date(2026, 11, 19)
 #: The run that takes DAY1's extracts: the next night at 02:00 UTC.
 RUN1 = Interval.ending(datetime.datetime(2026, 11, 20, 2, tzinfo=datetime.UTC))
+
+
+def test_every_extract_reaching_a_final_status_has_its_completion_time(
+    spark: SparkSession, catalog: Catalog, settings: Settings
+) -> None:
+    residents = catalog.get(RESIDENTS)
+    landing = settings.landing_location
+    generate(catalog, landing, rows=1500, seed=5, as_of=DAY1, resources=[RESIDENTS])
+    # A second export from public security that breaks the validity threshold: held.
+    generate(catalog, landing.child("botched"), rows=1500, seed=6, defects=0.35,
+             as_of=DAY1 + datetime.timedelta(days=1), resources=[RESIDENTS])  # fmt: skip
+    botched = Path(landing.uri, "botched", "population", "residents", "public_security")
+    target = Path(landing.uri, "population", "residents", "public_security")
+    for file in botched.iterdir():
+        file.rename(target / file.name)
+    (target / "notes.xlsx").write_bytes(b"not an extract")  # rejected: unsupported type
+
+    # Landed in one run, finished in the next (e.g. the first stopped after bronze).
+    later = Interval.ending(RUN1.end + datetime.timedelta(hours=6))
+    counts = StageCounts(RESIDENTS)
+    ingest.run_stage(bronze, spark, resource=residents, interval=RUN1, settings=settings,
+                     counts=counts)  # fmt: skip
+    for stage in (validate, silver, publish):
+        ingest.run_stage(stage, spark, resource=residents, interval=later, settings=settings,
+                         counts=counts)  # fmt: skip
+
+    rows: list[Row] = spark.sql(
+        "SELECT file_name, status, ingested_at, completed_at FROM ops.extracts"
+    ).collect()
+    assert {r.status for r in rows} == {"published", "held", "rejected"}, rows
+    for row in rows:
+        assert row.completed_at is not None, row
+        assert row.completed_at >= row.ingested_at, row
+        finished_by = RUN1 if row.status == "rejected" else later
+        assert row.completed_at == finished_by.end_naive_utc, row
 
 
 def test_a_reason_quotes_the_start_of_an_outsized_value_and_the_record_keeps_all_of_it(
