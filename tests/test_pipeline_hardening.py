@@ -7,15 +7,17 @@ from __future__ import annotations
 import csv
 import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pyspark.sql import Row, SparkSession
 
 from govlake.catalog import Catalog
+from govlake.engine import get_spark
 from govlake.generate import generate
 from govlake.runs import Interval, StageCounts
 from govlake.settings import Settings
-from jobs import bronze, ingest, publish, silver, validate
+from jobs import bronze, ingest, publish, registry, silver, validate
 
 pytestmark = pytest.mark.slow
 
@@ -25,6 +27,80 @@ REASON_VALUE_CHARS = 64
 DAY1 = datetime.date(2026, 11, 19)
 #: The run that takes DAY1's extracts: the next night at 02:00 UTC.
 RUN1 = Interval.ending(datetime.datetime(2026, 11, 20, 2, tzinfo=datetime.UTC))
+
+
+class Crash(RuntimeError):
+    """Stands for the process dying between silver's MERGE commits and its register update."""
+
+
+def _lakehouse(root: Path, database_url: str, catalog: Catalog) -> tuple[Settings, SparkSession]:
+    settings = Settings(
+        warehouse=str(root / "lakehouse"),
+        landing=str(root / "landing"),
+        database_url=database_url,
+        catalog_dir=Path(__file__).resolve().parents[1] / "schemas",
+        spark_remote=None,
+    )
+    return settings, get_spark(settings, catalog, fresh=True)
+
+
+def _register(spark: SparkSession) -> list[dict[str, Any]]:
+    """`ops.extracts` without the archive path (it names the lakehouse)."""
+    rows = spark.sql("SELECT * FROM ops.extracts ORDER BY extract_id").collect()
+    return [{k: v for k, v in row.asDict().items() if k != "file_uri"} for row in rows]
+
+
+@pytest.mark.parametrize("recorded", [0, 1], ids=["none-recorded", "one-recorded"])
+def test_rerun_after_a_crash_between_merge_and_register_records_the_uninterrupted_figures(
+    recorded: int,
+    tmp_path: Path,
+    catalog: Catalog,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    residents = catalog.get(RESIDENTS)
+    clean, clean_spark = _lakehouse(tmp_path / "clean", f"sqlite:///{tmp_path}/clean.db", catalog)
+    crashed, crashed_spark = _lakehouse(
+        tmp_path / "crashed", f"sqlite:///{tmp_path}/crashed.db", catalog
+    )
+    for settings in (clean, crashed):
+        generate(catalog, settings.landing_location, rows=1500, seed=5, as_of=DAY1,
+                 resources=[RESIDENTS])  # fmt: skip
+
+    uninterrupted = ingest.run(clean_spark, resource=residents, interval=RUN1, settings=clean)
+
+    # The crashed run dies after its MERGE commits, once `recorded` extracts are recorded.
+    real_update = registry.update
+    done: list[str] = []
+
+    def update(spark: SparkSession, table: Any, extract_id: str, **values: Any) -> None:
+        if values.get("status") == "merged":
+            if len(done) == recorded:
+                raise Crash(f"stopped before recording {extract_id}")
+            done.append(extract_id)
+        real_update(spark, table, extract_id, **values)
+
+    monkeypatch.setattr(registry, "update", update)
+    with pytest.raises(Crash):
+        ingest.run(crashed_spark, resource=residents, interval=RUN1, settings=crashed)
+    monkeypatch.setattr(registry, "update", real_update)
+    rerun = ingest.run(crashed_spark, resource=residents, interval=RUN1, settings=crashed)
+
+    expected = _register(clean_spark)
+    assert {e["status"] for e in expected} == {"published"}
+    assert all(e["rows_merged"] > 0 for e in expected)
+    assert any(e["crosscheck_findings"] > 0 for e in expected)
+    assert _register(crashed_spark) == expected
+    # The rerun's summary counts what the rerun recorded: every figure when the crash
+    # recorded none, else the remaining extracts' figures.
+    remaining = [e for e in expected if e["extract_id"] not in done]
+    assert rerun.rows_merged == sum(e["rows_merged"] for e in remaining)
+    assert rerun.crosscheck_findings == sum(e["crosscheck_findings"] for e in remaining)
+    if not recorded:
+        assert rerun.rows_merged == uninterrupted.rows_merged
+        assert rerun.crosscheck_findings == uninterrupted.crosscheck_findings
+    assert rerun.rows_published == uninterrupted.rows_published
+    silver_rows = "SELECT * FROM population.residents ORDER BY citizen_id"
+    assert crashed_spark.sql(silver_rows).collect() == clean_spark.sql(silver_rows).collect()
 
 
 def test_every_extract_reaching_a_final_status_has_its_completion_time(
