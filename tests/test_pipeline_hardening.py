@@ -146,14 +146,17 @@ def test_a_reason_quotes_the_start_of_an_outsized_value_and_the_record_keeps_all
                     resources=[RESIDENTS])  # fmt: skip
     path = Path(next(e for e in made if e.provider == "public_security").location.uri)
     with path.open(encoding="utf-8", newline="") as handle:
-        header, first, *records = list(csv.reader(handle))
+        header, *records = list(csv.reader(handle))
+    position = header.index("citizen_id")
     huge = "1" * 100_000  # ~100 kB: a key no check passes
-    first[header.index("citizen_id")] = huge
+    # The outsized key twice (a duplicate key), and four more outsized keys: 6 of ~200
+    # records break the citizen_id check, enough to hold the extract back (validity 98%).
+    for index, key in enumerate([huge, huge, *(str(d) * 100_000 for d in range(2, 6))]):
+        records[index][position] = key
     ragged = "," * len(header) + "Z" * 100_000  # one field too many, and outsized
     with path.open("w", encoding="utf-8", newline="") as handle:
-        # The outsized key twice (a duplicate key), then a record that cannot be parsed.
-        csv.writer(handle, lineterminator="\n").writerows([header, first, first, *records])
-        handle.write(ragged + "\n")
+        csv.writer(handle, lineterminator="\n").writerows([header, *records])
+        handle.write(ragged + "\n")  # a record that cannot be parsed
 
     counts = StageCounts(RESIDENTS)
     for stage in (bronze, validate):
@@ -165,20 +168,30 @@ def test_a_reason_quotes_the_start_of_an_outsized_value_and_the_record_keeps_all
         "FROM population.residents_quarantine WHERE _provider = 'public_security' "
         "AND (length(citizen_id) > 1000 OR length(_raw) > 1000)"
     ).collect()
-    assert len(quarantined) == 3
-    keys = [q for q in quarantined if q._raw is None]
-    assert len(keys) == 2
+    assert len(quarantined) == 7
+    assert all(q.reason_chars < 1000 for q in quarantined)
     cut = huge[:REASON_VALUE_CHARS] + "…(100000 chars)"
-    for row in keys:
-        assert row.citizen_id == huge  # the record keeps the value as delivered
+    duplicated = [q for q in quarantined if q.citizen_id == huge]  # kept as delivered
+    assert len(duplicated) == 2
+    for row in duplicated:
         assert set(row._rules.split(",")) == {"citizen_id.citizen_id", "citizen_id.key_duplicate"}
         assert "citizen_id: not a GB 11643 citizen identity number" in row._reason
         assert f"identity number (format, birth date or check character): {cut}" in row._reason
         assert f"citizen_id: key occurs 2 times in the extract: {cut}" in row._reason
-        assert row.reason_chars < 1000
     (unparsed,) = [q for q in quarantined if q._raw is not None]
     assert unparsed._raw == ragged
     assert unparsed._rules == "record.parse"
     assert unparsed._reason.startswith("record: cannot be parsed: ")
     assert unparsed._reason.endswith(ragged[:REASON_VALUE_CHARS] + f"…({len(ragged)} chars)")
-    assert unparsed.reason_chars < 1000
+
+    # The extract suite's samples and the reason the extract is held quote values the same way.
+    held = spark.sql(
+        "SELECT status, reason FROM ops.extracts WHERE provider = 'public_security'"
+    ).first()
+    assert held is not None and held.status == "held"
+    assert "…(100000 chars)" in held.reason and len(held.reason) < 2000
+    samples = spark.sql(
+        "SELECT expectation, sample FROM ops.quality_results WHERE sample IS NOT NULL"
+    ).collect()
+    assert any(cut in r.sample for r in samples if r.expectation == "citizen_id.citizen_id")
+    assert all(len(r.sample) < 1000 for r in samples)

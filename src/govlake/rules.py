@@ -23,6 +23,11 @@ Predicate = Callable[[], Column]
 REASON_VALUE_CHARS = 64
 
 
+def quote(value: str, *, limit: int = REASON_VALUE_CHARS) -> str:
+    """`quoted` for a value already in Python (a sample of a failed expectation)."""
+    return value if len(value) <= limit else f"{value[:limit]}…({len(value)} chars)"
+
+
 def quoted(value: Column, *, limit: int = REASON_VALUE_CHARS) -> Column:
     """`value` as a reason quotes it: `<blank>` for null, the first `limit` characters and the
     value's length when it is longer (a 1 MB key would otherwise put 1 MB into each reason)."""
