@@ -9,14 +9,17 @@ import datetime
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import Row, SparkSession
 
 from govlake.catalog import Catalog
 from govlake.engine import get_spark
 from govlake.generate import generate
+from govlake.landing import LandedFile, normalise
 from govlake.runs import Interval, StageCounts
 from govlake.settings import Settings
+from govlake.storage import Location
 from jobs import bronze, ingest, publish, registry, silver, validate
 
 pytestmark = pytest.mark.slow
@@ -195,3 +198,20 @@ def test_a_reason_quotes_the_start_of_an_outsized_value_and_the_record_keeps_all
     ).collect()
     assert any(cut in r.sample for r in samples if r.expectation == "citizen_id.citizen_id")
     assert all(len(r.sample) < 1000 for r in samples)
+
+
+def test_a_malformed_json_line_is_kept_whole(tmp_path: Path, catalog: Catalog) -> None:
+    """The raw text of a record that cannot be parsed is kept as delivered, however long:
+    reasons quote it cut, so nothing needs cutting it where it is read."""
+    broken = '{"citizen_id": "' + "9" * 100_000  # an unterminated JSON object, ~100 kB
+    good = '{"citizen_id": "11010519491231002X", "name": "张三", "marital_status": "20"}'
+    path = tmp_path / "landing" / "population" / "residents" / "civil_affairs" / "a.jsonl"
+    path.parent.mkdir(parents=True)
+    path.write_text(f"{good}\n{broken}\n", encoding="utf-8")
+    file = LandedFile(Location.parse(path), RESIDENTS, "civil_affairs")
+    staging = Location.parse(tmp_path / "staging" / "a.parquet")
+    result = normalise(file, catalog.get(RESIDENTS), staging)
+    assert result.rows == 1
+    (unparsed,) = [r for r in pq.read_table(staging.uri).to_pylist() if r["_raw"] is not None]
+    assert unparsed["_raw"] == broken
+    assert unparsed["_parse_error"].startswith("line 2: ")
