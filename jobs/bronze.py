@@ -93,6 +93,7 @@ def _reject(
         status="rejected",
         reason=f"{error.rule}: {error.reason}",
         ingested_at=interval.end_naive_utc,
+        completed_at=interval.end_naive_utc,
     )
     counts.rejected.append(RejectedFile(file.name, error.rule, error.reason))
     log.warning("rejected %s: %s: %s", file.location.uri, error.rule, error.reason)

@@ -77,7 +77,8 @@ def run(
             _journal(resource, settings, [record], at=interval.end_naive_utc)
             counts.published_versions["open"] = record[3]
         for extract in waiting:
-            registry.update(spark, register_table, extract.extract_id, status="published")
+            registry.update(spark, register_table, extract.extract_id, status="published",
+                            completed_at=interval.end_naive_utc)  # fmt: skip
         return counts
 
     silver = _publishable(spark, resource, tables)
@@ -134,7 +135,8 @@ def run(
         counts.rows_published = rows
         _journal(resource, settings, records, at=interval.end_naive_utc)
     for extract in waiting:
-        registry.update(spark, register_table, extract.extract_id, status="published")
+        registry.update(spark, register_table, extract.extract_id, status="published",
+                        completed_at=interval.end_naive_utc)  # fmt: skip
     return counts
 
 

@@ -30,6 +30,7 @@ from expectations.suites import (
 from govlake.catalog import Resource
 from govlake.lake import append, sql_literal
 from govlake.quality.timeliness import grace
+from govlake.rules import quote
 from govlake.runs import Interval
 from govlake.settings import Settings
 from govlake.tables import Table, TableSet, ops_tables, quality_tables, register
@@ -61,7 +62,7 @@ def _failure(outcome: Outcome) -> str:
     text = f"{check.expectation} ({check.dimension}, {check.severity}): {check.description}"
     text += f"; expected {check.threshold}, observed {outcome.observed_value}"
     if outcome.sample:
-        text += f"; e.g. {', '.join(outcome.sample[:3])}"
+        text += f"; e.g. {', '.join(quote(v) for v in outcome.sample[:3])}"
     return text
 
 
@@ -120,7 +121,7 @@ def _record(
             o.unexpected_count,
             o.element_count,
             o.success,
-            " | ".join(o.sample) or None,
+            " | ".join(quote(v) for v in o.sample) or None,
         )
         for o in verdict.outcomes
     ]

@@ -1,4 +1,11 @@
-"""The extract register `ops.extracts`: one row per landed file and where it stands."""
+"""The extract register `ops.extracts`: one row per landed file and where it stands.
+
+An extract moves `registered` → `bronze` → `validated` → `merged` → `published`, or stops
+at `held` (its extract suite failed: none of its records reach silver) or `rejected` (the
+file could not be read). Those three are final: the step that sets one also sets
+`completed_at`, the end of the run's interval. `merged` is not final: the extract waits there
+while a publication is held back.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +26,14 @@ def extracts_table(spark: SparkSession, settings: Settings) -> Table:
     return table
 
 
+FINAL_STATUSES = ("published", "held", "rejected")
+
+
+def _check_final(values: dict[str, Any]) -> None:
+    if values.get("status") in FINAL_STATUSES and values.get("completed_at") is None:
+        raise ValueError(f"status {values['status']} is final: give its completed_at")
+
+
 def find(spark: SparkSession, table: Table, **where: Any) -> list[Row]:
     condition = " AND ".join(f"`{k}` = {sql_literal(v)}" for k, v in where.items())
     return spark.sql(f"SELECT * FROM {table.sql_name} WHERE {condition}").collect()
@@ -33,6 +48,7 @@ def pending(spark: SparkSession, table: Table, resource: Resource, status: str) 
 
 
 def add(spark: SparkSession, table: Table, **values: Any) -> None:
+    _check_final(values)
     columns = table.column_names
     literals = []
     for name, kind in table.columns:
@@ -45,6 +61,7 @@ def add(spark: SparkSession, table: Table, **values: Any) -> None:
 
 
 def update(spark: SparkSession, table: Table, extract_id: str, **values: Any) -> None:
+    _check_final(values)
     assignments = ", ".join(f"`{k}` = {sql_literal(v)}" for k, v in values.items())
     execute(
         spark,

@@ -14,7 +14,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from govlake.catalog import Resource
-from govlake.lake import merge
+from govlake.lake import merge, merges_marked, sql_literal
 from govlake.rules import typed
 from govlake.runs import Interval, StageCounts
 from govlake.settings import Settings
@@ -39,10 +39,16 @@ def accepted_records(spark: SparkSession, tables: TableSet, extract_id: str) -> 
     return records.join(rejected, on="_row", how="left_anti")
 
 
-def merge_statement(resource: Resource, silver: Table, source: str, items: list[str]) -> str:
-    """MERGE that writes `items` from `source` and leaves every other item alone; a matched row
-    is touched only if one of `items` differs (null-safe), so an unchanged re-send is a no-op."""
-    on = " AND ".join(f"t.{_q(k)} = s.{_q(k)}" for k in resource.key)
+def merge_statement(
+    resource: Resource, silver: Table, source: str, items: list[str], *, extract_id: str
+) -> str:
+    """MERGE that writes `items` from `source` (the records of extract `extract_id`) and leaves
+    every other item alone; a matched row is touched only if one of `items` differs
+    (null-safe), so an unchanged re-send is a no-op. The ON clause names the extract (true of
+    every source row) so that the Delta commit says which extract it merged."""
+    on = " AND ".join(
+        [f"t.{_q(k)} = s.{_q(k)}" for k in resource.key] + [f"s._extract_id = {_mark(extract_id)}"]
+    )
     changed = " AND ".join(f"t.{_q(i)} <=> s.{_q(i)}" for i in items)
     lineage = ["_extract_id", "_updated_at"]
     assignments = ", ".join(f"{_q(c)} = s.{_q(c)}" for c in [*items, *lineage])
@@ -52,6 +58,32 @@ def merge_statement(resource: Resource, silver: Table, source: str, items: list[
         f"WHEN MATCHED AND NOT ({changed}) THEN UPDATE SET {assignments} "
         f"WHEN NOT MATCHED THEN INSERT ({', '.join(map(_q, inserted))}) "
         f"VALUES ({', '.join('s.' + _q(c) for c in inserted)})"
+    )
+
+
+def _mark(extract_id: str) -> str:
+    """How a MERGE's condition, and so its Delta commit, names the extract it applies."""
+    return sql_literal(extract_id)
+
+
+def crosscheck_statement(resource: Resource, crosscheck: Table, source: str, *,
+                         extract_id: str) -> str:  # fmt: skip
+    """MERGE of one extract's findings (`source`) into `<resource>_crosscheck`: a finding whose
+    values are unchanged is left alone. Its condition names the extract, as `merge_statement`'s
+    does."""
+    keys = [*resource.key, "item", "provider"]
+    on = " AND ".join(
+        [f"t.{_q(c)} = s.{_q(c)}" for c in keys] + [f"s.extract_id = {_mark(extract_id)}"]
+    )
+    columns = crosscheck.column_names
+    return (
+        f"MERGE INTO {crosscheck.sql_name} t USING {source} s ON {on} "
+        f"WHEN MATCHED AND NOT (t.authority_value <=> s.authority_value "
+        f"AND t.provider_value <=> s.provider_value) THEN UPDATE SET "
+        f"authority_value = s.authority_value, provider_value = s.provider_value, "
+        f"extract_id = s.extract_id, detected_at = s.detected_at, status = s.status "
+        f"WHEN NOT MATCHED THEN INSERT ({', '.join(map(_q, columns))}) "
+        f"VALUES ({', '.join('s.' + _q(c) for c in columns)})"
     )
 
 
@@ -109,12 +141,24 @@ def run(
     waiting = registry.pending(spark, register_table, resource, "validated")
     stamp = F.lit(interval.end_naive_utc).cast("timestamp")
 
+    # A run that stopped between its MERGE commits and the register update below left its
+    # extracts `validated`. They are not merged again: the commits that merged them (found by
+    # the extract id their condition names) give the figures an uninterrupted run records.
+    # Merging again would find nothing to change and record 0, or put an earlier extract's
+    # values back over a later one's until that one is merged again.
+    marks = [_mark(extract.extract_id) for extract in waiting]
+    merged_before = merges_marked(tables.silver, marks)
+    found_before = merges_marked(tables.crosscheck, marks)
+
     # Phase 1: every extract writes the items it governs.
     merged: dict[str, int] = {}
     for extract in waiting:
         items = resource.authoritative_items(extract.provider)
         if not items:
             merged[extract.extract_id] = 0
+            continue
+        if _mark(extract.extract_id) in merged_before:
+            merged[extract.extract_id] = merged_before[_mark(extract.extract_id)]
             continue
         records = accepted_records(spark, tables, extract.extract_id)
         source = typed(records, resource, [*resource.key, *items]).select(
@@ -126,7 +170,9 @@ def run(
         view = f"merge_source_{resource.theme}_{resource.name}"
         source.createOrReplaceTempView(view)
         merged[extract.extract_id] = merge(
-            spark, tables.silver, merge_statement(resource, tables.silver, view, items)
+            spark,
+            tables.silver,
+            merge_statement(resource, tables.silver, view, items, extract_id=extract.extract_id),
         )
         spark.catalog.dropTempView(view)
 
@@ -134,6 +180,9 @@ def run(
     findings: dict[str, int] = {}
     silver = spark.table(tables.silver.sql_name)
     for extract in waiting:
+        if _mark(extract.extract_id) in found_before:
+            findings[extract.extract_id] = found_before[_mark(extract.extract_id)]
+            continue
         records = accepted_records(spark, tables, extract.extract_id)
         items = [*resource.key, *resource.crosscheck_items(extract.provider)]
         found = crosscheck_findings(
@@ -149,18 +198,10 @@ def run(
             continue
         view = f"crosscheck_source_{resource.theme}_{resource.name}"
         found.createOrReplaceTempView(view)
-        on = " AND ".join(f"t.{_q(c)} = s.{_q(c)}" for c in [*resource.key, "item", "provider"])
-        columns = tables.crosscheck.column_names
         findings[extract.extract_id] = merge(
             spark,
             tables.crosscheck,
-            f"MERGE INTO {tables.crosscheck.sql_name} t USING {view} s ON {on} "
-            f"WHEN MATCHED AND NOT (t.authority_value <=> s.authority_value "
-            f"AND t.provider_value <=> s.provider_value) THEN UPDATE SET "
-            f"authority_value = s.authority_value, provider_value = s.provider_value, "
-            f"extract_id = s.extract_id, detected_at = s.detected_at, status = s.status "
-            f"WHEN NOT MATCHED THEN INSERT ({', '.join(map(_q, columns))}) "
-            f"VALUES ({', '.join('s.' + _q(c) for c in columns)})",
+            crosscheck_statement(resource, tables.crosscheck, view, extract_id=extract.extract_id),
         )
         spark.catalog.dropTempView(view)
 

@@ -59,6 +59,7 @@ def run(
             status="held" if verdict.held else "validated",
             rows_quarantined=quarantined,
             reason=f"quality: {verdict.reason}" if verdict.held else None,
+            completed_at=interval.end_naive_utc if verdict.held else None,
         )
         counts.rows_quarantined += quarantined
         counts.quality[ident] = verdict.outcome

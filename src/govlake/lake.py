@@ -7,7 +7,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -120,11 +120,45 @@ def merge(spark: SparkSession, table: Table, statement: str) -> int:
         return 0
     for commit in history(table, limit=after - before):
         if commit.get("operation") == "MERGE" and before < int(commit.get("version", after)):
-            metrics = commit.get("operationMetrics") or {}
-            return int(metrics.get("numTargetRowsInserted", 0)) + int(
-                metrics.get("numTargetRowsUpdated", 0)
-            )
+            return merged_rows(commit)
     return 0
+
+
+def merged_rows(commit: dict[str, Any]) -> int:
+    """The rows a MERGE commit inserted or updated, from its `operationMetrics`."""
+    metrics = commit.get("operationMetrics") or {}
+    return int(metrics.get("numTargetRowsInserted", 0)) + int(
+        metrics.get("numTargetRowsUpdated", 0)
+    )
+
+
+def merges_marked(table: Table, marks: Iterable[str]) -> dict[str, int]:
+    """The MERGE commits of `table` whose condition carries one of `marks` (SQL literals the
+    statement's ON clause compares with, e.g. the extract id its source holds): for each mark
+    found, the rows that commit inserted or updated.
+
+    The commit is the only record of a MERGE that is written in the same step as its data, so
+    a job that stopped after the commit and before recording it elsewhere finds its figures
+    here. Sail 0.7.2 ignores `spark.databricks.delta.commitInfo.userMetadata` (the commit has
+    no `userMetadata`), which Delta on Spark honours; both keep the merge condition's text in
+    `operationParameters`, literals included (Sail 0.7.2 as `mergePredicate`, checked; Delta
+    on Spark as `predicate`, not checked here). Reads the history the log still holds, newest
+    first, until every mark is found."""
+    wanted = set(marks)
+    found: dict[str, int] = {}
+    if not wanted:
+        return found
+    for commit in history(table):  # newest first
+        if commit.get("operation") != "MERGE":
+            continue
+        parameters = commit.get("operationParameters") or {}
+        condition = " ".join(str(v) for k, v in parameters.items() if "predicate" in k.lower())
+        for mark in wanted - found.keys():
+            if mark in condition:
+                found[mark] = merged_rows(commit)
+        if found.keys() == wanted:
+            break
+    return found
 
 
 def version(table: Table) -> int:

@@ -305,7 +305,7 @@ def _jsonl_batches(
                     if not isinstance(record, dict):
                         raise ValueError("a record must be a JSON object")
                 except ValueError as exc:
-                    result.malformed.append(MalformedRecord(number, line[:2000], str(exc)))
+                    result.malformed.append(MalformedRecord(number, line, str(exc)))
                     continue
                 if not seen_keys:
                     _check_header(file, list(record), columns, result)

@@ -19,6 +19,31 @@ from govlake.catalog import Item, Resource
 
 Predicate = Callable[[], Column]
 
+#: How much of a delivered value a reason quotes; the record itself keeps the whole value.
+REASON_VALUE_CHARS = 64
+
+
+def quote(value: str, *, limit: int = REASON_VALUE_CHARS) -> str:
+    """`quoted` for a value already in Python (a sample of a failed expectation)."""
+    return value if len(value) <= limit else f"{value[:limit]}…({len(value)} chars)"
+
+
+def quoted(value: Column, *, limit: int = REASON_VALUE_CHARS) -> Column:
+    """`value` as a reason quotes it: `<blank>` for null, the first `limit` characters and the
+    value's length when it is longer (a 1 MB key would otherwise put 1 MB into each reason)."""
+    text = value.cast("string")
+    cut = F.concat(
+        F.substring(text, 1, limit),
+        F.lit("…("),
+        F.char_length(text).cast("string"),
+        F.lit(" chars)"),
+    )
+    return (
+        F.when(text.isNull(), F.lit("<blank>"))
+        .when(F.char_length(text) > limit, cut)
+        .otherwise(text)
+    )
+
 
 @dataclass(frozen=True)
 class RowRule:
@@ -34,9 +59,8 @@ class RowRule:
         return f"{self.item}.{self.rule}"
 
     def reason(self) -> Column:
-        """`<item>: <rule description>: <the value as delivered>`."""
-        value = F.coalesce(F.col(self.item).cast("string"), F.lit("<blank>"))
-        return F.concat(F.lit(f"{self.item}: {self.description}: "), value)
+        """`<item>: <rule description>: <the value as delivered, cut to its first characters>`."""
+        return F.concat(F.lit(f"{self.item}: {self.description}: "), quoted(F.col(self.item)))
 
 
 def _blank(name: str) -> Column:
@@ -148,7 +172,9 @@ PARSE = "record.parse"
 
 def validate(df: DataFrame, resource: Resource, provider: str, *, as_of: date) -> DataFrame:
     """Add `_rules` (comma-separated rule ids broken, empty when none) and `_reason` (one
-    reason per broken rule naming item, rule and value) to the records of one extract.
+    reason per broken rule naming item, rule and value) to the records of one extract. A
+    reason quotes at most `REASON_VALUE_CHARS` characters of a value (and then its length);
+    the record's columns keep the value as delivered.
 
     Expects the bronze columns (`_parse_error` marks records the parser could not split).
     A key that occurs more than once in the extract breaks `key_duplicate` on every record
@@ -157,7 +183,7 @@ def validate(df: DataFrame, resource: Resource, provider: str, *, as_of: date) -
     key_cols = [F.col(k) for k in resource.key]
     occurrences = F.count(F.lit(1)).over(Window.partitionBy(*key_cols))
     key_label = ",".join(resource.key)
-    key_text = F.concat_ws(",", *[F.coalesce(c.cast("string"), F.lit("<blank>")) for c in key_cols])
+    key_text = F.concat_ws(",", *[quoted(c) for c in key_cols])
     flags = [F.when(rule.broken(), F.lit(rule.rule_id)) for rule in rules]
     reasons = [F.when(rule.broken(), rule.reason()) for rule in rules]
     duplicate = occurrences > 1
@@ -183,9 +209,9 @@ def validate(df: DataFrame, resource: Resource, provider: str, *, as_of: date) -
             unparsed,
             F.concat(
                 F.lit("record: cannot be parsed: "),
-                F.col("_parse_error"),
+                quoted(F.col("_parse_error"), limit=4 * REASON_VALUE_CHARS),
                 F.lit(": "),
-                F.col("_raw"),
+                quoted(F.col("_raw")),
             ),
         ).otherwise(F.concat_ws("; ", *reasons)),
     )
