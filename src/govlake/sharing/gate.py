@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import STATUS_PHRASES, H11Protocol
 
+from govlake.settings import Settings
 from govlake.sharing import audit
 from govlake.sharing.deps import caller
 
@@ -91,14 +92,16 @@ def _bounded(receive: Receive, scope: Scope, limit: int) -> Receive:
 def _refusal(scope: Scope, header_limit: int) -> tuple[int, str, str] | None:
     """Status, error code and message of a request refused before routing, if it is: a
     request line and headers over `header_limit` bytes (uvicorn's h11 limit holds only while a
-    request is still arriving, not for one read whole), or a NUL character in the path or
-    query (no name, id or value has one, and PostgreSQL could not store it)."""
+    request is still arriving, not for one read whole), or a NUL character in the path (404)
+    or the query (400): no name, id or value has one, and PostgreSQL could not store it."""
     size = len(scope["method"]) + len(scope.get("raw_path") or b"") + len(scope["query_string"])
     size += sum(len(name) + len(value) + 4 for name, value in scope["headers"])
     if size > header_limit:
         return 431, "REQUEST_TOO_LARGE", headers_too_large(header_limit)
-    if "\x00" in scope["path"] or "%00" in scope["query_string"].decode("latin-1"):
-        return 400, "INVALID_PARAMETER_VALUE", "the path or query holds a NUL character"
+    if "\x00" in scope["path"]:  # a name with a NUL names nothing
+        return 404, "RESOURCE_DOES_NOT_EXIST", "no such path: it holds a NUL character"
+    if "%00" in scope["query_string"].decode("latin-1"):
+        return 400, "INVALID_PARAMETER_VALUE", "the query holds a NUL character"
     return None
 
 
@@ -182,6 +185,13 @@ def uvicorn_options(app: FastAPI) -> dict[str, Any]:
             "h11_max_incomplete_event_size": settings.sharing_max_header_bytes}  # fmt: skip
 
 
+def _append_quietly(settings: Settings, entry: dict[str, Any]) -> None:
+    try:
+        audit.append(settings, **entry)
+    except Exception:  # nobody is left to answer: the log is all there is
+        log.exception("a refused request could not be journaled: %s", entry)
+
+
 def _journaling_h11(app: FastAPI) -> type[H11Protocol]:
     class JournalingH11(H11Protocol):
         """uvicorn's h11 protocol, whose own refusals (a request that is not HTTP, a request
@@ -198,14 +208,13 @@ def _journaling_h11(app: FastAPI) -> type[H11Protocol]:
             else:
                 status = 400
                 code, message = "INVALID_PARAMETER_VALUE", f"not a valid HTTP request: {error}"
-            client = f"{self.client[0]}" if self.client else None
-            try:
-                audit.append(app.state.settings, at=app.state.clock(), actor="anonymous",
-                             action=UNKNOWN, outcome=outcome_of(status),
-                             detail={"status": status, "message": message,
-                                     "client": client})  # fmt: skip
-            except Exception:
-                log.exception("a refused request (status %s) could not be journaled", status)
+            entry = {"at": app.state.clock(), "actor": "anonymous", "action": UNKNOWN,
+                     "outcome": outcome_of(status),
+                     "detail": {"status": status, "message": message,
+                                "client": self.client[0] if self.client else None}}  # fmt: skip
+            # Off the event loop, as the application journals: a database write (or a wait for
+            # SQLite's lock) here would hold up every other connection.
+            self.loop.run_in_executor(None, _append_quietly, app.state.settings, entry)
             body = json.dumps({"errorCode": code, "message": message}).encode()
             headers = [(b"content-type", b"application/json"), (b"connection", b"close"),
                        (b"content-length", str(len(body)).encode())]  # fmt: skip
