@@ -329,11 +329,13 @@ def test_an_oversized_body_is_refused_with_413(server: Server) -> None:
 
 # -- item 10 --------------------------------------------------------------------------------
 def _page_token(offset: Any) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"offset": offset}).encode()).decode()
+    text = "[" * 5000 + "]" * 5000 if offset == "deep" else json.dumps({"offset": offset})
+    return base64.urlsafe_b64encode(text.encode()).decode()
 
 
-@pytest.mark.parametrize("offset", [-1, -1000, 1.5, "3", True, None])
+@pytest.mark.parametrize("offset", [-1, -1000, 1.5, "3", True, None, "deep"])
 def test_a_forged_page_token_is_a_bad_request(server: Server, offset: Any) -> None:
+    """Only a whole, non-negative offset pages; anything else is a 400, never items or a 500."""
     response, entry = server.one_entry("GET", "/delta-sharing/shares", server.tokens[USER],
                                        params={"pageToken": _page_token(offset)})  # fmt: skip
     _json_error(response, 400, "INVALID_PARAMETER_VALUE")

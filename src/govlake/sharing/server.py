@@ -236,7 +236,8 @@ def create_app(
         if token:
             try:
                 start = json.loads(base64.urlsafe_b64decode(token.encode()))["offset"]
-            except (ValueError, TypeError, KeyError) as exc:  # binascii.Error is a ValueError
+            # binascii.Error is a ValueError; deeply nested JSON raises RecursionError
+            except (ValueError, TypeError, KeyError, RecursionError) as exc:
                 raise BadRequest(f"pageToken {token!r} is not valid") from exc
             # Only offsets this server hands out: a whole number, not negative.
             if type(start) is not int or start < 0:
