@@ -6,7 +6,8 @@ Errors: a broken rule or a bad body is 400 `INVALID_PARAMETER_VALUE` (raised her
 `SharingError`), a decision by anyone but the provider 403 `PERMISSION_DENIED`
 (`AccessError`), a request the caller may not see 404 `RESOURCE_DOES_NOT_EXIST`
 (`RequestNotFound`); the application maps them with its handlers for `AccessError` (by its
-`status` and `code`) and `SharingError`.
+`status` and `code`) and `SharingError`. Each call is journaled once: a change by the domain
+function's entry in the route's transaction (`journaled`), a read as `request.view`.
 """
 
 from __future__ import annotations

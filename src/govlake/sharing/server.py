@@ -10,7 +10,8 @@ table's log while it still holds them). File URLs are presigned with SigV4 for S
 HMAC-signed with an expiry for local storage, served here with Range support.
 
 Every call, refused ones included, is appended to the audit journal with the consumer,
-the grant's purpose, the table, version, rows and files served.
+the grant's purpose, the table, version, rows and files served; `govlake.sharing.gate` sees
+that each call leaves exactly one entry, bounds request sizes and answers unexpected errors.
 """
 
 from __future__ import annotations
