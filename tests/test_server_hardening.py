@@ -15,7 +15,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
+from deltalake import write_deltalake
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
@@ -24,6 +26,7 @@ from govlake.settings import Settings
 from govlake.sharing import access, audit
 from govlake.sharing import requests_api as requests_api_module
 from govlake.sharing import subscriptions as subscriptions_domain
+from govlake.sharing.access import shared_tables
 from govlake.sharing.serve_cli import running
 from govlake.sharing.server import create_app
 from govlake.sharing.state import AuditEntry, session
@@ -33,6 +36,7 @@ pytestmark = pytest.mark.platform_state
 
 AT = datetime(2026, 9, 30, 2, 0)
 USER, PROVIDER = "market_regulation", "public_security"
+UNCONDITIONAL = "population.population.residents_unconditional"
 FORM: dict[str, Any] = {
     "resource": "population.residents",
     "items": ["residence_address"],
@@ -135,6 +139,29 @@ def test_an_aware_expiry_is_taken_in_utc(server: Server) -> None:
                                server.tokens[PROVIDER], json={"expires_at": given})  # fmt: skip
         assert approved.status_code == 200, approved.text
         assert approved.json()["expires_at"] == stored
+
+
+def test_timestamps_beyond_the_calendar_in_utc_are_bad_requests(server: Server) -> None:
+    """A time on the calendar's last day with a negative offset is past year 9999 in UTC:
+    a 400, not an OverflowError."""
+    edge = "9999-12-31T23:59:59-14:00"
+    filed = server.call("POST", "/govlake/v1/access-requests", server.tokens[USER], json=FORM)
+    approved = server.call("POST", f"/govlake/v1/access-requests/{filed.json()['id']}/approve",
+                           server.tokens[PROVIDER], json={"expires_at": edge})  # fmt: skip
+    _json_error(approved, 400, "INVALID_PARAMETER_VALUE")
+    # The Delta Sharing routes, on a published table (a tiny one will do).
+    table = next(t for t in shared_tables(server.catalog, server.settings)
+                 if t.full_name == UNCONDITIONAL)  # fmt: skip
+    write_deltalake(table.location.uri, pa.table({"citizen_id": ["1"]}))
+    base = "/delta-sharing/shares/population/schemas/population/tables/residents_unconditional"
+    for method, path, kwargs in [
+        ("GET", f"{base}/version", {"params": {"startingTimestamp": edge}}),
+        ("GET", f"{base}/changes", {"params": {"startingTimestamp": edge}}),
+        ("POST", f"{base}/query", {"json": {"timestamp": edge}}),
+    ]:
+        response, entry = server.one_entry(method, path, server.tokens[USER], **kwargs)
+        _json_error(response, 400, "INVALID_PARAMETER_VALUE")
+        assert (entry.consumer, entry.outcome) == (USER, "error")
 
 
 # -- item 6 ---------------------------------------------------------------------------------

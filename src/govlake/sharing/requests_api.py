@@ -124,7 +124,10 @@ class ApproveBody(Body):
     @classmethod
     def _utc(cls, value: datetime | None) -> datetime | None:
         # The platform stores naive UTC; an aware time would not compare with it.
-        return None if value is None else naive_utc(value)
+        try:
+            return None if value is None else naive_utc(value)
+        except OverflowError as exc:  # pydantic turns only a ValueError into a 400
+            raise ValueError("expires_at is out of the calendar's range in UTC") from exc
 
 
 class RefuseBody(Body):

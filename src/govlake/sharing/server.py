@@ -144,10 +144,10 @@ class QueryBody(BaseModel):
 
 def _parse_time(value: str, name: str) -> datetime:
     try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError as exc:
+        # In UTC, a time on the first or last day of the calendar may leave it (OverflowError).
+        return naive_utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
+    except (ValueError, OverflowError) as exc:
         raise BadRequest(f"{name} must be an ISO 8601 timestamp, got {value!r}") from exc
-    return naive_utc(moment)
 
 
 # -- the application ------------------------------------------------------------------------
