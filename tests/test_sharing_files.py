@@ -377,3 +377,18 @@ def test_the_access_log_keeps_no_file_url_signature(server: Server) -> None:
     assert len(downloads) >= len(files) + 2
     assert not any(mac in logged for mac in macs)
     assert not re.search(r"[0-9a-f]{64}", logged)
+
+
+def test_the_journal_keeps_no_file_url_signature(server: Server) -> None:
+    """The journal is kept three years and exported to departments: it names the file and the
+    grant of a download, never the signature that would let someone else use the URL."""
+    files = server.files("civil_affairs")
+    macs = [f.url.rsplit(".", 1)[1] for f in files]
+    for f in files:
+        assert httpx.get(f.url).status_code == 200
+    assert httpx.get(f"{files[0].url}.%C3%A9").status_code == 403
+    entries = server.journal("share.file")
+    assert entries
+    recorded = "\n".join(e.detail or "" for e in entries)
+    assert "/delta-sharing/files/" in recorded
+    assert not any(mac in recorded for mac in macs)

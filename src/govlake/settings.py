@@ -188,6 +188,20 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    # -- sharing server: request limits (issue 14, items 8-9) ----------------------------------
+    sharing_max_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="Largest request body the sharing server reads (query and REST bodies); "
+        "a larger one is refused with 413 before it is parsed.",
+    )
+    sharing_max_header_bytes: int = Field(
+        default=16 * 1024,
+        ge=1024,
+        description="Largest request line plus headers the sharing server accepts; a larger "
+        "request is refused with 431 (uvicorn's h11 `h11_max_incomplete_event_size`).",
+    )
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

@@ -30,9 +30,9 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from govlake import dcat
 from govlake.catalog import Catalog, Resource
 from govlake.settings import Settings
-from govlake.sharing import audit
 from govlake.sharing.deltalog import DeltaLog
 from govlake.sharing.deps import CatalogDep, SettingsDep
+from govlake.sharing.gate import journal
 from govlake.tables import Table, TableSet
 
 PREFIX = "/open"
@@ -64,9 +64,7 @@ def open_tables(catalog: Catalog, settings: Settings) -> dict[tuple[str, str], O
 
 def _record(request: Request, settings: Settings, action: str, outcome: str = "ok",
             **fields: Any) -> None:  # fmt: skip
-    detail = {"method": request.method, "path": request.url.path, **fields.pop("detail", {})}
-    audit.append(settings, at=request.app.state.clock(), actor=ACTOR, action=action,
-                 outcome=outcome, detail=detail, **fields)  # fmt: skip
+    journal(request, action, outcome, actor=ACTOR, **fields)
 
 
 def _lookup(request: Request, settings: Settings, catalog: Catalog, theme: str, name: str,

@@ -6,7 +6,8 @@ Errors: a broken rule or a bad body is 400 `INVALID_PARAMETER_VALUE` (raised her
 `SharingError`), a decision by anyone but the provider 403 `PERMISSION_DENIED`
 (`AccessError`), a request the caller may not see 404 `RESOURCE_DOES_NOT_EXIST`
 (`RequestNotFound`); the application maps them with its handlers for `AccessError` (by its
-`status` and `code`) and `SharingError`.
+`status` and `code`) and `SharingError`. Each call is journaled once: a change by the domain
+function's entry in the route's transaction (`journaled`), a read as `request.view`.
 """
 
 from __future__ import annotations
@@ -17,23 +18,40 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from govlake.catalog import Catalog, CatalogError
+from govlake.runs import naive_utc
 from govlake.sharing import requests as domain
 from govlake.sharing.access import SharingError
-from govlake.sharing.deps import CatalogDep, ConsumerDep, DbDep, NowDep, SettingsDep
+from govlake.sharing.deps import (
+    CatalogDep,
+    ConsumerDep,
+    DbDep,
+    NowDep,
+    SettingsDep,
+    TokenFirstRoute,
+)
+from govlake.sharing.gate import journal, journaled
 from govlake.sharing.state import USAGE_SCOPES, AccessRequest, Grant, VerificationRequest
 
 PREFIX = "/govlake/v1"
+#: The largest row id the platform database holds: ids are `Integer` columns, 32-bit on
+#: PostgreSQL (which refuses a larger parameter) and 64-bit on SQLite (an OverflowError).
+#: A larger id in a path names nothing: 404, not a database error.
+MAX_ID = 2**31 - 1
 
 
-class _InvalidParameterRoute(APIRoute):
+def in_id_range(row_id: int) -> bool:
+    return 0 < row_id <= MAX_ID
+
+
+class _InvalidParameterRoute(TokenFirstRoute):
     """Reports a body or parameter that fails validation as `SharingError` (400
-    `INVALID_PARAMETER_VALUE`, as the sharing protocol does), not FastAPI's 422."""
+    `INVALID_PARAMETER_VALUE`, as the sharing protocol does), not FastAPI's 422; checks the
+    bearer token before the body is read (`TokenFirstRoute`)."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -55,10 +73,33 @@ router = APIRouter(prefix=PREFIX, tags=["requests"], route_class=_InvalidParamet
 
 
 # -- bodies ---------------------------------------------------------------------------------
-class AccessRequestBody(BaseModel):
-    """The application form (中科院 annex 1) for conditional items of one resource."""
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+class Body(BaseModel):
+    """A request body: no unknown fields, and no NUL character in any text (PostgreSQL
+    cannot store one: a 400 here rather than a database error)."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        if _has_nul(data):
+            raise ValueError("text may not contain NUL characters")
+        return data
+
+
+class AccessRequestBody(Body):
+    """The application form (中科院 annex 1) for conditional items of one resource."""
+
     resource: str = Field(description="qualified name, e.g. population.residents")
     items: list[str] = Field(description="conditional items asked for")
     applicant_name: str = Field(description="申请方联系人姓名")
@@ -73,20 +114,28 @@ class AccessRequestBody(BaseModel):
     justification: str = Field(description="why the department's duties need the items")
 
 
-class ApproveBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ApproveBody(Body):
     by: str | None = Field(default=None, description="who decides; default the department")
-    expires_at: datetime | None = Field(default=None, description="end of the grant (UTC)")
+    expires_at: datetime | None = Field(
+        default=None, description="end of the grant: UTC, or ISO 8601 with `Z` or an offset"
+    )
+
+    @field_validator("expires_at")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        # The platform stores naive UTC; an aware time would not compare with it.
+        try:
+            return None if value is None else naive_utc(value)
+        except OverflowError as exc:  # pydantic turns only a ValueError into a 400
+            raise ValueError("expires_at is out of the calendar's range in UTC") from exc
 
 
-class RefuseBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class RefuseBody(Body):
     reason: str = Field(description="the reasons for the refusal (51号 art. 12)")
     by: str | None = None
 
 
-class VerificationBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class VerificationBody(Body):
     resource: str
     key: str | dict[str, str] = Field(
         description="the record's key value, or key item → value for a composite key"
@@ -96,8 +145,7 @@ class VerificationBody(BaseModel):
     evidence: str = Field(description="why the value is doubted, e.g. the citizen's document")
 
 
-class AnswerBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class AnswerBody(Body):
     outcome: str = Field(description="confirmed or corrected")
     answer: str
     corrected_value: str | None = None
@@ -224,14 +272,14 @@ def _verification_view(
 
 
 def _visible_access(s: Session, request_id: int, who: str) -> AccessRequest:
-    request = s.get(AccessRequest, request_id)
+    request = s.get(AccessRequest, request_id) if in_id_range(request_id) else None
     if request is None or who not in (request.consumer, request.provider):
         raise domain.RequestNotFound(f"no access request {request_id}")
     return request
 
 
 def _visible_verification(s: Session, request_id: int, who: str) -> VerificationRequest:
-    request = s.get(VerificationRequest, request_id)
+    request = s.get(VerificationRequest, request_id) if in_id_range(request_id) else None
     if request is None or who not in (request.consumer, request.provider):
         raise domain.RequestNotFound(f"no verification request {request_id}")
     return request
@@ -240,6 +288,7 @@ def _visible_verification(s: Session, request_id: int, who: str) -> Verification
 # -- access requests ------------------------------------------------------------------------
 @router.post("/access-requests", status_code=201)
 def file_access_request(
+    call: Request,
     body: AccessRequestBody,
     s: DbDep,
     catalog: CatalogDep,
@@ -251,27 +300,33 @@ def file_access_request(
     request = domain.file_access_request(
         s, catalog, settings, consumer=who.code, at=at, **body.model_dump()
     )
+    journaled(call)  # request.file, in this transaction
     return _access_view(s, request, at)
 
 
 @router.get("/access-requests")
 def list_access_requests(
-    s: DbDep, at: NowDep, who: ConsumerDep, status: str | None = None
+    call: Request, s: DbDep, at: NowDep, who: ConsumerDep, status: str | None = None
 ) -> list[AccessRequestView]:
     """The caller's own requests and those addressed to it as provider, oldest first."""
     found = domain.access_requests(s, party=who.code, status=status)
-    return [_access_view(s, request, at) for request in found]
+    views = [_access_view(s, request, at) for request in found]
+    journal(call, "request.view", detail={"items": len(views), "status": status})
+    return views
 
 
 @router.get("/access-requests/{request_id}")
 def get_access_request(
-    request_id: int, s: DbDep, at: NowDep, who: ConsumerDep
+    call: Request, request_id: int, s: DbDep, at: NowDep, who: ConsumerDep
 ) -> AccessRequestView:
-    return _access_view(s, _visible_access(s, request_id, who.code), at)
+    view = _access_view(s, _visible_access(s, request_id, who.code), at)
+    journal(call, "request.view", resource=view.resource, detail={"request": request_id})
+    return view
 
 
 @router.post("/access-requests/{request_id}/approve")
 def approve_access_request(
+    call: Request,
     request_id: int,
     body: ApproveBody,
     s: DbDep,
@@ -290,24 +345,27 @@ def approve_access_request(
         at=at,
         expires_at=body.expires_at,
     )
+    journaled(call)  # request.approve (and grant.create), in this transaction
     return _access_view(s, request, at)
 
 
 @router.post("/access-requests/{request_id}/refuse")
 def refuse_access_request(
-    request_id: int, body: RefuseBody, s: DbDep, at: NowDep, who: ConsumerDep
+    call: Request, request_id: int, body: RefuseBody, s: DbDep, at: NowDep, who: ConsumerDep
 ) -> AccessRequestView:
     """Refuse as the request's provider, with reasons."""
     request = _visible_access(s, request_id, who.code)
     domain.refuse(
         s, request.id, provider=who.code, by=body.by or who.code, reason=body.reason, at=at
     )
+    journaled(call)  # request.refuse, in this transaction
     return _access_view(s, request, at)
 
 
 # -- verification requests ------------------------------------------------------------------
 @router.post("/verification-requests", status_code=201)
 def file_verification_request(
+    call: Request,
     body: VerificationBody,
     s: DbDep,
     catalog: CatalogDep,
@@ -319,26 +377,37 @@ def file_verification_request(
     request = domain.file_verification(
         s, catalog, settings, consumer=who.code, at=at, **body.model_dump()
     )
+    journaled(call)  # verification.file, in this transaction
     return _verification_view(catalog, request, at)
 
 
 @router.get("/verification-requests")
 def list_verification_requests(
-    s: DbDep, catalog: CatalogDep, at: NowDep, who: ConsumerDep, status: str | None = None
+    call: Request,
+    s: DbDep,
+    catalog: CatalogDep,
+    at: NowDep,
+    who: ConsumerDep,
+    status: str | None = None,
 ) -> list[VerificationView]:
     found = domain.verification_requests(s, party=who.code, status=status)
-    return [_verification_view(catalog, request, at) for request in found]
+    views = [_verification_view(catalog, request, at) for request in found]
+    journal(call, "request.view", detail={"items": len(views), "status": status})
+    return views
 
 
 @router.get("/verification-requests/{request_id}")
 def get_verification_request(
-    request_id: int, s: DbDep, catalog: CatalogDep, at: NowDep, who: ConsumerDep
+    call: Request, request_id: int, s: DbDep, catalog: CatalogDep, at: NowDep, who: ConsumerDep
 ) -> VerificationView:
-    return _verification_view(catalog, _visible_verification(s, request_id, who.code), at)
+    view = _verification_view(catalog, _visible_verification(s, request_id, who.code), at)
+    journal(call, "request.view", resource=view.resource, detail={"verification": request_id})
+    return view
 
 
 @router.post("/verification-requests/{request_id}/answer")
 def answer_verification_request(
+    call: Request,
     request_id: int,
     body: AnswerBody,
     s: DbDep,
@@ -359,4 +428,5 @@ def answer_verification_request(
         answer=body.answer,
         corrected_value=body.corrected_value,
     )
+    journaled(call)  # verification.answer, in this transaction
     return _verification_view(catalog, request, at)

@@ -46,9 +46,14 @@ def running(
 
     import uvicorn
 
+    from govlake.sharing.gate import uvicorn_options
+
     port = port or free_port()
+    app = app or app_for(settings)
     server = uvicorn.Server(
-        uvicorn.Config(app or app_for(settings), host="127.0.0.1", port=port, log_level=log_level)
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level=log_level, **uvicorn_options(app)
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -71,10 +76,13 @@ def serve(
     """Serve the published tables over the Delta Sharing protocol until Ctrl-C."""
     import uvicorn
 
+    from govlake.sharing.gate import uvicorn_options
+
     settings = get_settings()
     console.print(f"Delta Sharing endpoint: http://{host}:{port}/delta-sharing "
                   f"(profiles name {settings.sharing_endpoint})")  # fmt: skip
-    uvicorn.run(app_for(settings), host=host, port=port, log_level="info")
+    app = app_for(settings)
+    uvicorn.run(app, host=host, port=port, log_level="info", **uvicorn_options(app))
 
 
 def write_profile(settings: Settings, catalog: Catalog, consumer: str, path: Path, *,

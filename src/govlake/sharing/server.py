@@ -10,7 +10,8 @@ table's log while it still holds them). File URLs are presigned with SigV4 for S
 HMAC-signed with an expiry for local storage, served here with Range support.
 
 Every call, refused ones included, is appended to the audit journal with the consumer,
-the grant's purpose, the table, version, rows and files served.
+the grant's purpose, the table, version, rows and files served; `govlake.sharing.gate` sees
+that each call leaves exactly one entry, bounds request sizes and answers unexpected errors.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from govlake.catalog import Catalog
 from govlake.runs import naive_utc
 from govlake.settings import Settings
-from govlake.sharing import audit
 from govlake.sharing.access import (
     AccessError,
     SharedTable,
@@ -55,6 +55,8 @@ from govlake.sharing.files import (
     byte_range,
     keep_signatures_out_of_access_log,
 )
+from govlake.sharing.deps import ConsumerDep, DbDep, NowDep, TokenFirstRoute
+from govlake.sharing.gate import CallJournal, journal, outcome_of
 from govlake.sharing.open_api import router as open_router
 from govlake.sharing.requests_api import router as requests_router
 from govlake.sharing.state import Consumer
@@ -83,7 +85,14 @@ ACTIONS = {
     "create_subscription": "subscription.create", "cancel_subscription": "subscription.cancel",
     "list_subscriptions": "request.view", "get_subscription": "request.view",
     "list_deliveries": "request.view",
+    # the open data routes (govlake.sharing.open_api)
+    "open_catalog": "open.catalog", "open_download": "open.download",
+    "open_notice": "open.notice", "open_schema": "open.notice",
 }  # fmt: skip
+
+
+#: Error codes of Starlette's own HTTP errors (unknown path, method, oversized body).
+HTTP_CODES = {404: "RESOURCE_DOES_NOT_EXIST", 413: "REQUEST_TOO_LARGE"}
 
 
 class NotFound(Exception):
@@ -114,10 +123,10 @@ class QueryBody(BaseModel):
 
 def _parse_time(value: str, name: str) -> datetime:
     try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError as exc:
+        # In UTC, a time on the first or last day of the calendar may leave it (OverflowError).
+        return naive_utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
+    except (ValueError, OverflowError) as exc:
         raise BadRequest(f"{name} must be an ISO 8601 timestamp, got {value!r}") from exc
-    return naive_utc(moment)
 
 
 # -- the application ------------------------------------------------------------------------
@@ -136,23 +145,24 @@ def create_app(
     app.state.clock = clock
     app.state.signer = UrlSigner(signing_key or secrets.token_bytes(32), url_ttl)
     keep_signatures_out_of_access_log()
+    # One journal entry per call, whatever answers it; bodies bounded while they stream in.
+    app.add_middleware(CallJournal, actions=ACTIONS)
+    # The routes below check the bearer token before they read a body.
+    app.router.route_class = TokenFirstRoute
     tables = {t.full_name: t for t in shared_tables(app.state.catalog, settings)}
     app.include_router(requests_router)
     app.include_router(subscriptions_router)
     app.include_router(open_router)
 
     def audit_call(request: Request, outcome: str, **fields: Any) -> None:
+        """Journal the call under its route's action, attributed to the caller, also when
+        its token was refused (`deps.caller`)."""
         route = request.scope.get("route")
         action = ACTIONS.get(getattr(route, "name", ""), "share.unknown")
-        consumer = getattr(request.state, "consumer", None)
-        detail = {"method": request.method, "path": request.url.path, **fields.pop("detail", {})}
-        actor = consumer or "anonymous"
-        audit.append(settings, at=app.state.clock(), actor=actor, action=action,
-                     consumer=consumer, outcome=outcome, detail=detail, **fields)  # fmt: skip
+        journal(request, action, outcome, **fields)
 
     def refusal(request: Request, status: int, code: str, message: str) -> JSONResponse:
-        outcome = {401: "refused", 403: "refused", 404: "not_found"}.get(status, "error")
-        audit_call(request, outcome, table_name=getattr(request.state, "table", None),
+        audit_call(request, outcome_of(status), table_name=getattr(request.state, "table", None),
                    detail={"status": status, "message": message})  # fmt: skip
         return JSONResponse({"errorCode": code, "message": message}, status_code=status)
 
@@ -179,7 +189,7 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = "RESOURCE_DOES_NOT_EXIST" if exc.status_code == 404 else "INVALID_PARAMETER_VALUE"
+        code = HTTP_CODES.get(exc.status_code, "INVALID_PARAMETER_VALUE")
         return refusal(request, exc.status_code, code, str(exc.detail))
 
     # -- lookups --------------------------------------------------------------------------
@@ -206,9 +216,13 @@ def create_app(
         start = 0
         if token:
             try:
-                start = int(json.loads(base64.urlsafe_b64decode(token.encode()))["offset"])
-            except Exception as exc:
+                start = json.loads(base64.urlsafe_b64decode(token.encode()))["offset"]
+            # binascii.Error is a ValueError; deeply nested JSON raises RecursionError
+            except (ValueError, TypeError, KeyError, RecursionError) as exc:
                 raise BadRequest(f"pageToken {token!r} is not valid") from exc
+            # Only offsets this server hands out: a whole number, not negative.
+            if type(start) is not int or start < 0:
+                raise BadRequest(f"pageToken {token!r} is not valid")
         size = min(max_results or MAX_PAGE, MAX_PAGE)
         chunk = items[start : start + size]
         result: dict[str, Any] = {"items": chunk}

@@ -17,20 +17,21 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
 
 from govlake.catalog import SharingClass
 from govlake.sharing import subscriptions as domain
 from govlake.sharing.deps import CatalogDep, ConsumerDep, DbDep, NowDep, SettingsDep
-from govlake.sharing.requests_api import PREFIX, _InvalidParameterRoute
+from govlake.sharing.gate import journal, journaled
+from govlake.sharing.requests_api import PREFIX, Body, _InvalidParameterRoute, in_id_range
 from govlake.sharing.state import Subscription, WebhookDelivery
 
 router = APIRouter(prefix=PREFIX, tags=["subscriptions"], route_class=_InvalidParameterRoute)
 
 
-class SubscriptionBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class SubscriptionBody(Body):
     resource: str = Field(description="qualified name, e.g. population.residents")
     sharing_class: SharingClass | None = Field(
         default=None,
@@ -122,8 +123,21 @@ def _delivery_view(d: WebhookDelivery) -> DeliveryView:
     )
 
 
+def _checked(subscription_id: int) -> int:
+    """`subscription_id`, if the database can hold it: beyond its range, no subscription
+    (404) rather than a database error."""
+    if not in_id_range(subscription_id):
+        raise domain.SubscriptionNotFound(f"no subscription {subscription_id}")
+    return subscription_id
+
+
+def _own(s: Session, subscription_id: int, who: str) -> Subscription:
+    return domain.subscription(s, _checked(subscription_id), consumer=who)
+
+
 @router.post("/subscriptions", status_code=201)
 def create_subscription(
+    call: Request,
     body: SubscriptionBody,
     s: DbDep,
     catalog: CatalogDep,
@@ -135,33 +149,46 @@ def create_subscription(
     made, secret = domain.subscribe(
         s, catalog, settings, consumer=who.code, at=at, **body.model_dump()
     )
+    journaled(call)  # subscription.create, in this transaction
     return CreatedSubscription(**_view(made).model_dump(), webhook_secret=secret)
 
 
 @router.get("/subscriptions")
 def list_subscriptions(
-    s: DbDep, who: ConsumerDep, include_cancelled: bool = False
+    call: Request, s: DbDep, who: ConsumerDep, include_cancelled: bool = False
 ) -> list[SubscriptionView]:
     """The department's subscriptions, oldest first (in force, or all)."""
     found = domain.list_subscriptions(s, consumer=who.code, include_cancelled=include_cancelled)
+    journal(call, "request.view", detail={"items": len(found)})
     return [_view(sub) for sub in found]
 
 
 @router.get("/subscriptions/{subscription_id}")
-def get_subscription(subscription_id: int, s: DbDep, who: ConsumerDep) -> SubscriptionView:
-    return _view(domain.subscription(s, subscription_id, consumer=who.code))
+def get_subscription(
+    call: Request, subscription_id: int, s: DbDep, who: ConsumerDep
+) -> SubscriptionView:
+    sub = _own(s, subscription_id, who.code)
+    journal(call, "request.view", resource=sub.resource, detail={"subscription": sub.id})
+    return _view(sub)
 
 
 @router.delete("/subscriptions/{subscription_id}")
 def cancel_subscription(
-    subscription_id: int, s: DbDep, at: NowDep, who: ConsumerDep
+    call: Request, subscription_id: int, s: DbDep, at: NowDep, who: ConsumerDep
 ) -> SubscriptionView:
     """Cancel one of the department's subscriptions."""
-    return _view(domain.unsubscribe(s, subscription_id, consumer=who.code, at=at))
+    cancelled = domain.unsubscribe(s, _checked(subscription_id), consumer=who.code, at=at)
+    journaled(call)  # subscription.cancel, in this transaction
+    return _view(cancelled)
 
 
 @router.get("/subscriptions/{subscription_id}/deliveries")
-def list_deliveries(subscription_id: int, s: DbDep, who: ConsumerDep) -> list[DeliveryView]:
+def list_deliveries(
+    call: Request, subscription_id: int, s: DbDep, who: ConsumerDep
+) -> list[DeliveryView]:
     """The webhook deliveries of one of the department's subscriptions, oldest first."""
-    sub = domain.subscription(s, subscription_id, consumer=who.code)
-    return [_delivery_view(d) for d in domain.deliveries(s, subscription_id=sub.id)]
+    sub = _own(s, subscription_id, who.code)
+    found = domain.deliveries(s, subscription_id=sub.id)
+    journal(call, "request.view", resource=sub.resource,
+            detail={"subscription": sub.id, "items": len(found)})  # fmt: skip
+    return [_delivery_view(d) for d in found]
