@@ -157,7 +157,7 @@ def _signed(body: bytes | str) -> str:
 
 
 # -- odd and forged tokens (items 3 and 4) ---------------------------------------------------
-@pytest.mark.parametrize("suffix", [".%C3%A9", "%C3%A9", ".%FF", "é", ".%00"])
+@pytest.mark.parametrize("suffix", [".%C3%A9", "%C3%A9", ".%FF", "é"])  # NUL: test_server_hardening
 def test_a_token_with_non_ascii_or_odd_bytes_is_refused_not_a_server_error(
     server: Server, suffix: str
 ) -> None:
