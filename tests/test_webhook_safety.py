@@ -183,6 +183,17 @@ def test_internal_receivers_are_refused_when_subscribing(
         assert subs.list_subscriptions(s, include_cancelled=True) == []
 
 
+def test_a_server_with_a_malformed_receiver_list_does_not_start(tmp_path: Path) -> None:
+    """The operator's typo is reported when the server starts, naming the setting and the
+    entry, rather than as an error to each consumer who subscribes."""
+    from govlake.sharing.server import create_app
+
+    broken = Settings(database_url=f"sqlite:///{tmp_path / 'govlake.db'}",
+                      webhook_allowed_receivers=["10.0.0.0/33"])  # fmt: skip
+    with pytest.raises(ValueError, match=r"GOVLAKE_WEBHOOK_ALLOWED_RECEIVERS: '10.0.0.0/33'"):
+        create_app(broken)
+
+
 def test_a_deployment_allows_its_internal_receivers(
     closed: Settings, catalog: Catalog, dns: dict[str, list[list[str]]]
 ) -> None:

@@ -44,7 +44,7 @@ from govlake.sharing.access import (
     shared_tables,
 )
 from govlake.sharing.deltalog import ChangesUnavailable, DataFile, DeltaLog, VersionError, millis
-from govlake.sharing.deps import ConsumerDep, DbDep, NowDep
+from govlake.sharing.deps import ConsumerDep, DbDep, NowDep, TokenFirstRoute
 from govlake.sharing.files import (
     ExpiredFileUrl,
     FileGrant,
@@ -55,9 +55,9 @@ from govlake.sharing.files import (
     byte_range,
     keep_signatures_out_of_access_log,
 )
-from govlake.sharing.deps import ConsumerDep, DbDep, NowDep, TokenFirstRoute
 from govlake.sharing.gate import CallJournal, journal, outcome_of
 from govlake.sharing.open_api import router as open_router
+from govlake.sharing.receivers import allowed as allowed_receivers
 from govlake.sharing.requests_api import router as requests_router
 from govlake.sharing.state import Consumer
 from govlake.sharing.subscriptions_api import router as subscriptions_router
@@ -140,6 +140,9 @@ def create_app(
 ) -> FastAPI:
     """The sharing server over `settings`' lakehouse and platform database."""
     app = FastAPI(title="govlake sharing", docs_url="/docs", openapi_url="/openapi.json")
+    # A malformed list of allowed webhook receivers is the operator's error: refuse to start
+    # rather than answer every subscription with a 500.
+    allowed_receivers(settings)
     app.state.settings = settings
     app.state.catalog = catalog or Catalog.load(settings.catalog_dir)
     app.state.clock = clock
