@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal, cast
 
@@ -26,6 +27,13 @@ from rich.table import Table as RichTable
 from govlake import changes_cli, open_cli
 from govlake.backup_cli import backup, backup_status, restore
 from govlake.catalog import Catalog, CatalogError
+from govlake.console import (
+    DEBUG_VARIABLE,
+    ENGINE_LOG_VARIABLE,
+    GovlakeTyper,
+    parse_date,
+    parse_moment,
+)
 from govlake.reports.cli import report_app
 from govlake.runs import Interval, StageCounts
 from govlake.settings import Settings, get_settings
@@ -33,9 +41,34 @@ from govlake.sharing.audit_cli import audit_app
 from govlake.sharing.cli import share_app
 from govlake.sharing.serve_cli import profile, serve
 
-app = typer.Typer(
+app = GovlakeTyper(
     help="govlake: government information-resource sharing lakehouse.", no_args_is_help=True
 )
+
+
+@app.callback()
+def _options(
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Show the engine's own log lines, govlake's INFO log and the traceback of "
+            "an error (GOVLAKE_ENGINE_LOG=info and GOVLAKE_DEBUG=1 for this run).",
+        ),
+    ] = False,
+) -> None:
+    """govlake: government information-resource sharing lakehouse."""
+    if not verbose:
+        return
+    # Set as variables so that the settings (read after this) and child processes see them;
+    # an explicit GOVLAKE_ENGINE_LOG still wins.
+    os.environ.setdefault(ENGINE_LOG_VARIABLE, "info")
+    os.environ[DEBUG_VARIABLE] = "1"
+    get_settings.cache_clear()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
 catalog_app = typer.Typer(
     help="Read and check the information-resource catalogue.", no_args_is_help=True
 )
@@ -207,9 +240,11 @@ def _generate(
         raise typer.BadParameter("format must be csv, parquet or jsonl")
     chosen_encoding = cast(Literal["utf-8", "gbk"], encoding)
     chosen_format = cast(Literal["csv", "parquet", "jsonl"], fmt)
+    day = parse_date(as_of, "--as-of") if as_of else datetime.now(UTC).date()
     settings = get_settings()
     catalog = _catalog(settings)
-    day = date.fromisoformat(as_of) if as_of else datetime.now(UTC).date()
+    if resource:
+        catalog.get(resource)  # an unknown resource is refused before anything is written
     selected = [resource] if resource else None
     totals = planned_rows(catalog, rows=rows, resources=selected)
     with _progress() as progress:
@@ -405,9 +440,9 @@ def quality_timeliness(
     from govlake.engine import get_spark
     from govlake.quality.timeliness import deliveries, monitor
 
+    moment = parse_moment(at, "--at") if at else datetime.now(UTC)
     settings = get_settings()
     catalog = _catalog(settings)
-    moment = datetime.fromisoformat(at) if at else datetime.now(UTC)
     if moment.tzinfo is not None:
         moment = moment.astimezone(UTC).replace(tzinfo=None)
     spark = get_spark(settings, catalog, fresh=True)

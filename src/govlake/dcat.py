@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from deltalake import DeltaTable
+import pyarrow as pa
+from deltalake import DeltaTable, QueryBuilder
 
 from govlake.catalog import Catalog, Resource
 from govlake.settings import Settings
@@ -127,14 +128,18 @@ def open_publications(settings: Settings) -> dict[str, OpenPublication]:
     location = publications.location
     if not location.is_delta_table():
         return {}
-    rows = (
-        DeltaTable(location.uri, storage_options=location.storage_options())
-        .to_pyarrow_table(
-            columns=["resource", "version", "published_at", "rows"],
-            filters=[("sharing_class", "=", "open")],
+    # Read through delta-rs's own query engine, not `to_pyarrow_table()`: a pyarrow dataset
+    # scan over delta-rs leaves native threads that can abort the process at exit.
+    table = DeltaTable(location.uri, storage_options=location.storage_options())
+    reader = (
+        QueryBuilder()
+        .register("publications", table)
+        .execute(
+            "SELECT resource, version, published_at, rows FROM publications "
+            "WHERE sharing_class = 'open'"
         )
-        .to_pylist()
     )
+    rows = pa.RecordBatchReader.from_stream(reader).read_all().to_pylist()
     found: dict[str, OpenPublication] = {}
     for row in sorted(rows, key=lambda r: (r["published_at"], r["version"])):
         at = _naive_utc(row["published_at"])

@@ -161,6 +161,22 @@ class Settings(BaseSettings):
     def backup_location(self) -> Location:
         return Location.parse(self.backup)
 
+    # -- what a person sees in the terminal (issue 14, items 18 and 20) ----------------------
+    engine_log: str = Field(
+        default="error",
+        description="Filter of the embedded Sail engine's own log lines on stderr, in RUST_LOG "
+        "syntax ('error', 'info', 'warn,sail_delta_lake=debug', 'off'). The default keeps a "
+        "person's terminal to govlake's output; `govlake --verbose` and the Airflow tasks "
+        "(whose task logs keep the engine's lines) use 'info'. Read when the engine starts, "
+        "once per process.",
+    )
+    debug: bool = Field(
+        default=False,
+        description="A failing command prints its traceback after the one-line error (as "
+        "`govlake --verbose` does). Read from GOVLAKE_DEBUG directly, so that it works even "
+        "when other settings are invalid.",
+    )
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

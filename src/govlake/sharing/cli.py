@@ -24,7 +24,7 @@ from govlake.settings import Settings, get_settings
 from govlake.sharing import access, audit
 from govlake.sharing import requests as domain
 from govlake.sharing.access import AccessError, SharingError
-from govlake.sharing.state import Consumer, Grant, Suspension, Token, session
+from govlake.sharing.state import AccessRequest, Consumer, Grant, Suspension, Token, session
 from govlake.sharing.subscriptions_cli import subscription_app
 from govlake.sharing.workdays import CalendarError
 
@@ -414,6 +414,36 @@ def _expiry(value: str | None) -> datetime | None:
 Provider = Annotated[str, typer.Option(help="the deciding department (must be the provider)")]
 
 
+@contextmanager
+def _journal_refusal(
+    action: str, request_id: int, provider: str, by: str | None, at: datetime
+) -> Iterator[None]:
+    """A decision the platform refuses (a department that is not the request's provider, a
+    request that does not exist) is journaled as refused (or not found), in a transaction of
+    its own after the decision's own transaction rolled back, as the server journals its
+    refusals: the trail shows who tried to decide what."""
+    try:
+        yield
+    except typer.Exit as refused:
+        cause = refused.__cause__
+        if not isinstance(cause, AccessError):
+            raise
+        with session(get_settings()) as s:
+            found = s.get(AccessRequest, request_id)
+            audit.record(
+                s,
+                at=at,
+                actor=provider,
+                action=action,
+                consumer=found.consumer if found else None,
+                purpose=found.usage_scope if found else None,
+                resource=found.resource if found else None,
+                outcome="refused" if found else "not_found",
+                detail={"request": request_id, "by": by or _user(), "reason": str(cause)},
+            )
+        raise
+
+
 @request_app.command("approve")
 def request_approve(
     request_id: int,
@@ -424,7 +454,8 @@ def request_approve(
     """Approve as the provider: the consumer gets the resource's conditional table."""
     at = _now()
     expires_at = _expiry(expires)
-    with _work() as (_, catalog, s):
+    journal = _journal_refusal("request.approve", request_id, provider, by, at)
+    with journal, _work() as (_, catalog, s):
         made = domain.approve(
             s,
             catalog,
@@ -451,7 +482,8 @@ def request_refuse(
 ) -> None:
     """Refuse as the provider, with reasons."""
     at = _now()
-    with _work() as (_, _catalog, s):
+    journal = _journal_refusal("request.refuse", request_id, provider, by, at)
+    with journal, _work() as (_, _catalog, s):
         domain.refuse(s, request_id, provider=provider, by=by or _user(), reason=reason, at=at)
     console.print(f"refused access request {request_id}: {reason.strip()}", highlight=False)
 
