@@ -193,6 +193,14 @@ SWEEP = [
     (["audit", "purge", "--before", BAD], 2, BAD),
     (["restore", "population.nobody_unconditional"], 2, "population.nobody_unconditional"),
     (["sql"], 2, "Missing argument 'QUERY'"),
+    (["catalog", "change", "population.nobody", "--reason", "x", "--effective", "2026-01-01"],
+     2, "unknown resource 'population.nobody'; catalogued: credit.records"),
+    (["catalog", "duty-change", "public_security", "--basis", "b", "--reason", "r",
+      "--effective", "tomorrow"], 2, "--effective must be a date YYYY-MM-DD"),
+    (["share", "request", "list", "--status", "weird"], 2, "unknown status 'weird'"),
+    (["share", "serve", "--port", "99999"], 2, "Invalid value for '--port'"),
+    (["share", "token", "issue", "nobody"], 2, "no consumer nobody"),
+    (["backup", "--resource", "population.nobody"], 2, "unknown resource 'population.nobody'"),
 ]  # fmt: skip
 
 

@@ -37,7 +37,7 @@ def _setup() -> tuple[Settings, Catalog]:
 
 
 def _fail(exc: Exception) -> typer.Exit:
-    console.print(f"[red]{exc}[/red]", highlight=False)
+    console.print(f"[red]{exc}[/red]", highlight=False, soft_wrap=True)
     return typer.Exit(2)
 
 

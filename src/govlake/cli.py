@@ -102,7 +102,7 @@ def _catalog(settings: Settings) -> Catalog:
     try:
         return Catalog.load(settings.catalog_dir)
     except CatalogError as exc:
-        console.print(f"[red]catalogue error:[/red] {exc}")
+        console.print(f"[red]catalogue error:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(2) from exc
 
 
@@ -194,7 +194,7 @@ def catalog_validate(
     try:
         catalog = Catalog.load(folder)
     except CatalogError as exc:
-        console.print(f"[red]invalid:[/red] {exc}")
+        console.print(f"[red]invalid:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(2) from exc
     console.print(f"[green]valid:[/green] {len(catalog)} resources in {folder}")
 

@@ -57,7 +57,7 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    console.print(f"[red]{message}[/red]", highlight=False)
+    console.print(f"[red]{message}[/red]", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -350,6 +350,11 @@ def request_list(
     at: Annotated[str | None, typer.Option(help="judge overdue at this UTC time (ISO)")] = None,
 ) -> None:
     """Access requests with their status, due date and whether they are overdue."""
+    if status is not None and status not in REQUEST_STATUSES:
+        raise typer.BadParameter(
+            f"unknown status {status!r}; one of {', '.join(REQUEST_STATUSES)}",
+            param_hint="--status",
+        )
     moment = _moment(at)
     with _work() as (_, _catalog, s):
         found = domain.access_requests(s, consumer=consumer, provider=provider, status=status)
@@ -410,6 +415,9 @@ def _expiry(value: str | None) -> datetime | None:
     except ValueError as exc:
         raise typer.BadParameter(f"--expires {value!r} is not a date (YYYY-MM-DD)") from exc
 
+
+#: What `share request list --status` accepts.
+REQUEST_STATUSES = ("pending", "approved", "refused")
 
 Provider = Annotated[str, typer.Option(help="the deciding department (must be the provider)")]
 
