@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import pyarrow as pa
-from deltalake import DeltaTable, QueryBuilder
+from deltalake import DeltaTable
 
 from govlake.catalog import Catalog, Resource
 from govlake.settings import Settings
+from govlake.storage import query_delta
 from govlake.tables import Table, TableSet, open_type, ops_tables
 
 CONTEXT = {
@@ -128,18 +128,13 @@ def open_publications(settings: Settings) -> dict[str, OpenPublication]:
     location = publications.location
     if not location.is_delta_table():
         return {}
-    # Read through delta-rs's own query engine, not `to_pyarrow_table()`: a pyarrow dataset
-    # scan over delta-rs leaves native threads that can abort the process at exit.
     table = DeltaTable(location.uri, storage_options=location.storage_options())
-    reader = (
-        QueryBuilder()
-        .register("publications", table)
-        .execute(
-            "SELECT resource, version, published_at, rows FROM publications "
-            "WHERE sharing_class = 'open'"
-        )
-    )
-    rows = pa.RecordBatchReader.from_stream(reader).read_all().to_pylist()
+    rows = query_delta(
+        table,
+        "SELECT resource, version, published_at, rows FROM publications "
+        "WHERE sharing_class = 'open'",
+        name="publications",
+    ).to_pylist()
     found: dict[str, OpenPublication] = {}
     for row in sorted(rows, key=lambda r: (r["published_at"], r["version"])):
         at = _naive_utc(row["published_at"])
