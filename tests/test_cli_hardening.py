@@ -218,6 +218,11 @@ def test_a_command_with_wrong_arguments_says_why_in_one_line(
     assert len(err.strip().splitlines()) <= 1, err
 
 
+def test_a_group_without_a_command_shows_its_help_and_no_error(cli: Cli) -> None:
+    code, out, err = cli(["catalog"])
+    assert (code, err) == (2, "") and "Read and check the information-resource catalogue" in out
+
+
 def test_an_unexpected_error_is_one_line_and_verbose_shows_the_traceback(
     cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:

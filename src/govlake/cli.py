@@ -66,7 +66,10 @@ def _options(
     os.environ.setdefault(ENGINE_LOG_VARIABLE, "info")
     os.environ[DEBUG_VARIABLE] = "1"
     get_settings.cache_clear()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # govlake's own INFO lines; libraries (Great Expectations logs hundreds) from WARNING.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for ours in ("govlake", "jobs", "expectations"):
+        logging.getLogger(ours).setLevel(logging.INFO)
 
 
 catalog_app = typer.Typer(

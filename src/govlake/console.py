@@ -116,6 +116,8 @@ def describe(exc: BaseException) -> str:
 
 def report(exc: BaseException) -> int:
     """Print `exc` as one red line on stderr (and its traceback when verbose); its exit code."""
+    if isinstance(exc, click_exceptions.ClickException) and not _first_line(exc.format_message()):
+        return exc.exit_code  # a group called without a command: its help was shown
     if isinstance(exc, click_exceptions.UsageError):
         hint = ""
         if exc.ctx is not None:
