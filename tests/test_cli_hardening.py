@@ -129,6 +129,36 @@ def test_commands_that_read_delta_tables_exit_with_their_true_status(small_lake:
             assert p.stdout.rstrip().endswith("}")  # the whole document was written
 
 
+SCAN = """
+import sys
+from deltalake import DeltaTable
+{ending}
+rows = DeltaTable(sys.argv[1]).to_pyarrow_table().num_rows  # leaves Arrow threads behind
+print("read", rows, flush=True)
+end(int(sys.argv[2]))
+"""
+
+
+@pytest.mark.slow
+def test_the_exit_path_survives_the_threads_a_pyarrow_scan_leaves(small_lake: Path) -> None:
+    """The CLI's exit path itself, under the reading that aborted: a pyarrow dataset scan over
+    delta-rs, then `finish(code)`. (With `sys.exit` instead, the same script aborted here.)"""
+    _, publications = ops_tables(_settings(small_lake).warehouse_location)
+    script = SCAN.format(ending="from govlake.console import finish as end")
+    env = _env(small_lake)
+
+    def once(code: int) -> tuple[int, int, str]:
+        done = subprocess.run([sys.executable, "-c", script, publications.location.uri,
+                               str(code)], env=env, capture_output=True, text=True,
+                              timeout=60, check=False)  # fmt: skip
+        return code, done.returncode, done.stdout
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(once, [0, 3] * RUNS))
+    assert [(code, got) for code, got, _ in results if got != code] == []
+    assert all(out.startswith("read 32") for _, _, out in results)
+
+
 # -- item 18: one clear line, never a traceback ----------------------------------------------
 @pytest.fixture
 def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
