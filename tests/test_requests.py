@@ -667,9 +667,12 @@ def test_cli_files_lists_and_approves(cli: CliRunner, settings: Settings) -> Non
             "consumer.register",
             "consumer.register",
             "request.file",
+            "request.approve",  # the wrong department's attempt, journaled as refused
             "request.approve",
             "grant.create",
         ]
+        outcomes = s.scalars(select(AuditEntry.outcome).order_by(AuditEntry.seq)).all()
+        assert outcomes[3:5] == ["refused", "ok"]
 
 
 def test_cli_refuses_an_unconditional_item_with_exit_code_2(

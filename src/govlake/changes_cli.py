@@ -14,6 +14,7 @@ from rich.table import Table as RichTable
 
 from govlake import changes
 from govlake.catalog import Catalog, CatalogError
+from govlake.console import parse_moment
 from govlake.settings import Settings, get_settings
 
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -36,7 +37,7 @@ def _setup() -> tuple[Settings, Catalog]:
 
 
 def _fail(exc: Exception) -> typer.Exit:
-    console.print(f"[red]{exc}[/red]", highlight=False)
+    console.print(f"[red]{exc}[/red]", highlight=False, soft_wrap=True)
     return typer.Exit(2)
 
 
@@ -127,8 +128,8 @@ def status(
     """Each entry's quarterly review, updates due after duty changes, and unrecorded edits."""
     from govlake.sharing.state import session
 
+    moment = parse_moment(at, "--at").replace(tzinfo=None) if at else _now()
     settings, catalog = _setup()
-    moment = datetime.fromisoformat(at).replace(tzinfo=None) if at else _now()
     with session(settings) as s:
         changes.sync(s, catalog, at=moment)
         found = changes.upkeep(s, catalog, at=moment)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal, cast
 from urllib.parse import urlsplit
@@ -27,6 +28,13 @@ from rich.table import Table as RichTable
 from govlake import changes_cli, open_cli
 from govlake.backup_cli import backup, backup_status, restore
 from govlake.catalog import Catalog, CatalogError
+from govlake.console import (
+    DEBUG_VARIABLE,
+    ENGINE_LOG_VARIABLE,
+    GovlakeTyper,
+    parse_date,
+    parse_moment,
+)
 from govlake.reports.cli import report_app
 from govlake.runs import Interval, StageCounts
 from govlake.settings import Settings, get_settings
@@ -34,9 +42,37 @@ from govlake.sharing.audit_cli import audit_app
 from govlake.sharing.cli import share_app
 from govlake.sharing.serve_cli import profile, serve
 
-app = typer.Typer(
+app = GovlakeTyper(
     help="govlake: government information-resource sharing lakehouse.", no_args_is_help=True
 )
+
+
+@app.callback()
+def _options(
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Show the engine's own log lines, govlake's INFO log and the traceback of "
+            "an error (GOVLAKE_ENGINE_LOG=info and GOVLAKE_DEBUG=1 for this run).",
+        ),
+    ] = False,
+) -> None:
+    """govlake: government information-resource sharing lakehouse."""
+    if not verbose:
+        return
+    # Set as variables so that the settings (read after this) and child processes see them;
+    # an explicit GOVLAKE_ENGINE_LOG still wins.
+    os.environ.setdefault(ENGINE_LOG_VARIABLE, "info")
+    os.environ[DEBUG_VARIABLE] = "1"
+    get_settings.cache_clear()
+    # govlake's own INFO lines; libraries (Great Expectations logs hundreds) from WARNING.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for ours in ("govlake", "jobs", "expectations"):
+        logging.getLogger(ours).setLevel(logging.INFO)
+
+
 catalog_app = typer.Typer(
     help="Read and check the information-resource catalogue.", no_args_is_help=True
 )
@@ -70,7 +106,7 @@ def _catalog(settings: Settings) -> Catalog:
     try:
         return Catalog.load(settings.catalog_dir)
     except CatalogError as exc:
-        console.print(f"[red]catalogue error:[/red] {exc}")
+        console.print(f"[red]catalogue error:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(2) from exc
 
 
@@ -162,7 +198,7 @@ def catalog_validate(
     try:
         catalog = Catalog.load(folder)
     except CatalogError as exc:
-        console.print(f"[red]invalid:[/red] {exc}")
+        console.print(f"[red]invalid:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(2) from exc
     console.print(f"[green]valid:[/green] {len(catalog)} resources in {folder}")
 
@@ -208,9 +244,11 @@ def _generate(
         raise typer.BadParameter("format must be csv, parquet or jsonl")
     chosen_encoding = cast(Literal["utf-8", "gbk"], encoding)
     chosen_format = cast(Literal["csv", "parquet", "jsonl"], fmt)
+    day = parse_date(as_of, "--as-of") if as_of else datetime.now(UTC).date()
     settings = get_settings()
     catalog = _catalog(settings)
-    day = date.fromisoformat(as_of) if as_of else datetime.now(UTC).date()
+    if resource:
+        catalog.get(resource)  # an unknown resource is refused before anything is written
     selected = [resource] if resource else None
     totals = planned_rows(catalog, rows=rows, resources=selected)
     with _progress() as progress:
@@ -406,9 +444,9 @@ def quality_timeliness(
     from govlake.engine import get_spark
     from govlake.quality.timeliness import deliveries, monitor
 
+    moment = parse_moment(at, "--at") if at else datetime.now(UTC)
     settings = get_settings()
     catalog = _catalog(settings)
-    moment = datetime.fromisoformat(at) if at else datetime.now(UTC)
     if moment.tzinfo is not None:
         moment = moment.astimezone(UTC).replace(tzinfo=None)
     spark = get_spark(settings, catalog, fresh=True)

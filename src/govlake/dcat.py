@@ -26,6 +26,7 @@ from deltalake import DeltaTable
 
 from govlake.catalog import Catalog, Resource
 from govlake.settings import Settings
+from govlake.storage import query_delta
 from govlake.tables import Table, TableSet, open_type, ops_tables
 
 CONTEXT = {
@@ -127,14 +128,13 @@ def open_publications(settings: Settings) -> dict[str, OpenPublication]:
     location = publications.location
     if not location.is_delta_table():
         return {}
-    rows = (
-        DeltaTable(location.uri, storage_options=location.storage_options())
-        .to_pyarrow_table(
-            columns=["resource", "version", "published_at", "rows"],
-            filters=[("sharing_class", "=", "open")],
-        )
-        .to_pylist()
-    )
+    table = DeltaTable(location.uri, storage_options=location.storage_options())
+    rows = query_delta(
+        table,
+        "SELECT resource, version, published_at, rows FROM publications "
+        "WHERE sharing_class = 'open'",
+        name="publications",
+    ).to_pylist()
     found: dict[str, OpenPublication] = {}
     for row in sorted(rows, key=lambda r: (r["published_at"], r["version"])):
         at = _naive_utc(row["published_at"])

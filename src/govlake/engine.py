@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import threading
 
 from pyspark.sql import SparkSession
@@ -22,13 +23,16 @@ _lock = threading.Lock()
 _embedded_url: str | None = None
 
 
-def _start_embedded() -> str:
+def _start_embedded(settings: Settings) -> str:
     """Start Sail's Spark Connect server in this process once, on a free loopback port."""
     global _embedded_url
     with _lock:
         if _embedded_url is None:
             from pysail.spark import SparkConnectServer
 
+            # Sail's Rust logger writes to stderr and reads its filter once, when the first
+            # server of the process is created: set it from the settings just before.
+            os.environ["RUST_LOG"] = settings.engine_log
             server = SparkConnectServer(ip="127.0.0.1", port=0)
             server.start(background=True)
             host, port = server.listening_address
@@ -39,7 +43,7 @@ def _start_embedded() -> str:
 
 
 def remote_url(settings: Settings) -> str:
-    return settings.spark_remote or _start_embedded()
+    return settings.spark_remote or _start_embedded(settings)
 
 
 def get_spark(

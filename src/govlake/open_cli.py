@@ -28,7 +28,7 @@ errors = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    errors.print(f"[red]{message}[/red]", highlight=False)
+    errors.print(f"[red]{message}[/red]", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 

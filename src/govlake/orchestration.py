@@ -58,6 +58,9 @@ def settings_for_task() -> Settings:
     remote = spark_remote()
     if remote and remote != settings.spark_remote:
         settings = settings.model_copy(update={"spark_remote": remote})
+    if "engine_log" not in settings.model_fields_set:
+        # A task's log is where the engine's own lines belong (the terminal is not).
+        settings = settings.model_copy(update={"engine_log": "info"})
     return settings
 
 

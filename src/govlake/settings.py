@@ -188,7 +188,7 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    # -- sharing server: request limits (issue 14, items 8-9) ----------------------------------
+    # -- Sharing server: request limits ---------------------------------------------------
     sharing_max_body_bytes: int = Field(
         default=1024 * 1024,
         ge=1024,
@@ -200,6 +200,22 @@ class Settings(BaseSettings):
         ge=1024,
         description="Largest request line plus headers the sharing server accepts; a larger "
         "request is refused with 431 (uvicorn's h11 `h11_max_incomplete_event_size`).",
+    )
+
+    # -- What a person sees in the terminal ------------------------------------------------
+    engine_log: str = Field(
+        default="error",
+        description="Filter of the embedded Sail engine's own log lines on stderr, in RUST_LOG "
+        "syntax ('error', 'info', 'warn,sail_delta_lake=debug', 'off'). The default keeps a "
+        "person's terminal to govlake's output; `govlake --verbose` and the Airflow tasks "
+        "(whose task logs keep the engine's lines) use 'info'. Read when the engine starts, "
+        "once per process.",
+    )
+    debug: bool = Field(
+        default=False,
+        description="A failing command prints its traceback after the one-line error (as "
+        "`govlake --verbose` does). Read from GOVLAKE_DEBUG directly, so that it works even "
+        "when other settings are invalid.",
     )
 
 

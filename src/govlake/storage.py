@@ -10,9 +10,13 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, cast
+from typing import IO, TYPE_CHECKING, cast
 
+import pyarrow as pa
 import pyarrow.fs as pafs
+
+if TYPE_CHECKING:
+    from deltalake import DeltaTable
 
 
 @dataclass(frozen=True)
@@ -127,3 +131,18 @@ class Location:
             if (value := os.environ.get(key))
         }
         return options
+
+
+def query_delta(table: DeltaTable, sql: str, *, name: str = "t") -> pa.Table:
+    """Run `sql` over a delta-rs table registered as `name`, with delta-rs's own engine
+    (DataFusion; deletion vectors included).
+
+    Use this rather than `DeltaTable.to_pyarrow_dataset()` / `to_pyarrow_table()`: a pyarrow
+    dataset scan over delta-rs leaves Arrow thread-pool threads behind, and a process that
+    scanned so can abort when it exits ("terminate called without an active exception",
+    exit 134) after its work is done, which fails a CLI command or an Airflow task.
+    """
+    from deltalake import QueryBuilder
+
+    reader = QueryBuilder().register(name, table).execute(sql)
+    return pa.RecordBatchReader.from_stream(reader).read_all()

@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow as pa
-import pyarrow.compute as pc
 from deltalake import DeltaTable, write_deltalake
 from sqlalchemy import delete, func, or_, select, text
 from sqlalchemy.orm import Session
@@ -48,7 +47,7 @@ from govlake.catalog import Catalog
 from govlake.runs import naive_utc
 from govlake.settings import Settings
 from govlake.sharing.state import AuditEntry, overlong, session
-from govlake.storage import Location
+from govlake.storage import Location, query_delta
 
 ACTIONS = frozenset(
     {
@@ -243,7 +242,8 @@ def _archive_rows(location: Location, columns: list[str] | None = None) -> list[
     if not location.is_delta_table():
         return []
     table = DeltaTable(location.uri, storage_options=location.storage_options())
-    rows = table.to_pyarrow_table(columns=columns).to_pylist()
+    wanted = ", ".join(f'"{c}"' for c in columns) if columns else "*"
+    rows = query_delta(table, f"SELECT {wanted} FROM t").to_pylist()
     for row in rows:
         if "at" in row:
             row["at"] = naive_utc(row["at"])
@@ -254,7 +254,7 @@ def _archived_max_seq(location: Location) -> int:
     if not location.is_delta_table():
         return 0
     table = DeltaTable(location.uri, storage_options=location.storage_options())
-    return int(pc.max(table.to_pyarrow_table(columns=["seq"]).column("seq")).as_py() or 0)
+    return int(query_delta(table, "SELECT max(seq) AS seq FROM t").column("seq")[0].as_py() or 0)
 
 
 def archive(s: Session, settings: Settings, *, at: datetime) -> int:

@@ -24,7 +24,7 @@ from govlake.settings import Settings, get_settings
 from govlake.sharing import access, audit
 from govlake.sharing import requests as domain
 from govlake.sharing.access import AccessError, SharingError
-from govlake.sharing.state import Consumer, Grant, Suspension, Token, session
+from govlake.sharing.state import AccessRequest, Consumer, Grant, Suspension, Token, session
 from govlake.sharing.subscriptions_cli import subscription_app
 from govlake.sharing.workdays import CalendarError
 
@@ -57,7 +57,7 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    console.print(f"[red]{message}[/red]", highlight=False)
+    console.print(f"[red]{message}[/red]", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -350,6 +350,11 @@ def request_list(
     at: Annotated[str | None, typer.Option(help="judge overdue at this UTC time (ISO)")] = None,
 ) -> None:
     """Access requests with their status, due date and whether they are overdue."""
+    if status is not None and status not in REQUEST_STATUSES:
+        raise typer.BadParameter(
+            f"unknown status {status!r}; one of {', '.join(REQUEST_STATUSES)}",
+            param_hint="--status",
+        )
     moment = _moment(at)
     with _work() as (_, _catalog, s):
         found = domain.access_requests(s, consumer=consumer, provider=provider, status=status)
@@ -411,7 +416,40 @@ def _expiry(value: str | None) -> datetime | None:
         raise typer.BadParameter(f"--expires {value!r} is not a date (YYYY-MM-DD)") from exc
 
 
+#: What `share request list --status` accepts.
+REQUEST_STATUSES = ("pending", "approved", "refused")
+
 Provider = Annotated[str, typer.Option(help="the deciding department (must be the provider)")]
+
+
+@contextmanager
+def _journal_refusal(
+    action: str, request_id: int, provider: str, by: str | None, at: datetime
+) -> Iterator[None]:
+    """A decision the platform refuses (a department that is not the request's provider, a
+    request that does not exist) is journaled as refused (or not found), in a transaction of
+    its own after the decision's own transaction rolled back, as the server journals its
+    refusals: the trail shows who tried to decide what."""
+    try:
+        yield
+    except typer.Exit as refused:
+        cause = refused.__cause__
+        if not isinstance(cause, AccessError):
+            raise
+        with session(get_settings()) as s:
+            found = s.get(AccessRequest, request_id)
+            audit.record(
+                s,
+                at=at,
+                actor=provider,
+                action=action,
+                consumer=found.consumer if found else None,
+                purpose=found.usage_scope if found else None,
+                resource=found.resource if found else None,
+                outcome="refused" if found else "not_found",
+                detail={"request": request_id, "by": by or _user(), "reason": str(cause)},
+            )
+        raise
 
 
 @request_app.command("approve")
@@ -424,7 +462,8 @@ def request_approve(
     """Approve as the provider: the consumer gets the resource's conditional table."""
     at = _now()
     expires_at = _expiry(expires)
-    with _work() as (_, catalog, s):
+    journal = _journal_refusal("request.approve", request_id, provider, by, at)
+    with journal, _work() as (_, catalog, s):
         made = domain.approve(
             s,
             catalog,
@@ -451,7 +490,8 @@ def request_refuse(
 ) -> None:
     """Refuse as the provider, with reasons."""
     at = _now()
-    with _work() as (_, _catalog, s):
+    journal = _journal_refusal("request.refuse", request_id, provider, by, at)
+    with journal, _work() as (_, _catalog, s):
         domain.refuse(s, request_id, provider=provider, by=by or _user(), reason=reason, at=at)
     console.print(f"refused access request {request_id}: {reason.strip()}", highlight=False)
 

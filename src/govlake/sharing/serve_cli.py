@@ -71,7 +71,7 @@ def running(
 
 def serve(
     host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port")] = 8765,
+    port: Annotated[int, typer.Option(help="port", min=1, max=65535)] = 8765,
 ) -> None:
     """Serve the published tables over the Delta Sharing protocol until Ctrl-C."""
     import uvicorn

@@ -275,6 +275,19 @@ def engine(url: str) -> Engine:
         return _engine(url)
 
 
+def dispose_engines() -> None:
+    """Close every pooled connection of this process's engines (before a process exit that
+    skips the interpreter's own clean-up, see `govlake.console.finish`)."""
+    with _engines:
+        _engine.cache_clear()
+        while _made:
+            _made.pop().dispose()
+
+
+#: The engines `_engine` made, so that `dispose_engines` can close their connections.
+_made: list[Engine] = []
+
+
 @lru_cache(maxsize=8)
 def _engine(url: str) -> Engine:
     """One engine per database URL; the schema is created on first use.
@@ -284,6 +297,7 @@ def _engine(url: str) -> Engine:
     naive timestamps mean UTC on the server too.
     """
     made = create_engine(url, pool_pre_ping=not url.startswith("sqlite"))
+    _made.append(made)
     if made.dialect.name == "sqlite":
 
         @event.listens_for(made, "connect")
