@@ -35,7 +35,7 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    console.print(f"[red]{message}[/red]", highlight=False)
+    console.print(f"[red]{message}[/red]", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
