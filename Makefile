@@ -32,6 +32,25 @@ airflow: $(STAMP) ## Airflow standalone on 127.0.0.1:8080 (AIRFLOW_PORT=…) wit
 test: $(STAMP) ## Run the whole test suite (unit, catalogue, end to end)
 	$(BIN)/python -m pytest -p no:cacheprovider
 
+# The clock-sensitive tests run once more with the clock faked (libfaketime) to a leap day
+# past every holiday calendar govlake has; the deadline tests also to the issue-14 date and
+# to a Monday past chinese-calendar's last year (2026 in 1.11.0). S3-backed tests skip
+# themselves under a faked clock (the S3 server keeps the real one).
+FAKE_DATE ?= 2028-02-29
+DATE_TESTS ?= tests/test_requests.py tests/test_requests_api.py tests/test_audit.py \
+	tests/test_workdays.py tests/test_timeliness.py tests/test_changes.py
+DEADLINE_DATES ?= 2026-12-07 2027-01-04
+DEADLINE_TESTS ?= tests/test_requests.py tests/test_workdays.py
+
+.PHONY: test-dates
+test-dates: $(STAMP) ## Run the clock-sensitive tests on faked dates (needs Debian's faketime)
+	@command -v faketime >/dev/null || { echo "faketime is missing: apt-get install faketime" >&2; exit 1; }
+	faketime -f "@$(FAKE_DATE) 10:00:00" $(BIN)/python -m pytest -p no:cacheprovider -q $(DATE_TESTS)
+	@set -e; for day in $(DEADLINE_DATES); do \
+	  echo "faketime -f \"@$$day 10:00:00\" … $(DEADLINE_TESTS)"; \
+	  faketime -f "@$$day 10:00:00" $(BIN)/python -m pytest -p no:cacheprovider -q $(DEADLINE_TESTS); \
+	done
+
 .PHONY: bench
 bench: $(STAMP) ## Benchmark: ingest, merge, sharing reads and load against their floors and a peer; writes reports/bench/bench.json and bench.png
 	$(BIN)/python -m govlake.bench --out reports/bench

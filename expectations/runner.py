@@ -3,14 +3,24 @@
 The Great Expectations project lives in the warehouse (`<warehouse>/quality/gx`) when the
 warehouse is a local folder: suites, validation results and the Data Docs site
 (`<warehouse>/quality/gx/uncommitted/data_docs/local_site/index.html`) accumulate there run
-after run. On object storage the context is ephemeral and no Data Docs are written; the
-results still land in `ops.quality_results`.
+after run. On object storage no project is kept and no Data Docs are written; the results
+still land in `ops.quality_results`.
+
+Runs of different resources validate side by side, in threads or processes: each
+validates in an ephemeral context of its own, and only then files its suite and result
+into the project and rebuilds the Data Docs, one run at a time under the project's lock
+(Great Expectations rewrites its files in place, `great_expectations.yml` truncated first,
+so a context that loads while another writes fails with `InvalidDataContextConfigError`).
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +33,10 @@ from expectations.suites import Check
 log = logging.getLogger(__name__)
 
 _SAMPLE = 5
+#: The lock file in a project folder, next to `gx/`.
+LOCK_FILE = ".gx.lock"
+# flock is per open file: threads of one process also need to take turns.
+_thread_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -48,19 +62,68 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
-def _context(project: Path | None) -> Any:
+def _context() -> Any:
+    """A context that keeps everything in memory: nothing another run could see or break."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
-    context: Any
-    if project is None:
-        context = gx.get_context(mode="ephemeral")
-    else:
-        project.mkdir(parents=True, exist_ok=True)
-        context = gx.get_context(mode="file", project_root_dir=str(project))
+    context: Any = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
     return context
+
+
+@contextmanager
+def project_context(project: Path) -> Iterator[Any]:
+    """The file context of `project`, created if new, held by this run alone until the block
+    ends (an exclusive lock on `project/.gx.lock`, across processes and threads)."""
+    import great_expectations as gx
+
+    project.mkdir(parents=True, exist_ok=True)
+    with _thread_lock, open(project / LOCK_FILE, "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        logging.getLogger("great_expectations").setLevel(logging.ERROR)
+        yield gx.get_context(mode="file", project_root_dir=str(project))
+
+
+def _expectations(checks: list[Check]) -> list[Any]:
+    import great_expectations.expectations as gxe
+
+    classes = {**vars(gxe), **vars(custom)}
+    expectations = []
+    for check in checks:
+        expectation = classes[check.kind](**check.kwargs)
+        expectation.meta = {
+            "expectation": check.expectation,
+            "dimension": check.dimension,
+            "severity": check.severity,
+            "threshold": check.threshold,
+            "description": check.description,
+        }
+        expectations.append(expectation)
+    return expectations
+
+
+def _file_result(
+    project: Path, name: str, checks: list[Check], identifier: Any, result: Any
+) -> str | None:
+    """Put the suite and one validation result into the project and update its Data Docs
+    (the run's page, the suite's page and the index); the URL of the run's page."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+    )
+
+    with project_context(project) as context:
+        context.suites.add_or_update(
+            gx.ExpectationSuite(name=name, expectations=_expectations(checks))
+        )
+        context.validation_results_store.set(identifier, result)
+        context.build_data_docs(
+            resource_identifiers=[identifier, ExpectationSuiteIdentifier(name=name)]
+        )
+        sites = context.get_docs_sites_urls(resource_identifier=identifier)
+    return next((site["site_url"] for site in sites if site.get("site_url")), None)
 
 
 def _observed(result: dict[str, Any]) -> str:
@@ -82,45 +145,25 @@ def _ratio(result: dict[str, Any]) -> float | None:
 def run_suite(df: DataFrame, checks: list[Check], *, name: str, project: Path | None) -> SuiteRun:
     """Validate `df` against `checks`; one `Outcome` per check, in order."""
     import great_expectations as gx
-    import great_expectations.expectations as gxe
-    from great_expectations.checkpoint import UpdateDataDocsAction
 
     for check in checks:
         if check.rule is not None and "rule_key" in check.kwargs:
             custom.register_rule(check.kwargs["rule_key"], check.rule)
-    context = _context(project)
+    context = _context()
     name = _safe(name)
-    source = context.data_sources.add_or_update_spark(name="govlake")
-    try:
-        asset = source.get_asset(name)
-    except LookupError:
-        asset = source.add_dataframe_asset(name=name)
-    try:
-        batch = asset.get_batch_definition("whole")
-    except (KeyError, LookupError):
-        batch = asset.add_batch_definition_whole_dataframe("whole")
-    classes = {**vars(gxe), **vars(custom)}
-    expectations = []
-    for check in checks:
-        expectation = classes[check.kind](**check.kwargs)
-        expectation.meta = {
-            "expectation": check.expectation,
-            "dimension": check.dimension,
-            "severity": check.severity,
-            "threshold": check.threshold,
-            "description": check.description,
-        }
-        expectations.append(expectation)
-    suite = context.suites.add_or_update(gx.ExpectationSuite(name=name, expectations=expectations))
-    definition = context.validation_definitions.add_or_update(
+    batch = (
+        context.data_sources.add_spark(name="govlake")
+        .add_dataframe_asset(name=name)
+        .add_batch_definition_whole_dataframe("whole")
+    )
+    suite = context.suites.add(gx.ExpectationSuite(name=name, expectations=_expectations(checks)))
+    definition = context.validation_definitions.add(
         gx.ValidationDefinition(name=name, data=batch, suite=suite)
     )
-    actions: list[Any] = [UpdateDataDocsAction(name="data_docs")] if project is not None else []
-    checkpoint = context.checkpoints.add_or_update(
+    checkpoint = context.checkpoints.add(
         gx.Checkpoint(
             name=name,
             validation_definitions=[definition],
-            actions=actions,
             result_format={"result_format": "BASIC", "partial_unexpected_count": _SAMPLE},
         )
     )
@@ -149,8 +192,5 @@ def run_suite(df: DataFrame, checks: list[Check], *, name: str, project: Path | 
                 sample=sample,
             )
         )
-    docs = None
-    if project is not None:
-        sites = context.get_docs_sites_urls(resource_identifier=identifier)
-        docs = next((site["site_url"] for site in sites if site.get("site_url")), None)
+    docs = None if project is None else _file_result(project, name, checks, identifier, validation)
     return SuiteRun(outcomes, docs)

@@ -40,7 +40,12 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 RESIDENTS, ENTERPRISES = "population.residents", "legal_entity.enterprises"
-TODAY = datetime.datetime.now(datetime.UTC).date()
+# The test's own date, not the clock's: the extracts' seed is the day of the month, and the
+# seeds of 13-16 December make extracts that pass every error-level check (seed 7, for one,
+# repeats 1.35% of civil affairs' keys, past the 1% the catalogue allows, and holds it).
+TODAY = datetime.date(2026, 12, 14)
+#: End of the interval every run of the fixture covers (the CLI's `--end`).
+END = datetime.datetime.combine(TODAY, datetime.time(23), datetime.UTC)
 BUSINESS = ["citizen_id", "name", "gender", "birth_date", "marital_status",
             "social_insurance_status"]  # fmt: skip
 
@@ -71,7 +76,7 @@ def _cli(settings: Settings, resource: str) -> subprocess.Popen[str]:
            "GOVLAKE_REPORTS_DIR": str(settings.reports_dir), "COLUMNS": "200"}  # fmt: skip
     env.pop("SPARK_REMOTE", None)
     govlake = Path(sys.executable).parent / "govlake"
-    command = [str(govlake), "ingest", "--resource", resource]
+    command = [str(govlake), "ingest", "--resource", resource, "--end", END.isoformat()]
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)  # fmt: skip
 
@@ -126,7 +131,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
     for extracts, names in ((first, [RESIDENTS, ENTERPRISES]), (second, [RESIDENTS])):
         _land(extracts, reference)
         for name in names:
-            ingest.run(spark, resource=catalog.get(name), interval=Interval.ending(),
+            ingest.run(spark, resource=catalog.get(name), interval=Interval.ending(END),
                        settings=reference)  # fmt: skip
     return Runs(settings, reference, catalog, outputs)
 

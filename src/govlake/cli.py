@@ -286,12 +286,24 @@ def _generate(
 @app.command()
 def ingest(
     resource: Annotated[str | None, typer.Option(help="only this resource")] = None,
+    end: Annotated[
+        str | None,
+        typer.Option(help="end of the data interval, an ISO time (UTC unless given), default now"),
+    ] = None,
 ) -> None:
     """Run landing → bronze → validate → silver → publish for every (or one) resource."""
-    _ingest(resource)
+    _ingest(resource, end=_moment(end) if end else None)
 
 
-def _ingest(resource: str | None, settings: Settings | None = None) -> list[StageCounts]:
+def _moment(text: str) -> datetime:
+    """An ISO time from the command line; without an offset it is UTC."""
+    moment = parse_moment(text, "--end")
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _ingest(
+    resource: str | None, settings: Settings | None = None, *, end: datetime | None = None
+) -> list[StageCounts]:
     from govlake.engine import get_spark
     from jobs import ingest as ingest_job
 
@@ -300,7 +312,7 @@ def _ingest(resource: str | None, settings: Settings | None = None) -> list[Stag
     resources = catalog.select(resource)
     started = time.perf_counter()
     spark = get_spark(settings, catalog, fresh=True)
-    interval = Interval.ending()
+    interval = Interval.ending(end)
     results = []
     with _progress() as progress:
         task = progress.add_task("ingesting", total=len(resources) * len(ingest_job.STAGES))
