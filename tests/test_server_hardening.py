@@ -17,6 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
+import test_requests_api
 from deltalake import write_deltalake
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
@@ -37,19 +38,7 @@ pytestmark = pytest.mark.platform_state
 AT = datetime(2026, 9, 30, 2, 0)
 USER, PROVIDER = "market_regulation", "public_security"
 UNCONDITIONAL = "population.population.residents_unconditional"
-FORM: dict[str, Any] = {
-    "resource": "population.residents",
-    "items": ["residence_address"],
-    "applicant_name": "张伟",
-    "applicant_phone": "010-12345678",
-    "applicant_email": "zhang.wei@market-regulation.gov.example",
-    "using_department": "市场监督管理局",
-    "using_contact": "李娜 010-87654321",
-    "service_scenario": "企业开办：核验法定代表人住址",
-    "usage_scope": "administrative_basis",
-    "business_system": "企业登记系统",
-    "justification": "核验法定代表人登记住址",
-}
+FORM = test_requests_api.FORM  # the same valid access request form
 
 
 def _last_seq(settings: Settings) -> int:
