@@ -129,3 +129,34 @@ def test_discover_orders_files_and_ignores_hidden(tmp_path: Path, catalog: Catal
     _landed(tmp_path, ".partial", b"x", provider="public_security")
     found = discover(Location.parse(tmp_path / "landing"), residents)
     assert [f.name for f in found] == ["r_20261120.csv", "r_20261121.csv"]
+
+
+@pytest.mark.parametrize(
+    ("name", "header", "shown"),
+    [
+        # One header name of 200 kB: quoted cut, with its length.
+        ("a.csv", "citizen_id," + "x" * 200_000 + ",name", "x" * 64 + "…(200000 chars)"),
+        # 10,000 columns: the first names, then how many more.
+        ("a.csv", ",".join(["citizen_id", "name", *(f"c{i}" for i in range(9_998))]), "9950 more"),
+        (
+            "a.jsonl",
+            json.dumps({"citizen_id": "1", "name": "n", "y" * 200_000: "2"}),
+            "y" * 64 + "…(200000 chars)",
+        ),
+    ],
+)
+def test_a_huge_header_is_rejected_with_a_short_reason(
+    tmp_path: Path, catalog: Catalog, name: str, header: str, shown: str
+) -> None:
+    """The reason goes into ops.extracts and the kept file's `.reason.json`: it names what is
+    missing without carrying the department's header whole."""
+    rows = "" if name.endswith(".jsonl") else "\n11010519491231002X," + "v," * 3
+    file = _landed(tmp_path, name, (header + rows + "\n").encode())
+    with pytest.raises(ExtractRejected) as caught:
+        normalise(file, catalog.get("population.residents"), _staged(tmp_path))
+    reason = caught.value.reason
+    assert caught.value.rule == "header"
+    assert len(reason.encode()) < 5_000, len(reason)
+    assert reason.startswith("header lacks items marital_status")
+    assert shown in reason
+    assert file.location.exists() and not _staged(tmp_path).exists()

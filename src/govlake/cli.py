@@ -780,6 +780,7 @@ def _demo_open(settings: Settings) -> None:
     from deltalake import DeltaTable
 
     from govlake import dcat
+    from govlake.storage import read_delta
     from govlake.tables import TableSet
 
     catalog = _catalog(settings)
@@ -790,12 +791,13 @@ def _demo_open(settings: Settings) -> None:
         return
     opened = DeltaTable(tables.open.location.uri,
                         storage_options=tables.open.location.storage_options())  # fmt: skip
-    rows = opened.to_pyarrow_table().slice(0, 3).to_pylist()
+    # Read through delta-rs's engine (storage.read_delta), not a pyarrow dataset scan.
+    rows = read_delta(opened).slice(0, 3).to_pylist()
     # Compared with the fullest shared table: what a granted department reads.
     published = tables.published(resource.sharing_classes[-1]).location
     shared = DeltaTable(published.uri, storage_options=published.storage_options())
     keys = [r["credit_code"] for r in rows]
-    source = {r["credit_code"]: r for r in shared.to_pyarrow_table().to_pylist()
+    source = {r["credit_code"]: r for r in read_delta(shared).to_pylist()
               if r["credit_code"] in keys}  # fmt: skip
     rules = dict(resource.open_items())
     table = RichTable("item", "rule", *(f"row {i + 1}: shared → open" for i in range(len(rows))),

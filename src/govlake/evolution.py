@@ -24,6 +24,7 @@ from deltalake import DeltaTable, write_deltalake
 from deltalake.schema import Field, PrimitiveType
 
 from govlake.catalog import CatalogError
+from govlake.storage import delta_schema, read_delta
 
 log = logging.getLogger(__name__)
 
@@ -135,13 +136,15 @@ def _rewrite(
     table: DeltaTable, uri: str, wanted: list[tuple[str, str]], storage_options: dict[str, str]
 ) -> None:
     """Rewrite the table with its columns cast to the wider types: one version, every row."""
-    data = table.to_pyarrow_table()
-    present = set(data.column_names)
+    present = set(delta_schema(table).names)
     columns = [c for c in wanted if c[0] in present]
+    # Through delta-rs's engine, not a pyarrow dataset scan (which can make the process abort
+    # at exit); the columns come typed as the table has them, then cast to the wider types.
+    data = read_delta(table, [c for c, _ in columns])
     schema = pa.schema([pa.field(column, _arrow_type(kind)) for column, kind in columns])
     write_deltalake(
         uri,
-        data.select([c for c, _ in columns]).cast(schema),
+        data.cast(schema),
         mode="overwrite",
         schema_mode="overwrite",
         storage_options=storage_options,

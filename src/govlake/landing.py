@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from govlake.catalog import Resource
 from govlake.storage import Location
+from govlake.text import quote_list
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 _CHUNK = 1 << 20
@@ -213,10 +214,12 @@ def _check_header(
 ) -> None:
     missing = [c for c in columns if c not in header]
     if missing:
+        # The header is the department's text: quoted cut and counted, so that a huge header
+        # line does not go whole into ops.extracts and the kept file's reason.
         raise ExtractRejected(
             file.location,
             f"header lacks items {', '.join(missing)} that {file.provider} supplies per the "
-            f"catalogue (found: {', '.join(header) or 'nothing'})",
+            f"catalogue (found {len(header)} item(s): {quote_list(header) or 'nothing'})",
             "header",
         )
     result.ignored_columns = [c for c in header if c not in columns]

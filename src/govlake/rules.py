@@ -16,16 +16,10 @@ from pyspark.sql import functions as F
 
 from govlake import checks, reference
 from govlake.catalog import Item, Resource
+from govlake.text import REASON_VALUE_CHARS
+from govlake.text import quote as quote  # a value already in Python, cut as `quoted` cuts
 
 Predicate = Callable[[], Column]
-
-#: How much of a delivered value a reason quotes; the record itself keeps the whole value.
-REASON_VALUE_CHARS = 64
-
-
-def quote(value: str, *, limit: int = REASON_VALUE_CHARS) -> str:
-    """`quoted` for a value already in Python (a sample of a failed expectation)."""
-    return value if len(value) <= limit else f"{value[:limit]}…({len(value)} chars)"
 
 
 def quoted(value: Column, *, limit: int = REASON_VALUE_CHARS) -> Column:

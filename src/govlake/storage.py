@@ -7,7 +7,7 @@ landing zone, so the same code runs on a local directory and on object storage.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, cast
@@ -146,3 +146,28 @@ def query_delta(table: DeltaTable, sql: str, *, name: str = "t") -> pa.Table:
 
     reader = QueryBuilder().register(name, table).execute(sql)
     return pa.RecordBatchReader.from_stream(reader).read_all()
+
+
+def delta_schema(table: DeltaTable) -> pa.Schema:
+    """The table's columns with the pyarrow types its Delta schema maps to (the types
+    `to_pyarrow_dataset()` reads them as)."""
+    return pa.schema(table.schema().to_arrow())
+
+
+def scan_delta(table: DeltaTable, columns: Sequence[str] | None = None) -> pa.RecordBatchReader:
+    """The rows of a delta-rs table batch by batch, read like `query_delta`, with `columns`
+    (all by default) in that order and typed as in `delta_schema`: DataFusion reads strings
+    as `string_view`, which code that relies on the table's own types must not see."""
+    schema = delta_schema(table)
+    names = list(schema.names if columns is None else columns)
+    from deltalake import QueryBuilder
+
+    selected = ", ".join('"' + name.replace('"', '""') + '"' for name in names)
+    reader = QueryBuilder().register("t", table).execute(f"SELECT {selected} FROM t")
+    wanted = pa.schema([schema.field(name) for name in names])
+    return pa.RecordBatchReader.from_stream(reader).cast(wanted)
+
+
+def read_delta(table: DeltaTable, columns: Sequence[str] | None = None) -> pa.Table:
+    """`scan_delta` read whole: the replacement for `DeltaTable.to_pyarrow_table()`."""
+    return scan_delta(table, columns).read_all()

@@ -33,6 +33,7 @@ from govlake.settings import Settings
 from govlake.sharing.deltalog import DeltaLog
 from govlake.sharing.deps import CatalogDep, SettingsDep
 from govlake.sharing.gate import journal
+from govlake.storage import delta_schema, scan_delta
 from govlake.tables import Table, TableSet
 
 PREFIX = "/open"
@@ -112,7 +113,8 @@ def open_download(request: Request, theme: str, name: str, settings: SettingsDep
     version = published.version
     delta = DeltaLog(found.table.location)
     _, files = delta.snapshot(version)
-    dataset = delta.table(version).to_pyarrow_dataset()
+    table = delta.table(version)
+    published_columns = delta_schema(table).names
     _record(request, settings, "open.download", resource=found.resource.qualified_name,
             table_name=found.table.qualified_name, version=version, rows=published.rows,
             files=len(files), detail={"format": "csv"})  # fmt: skip
@@ -125,16 +127,17 @@ def open_download(request: Request, theme: str, name: str, settings: SettingsDep
     }
     # What the catalogue opens now, of what was published: an item dropped since is not
     # served any more, even before the next publication rewrites the table.
-    columns = [name for name in found.table.column_names if name in dataset.schema.names]
-    schema = pa.schema([dataset.schema.field(name) for name in columns])
-    return StreamingResponse(_csv(schema, dataset.to_batches(columns=columns)),
+    columns = [name for name in found.table.column_names if name in published_columns]
+    # Read through delta-rs's engine, not a pyarrow dataset scan (which can make the process
+    # abort at exit), in the table's own types: the CSV is written as before.
+    return StreamingResponse(_csv(scan_delta(table, columns)),
                              media_type="text/csv; charset=utf-8", headers=headers)  # fmt: skip
 
 
-def _csv(schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> Iterator[bytes]:
+def _csv(batches: pa.RecordBatchReader) -> Iterator[bytes]:
     """UTF-8 CSV with one header row (also for an empty table), one chunk per record batch."""
     buffer = io.BytesIO()
-    writer = pacsv.CSVWriter(buffer, schema)
+    writer = pacsv.CSVWriter(buffer, batches.schema)
     yield _drain(buffer)
     for batch in batches:
         writer.write_batch(batch)

@@ -26,7 +26,7 @@ from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Literal, get_args
 
 import pyarrow as pa
-import pyarrow.dataset as pads
+import pyarrow.compute as pc
 from deltalake import DeltaTable
 from deltalake.exceptions import DeltaError
 from sqlalchemy import or_, select
@@ -53,6 +53,7 @@ from govlake.sharing.workdays import (
     default_holidays_file,
     working_days_between,
 )
+from govlake.storage import delta_schema, scan_delta
 from govlake.tables import TableSet
 
 if TYPE_CHECKING:
@@ -861,8 +862,7 @@ def _same(value: object, text: str) -> bool:
 
 def _carries(table: DeltaTable, keys: Mapping[str, str], item: str, expected: str) -> bool:
     """Whether this version of a published table has the record with `expected` as `item`."""
-    dataset = table.to_pyarrow_dataset()
-    schema = dataset.schema
+    schema = delta_schema(table)
     if item not in schema.names or any(name not in schema.names for name in keys):
         return False
     condition = None
@@ -871,10 +871,16 @@ def _carries(table: DeltaTable, keys: Mapping[str, str], item: str, expected: st
             scalar = pa.scalar(value).cast(schema.field(name).type)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return False  # a key value the column cannot hold matches no row
-        term = pads.field(name) == scalar
+        term = pc.field(name) == scalar
         condition = term if condition is None else condition & term
-    found = dataset.to_table(columns=[item], filter=condition).column(item).to_pylist()
-    return any(_same(value, expected) for value in found)
+    # Read through delta-rs's engine, not a pyarrow dataset scan: that scan can make the
+    # process (an Airflow task) abort at exit. Batches come typed as in the table's schema,
+    # so the key values compare as the column's type, as before.
+    for batch in scan_delta(table, list(dict.fromkeys([*keys, item]))):
+        found = batch.filter(condition).column(item).to_pylist()
+        if any(_same(value, expected) for value in found):
+            return True
+    return False
 
 
 @dataclass(frozen=True)
