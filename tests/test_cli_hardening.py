@@ -159,6 +159,25 @@ def test_the_exit_path_survives_the_threads_a_pyarrow_scan_leaves(small_lake: Pa
     assert all(out.startswith("read 32") for _, _, out in results)
 
 
+IDLE_EXECUTOR = """
+import concurrent.futures, sys
+from govlake.console import finish
+pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
+print(sum(pool.map(abs, [-1, -2, -3])))
+finish(int(sys.argv[1]))
+"""
+
+
+@pytest.mark.parametrize("code", [0, 3])
+def test_the_exit_path_ends_a_process_that_left_an_idle_thread_pool(code: int) -> None:
+    """A command that used a ThreadPoolExecutor and never shut it down (the engine's client
+    and Great Expectations do) leaves idle non-daemon workers: the exit path stops them as
+    the interpreter would, instead of waiting for them for ever."""
+    done = subprocess.run([sys.executable, "-c", IDLE_EXECUTOR, str(code)], capture_output=True,
+                          text=True, timeout=60, check=False)  # fmt: skip
+    assert (done.returncode, done.stdout.strip()) == (code, "6")
+
+
 # -- item 18: one clear line, never a traceback ----------------------------------------------
 @pytest.fixture
 def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:

@@ -178,17 +178,19 @@ def finish(code: int) -> NoReturn:
     exit 134) after the command has printed all its output (apache/arrow#39862, #34314).
     So everything Python owes the outside world is done here, in order, and then the process
     ends with `os._exit`, which runs no native destructors:
-    - non-daemon threads are joined, as the interpreter would;
+    - the threading exit hooks run and non-daemon threads are joined, as the interpreter
+      would;
     - the `atexit` handlers run: the Spark Connect session is released on the server, the
       embedded engine stops, logging flushes and closes its handlers;
     - the platform database connections are closed (a PostgreSQL server then sees a clean
       disconnect, SQLite's WAL is checkpointed);
     - stdout and stderr are flushed.
     """
-    current = threading.current_thread()
-    for thread in threading.enumerate():
-        if thread is not current and not thread.daemon and thread.is_alive():
-            thread.join()
+    if threading.current_thread() is threading.main_thread():
+        # What the interpreter does first at exit: the threading exit hooks (an idle
+        # ThreadPoolExecutor's workers are told to stop there), then every non-daemon thread
+        # joined. Joining without the hooks waits forever on such a worker.
+        threading._shutdown()  # type: ignore[attr-defined]
     try:
         atexit._run_exitfuncs()
     except Exception as exc:  # a failing handler must not change the command's status
