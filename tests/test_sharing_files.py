@@ -24,6 +24,7 @@ from delta_sharing.protocol import DeltaSharingProfile, Table
 from delta_sharing.rest_client import DataSharingRestClient
 from deltalake import write_deltalake
 from sqlalchemy import select
+from test_sharing_server import Clock
 
 from govlake.catalog import Catalog
 from govlake.settings import Settings
@@ -39,14 +40,6 @@ KEY = b"a signing key known to the test"
 RESIDENTS = "population.residents"
 UNCONDITIONAL = "population.population.residents_unconditional"
 CONDITIONAL = "population.population.residents_conditional"
-
-
-class Clock:
-    def __init__(self, at: datetime.datetime):
-        self.at = at
-
-    def __call__(self) -> datetime.datetime:
-        return self.at
 
 
 class Captured(logging.Handler):
