@@ -7,10 +7,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 AIRFLOW_PORT ?= 8080
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml tools/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[dev,airflow,bench]"
+	$(BIN)/python -m pip install -q -e ".[dev,airflow]" -e ./tools
 	@touch $(STAMP)
 
 .PHONY: install
@@ -53,7 +53,7 @@ test-dates: $(STAMP) ## Run the clock-sensitive tests on faked dates (needs Debi
 
 .PHONY: bench
 bench: $(STAMP) ## Benchmark: ingest, merge, sharing reads and load against their floors and a peer; writes reports/bench/bench.json and bench.png
-	$(BIN)/python -m govlake.bench --out reports/bench
+	$(BIN)/python -m govlake_tools.bench --out reports/bench
 
 .PHONY: check
 check: $(STAMP) ## Lint and type-check (ruff + mypy)

@@ -14,9 +14,9 @@ from typing import Any
 import pendulum
 from airflow.sdk import PokeReturnValue, dag, task
 
-from govlake.catalog import CYCLE_HOURS, Resource
-from govlake.orchestration import doc_md, load_catalog, run_stage, timetable
-from govlake.runs import naive_utc
+from govlake.core.catalog import CYCLE_HOURS, Resource
+from govlake.core.runs import naive_utc
+from govlake_app.orchestration import doc_md, load_catalog, run_stage, timetable
 
 START = pendulum.datetime(2026, 1, 1, tz="UTC")
 
@@ -47,8 +47,8 @@ def ingestion_dag(resource: Resource) -> Any:
             soft_fail=True,
         )
         def wait_for_extract() -> PokeReturnValue:
-            from govlake.landing import discover
-            from govlake.orchestration import settings_for_task
+            from govlake.lake.landing import discover
+            from govlake_app.orchestration import settings_for_task
 
             files = discover(settings_for_task().landing_location, resource)
             return PokeReturnValue(is_done=bool(files), xcom_value=[f.name for f in files])
@@ -81,9 +81,9 @@ def ingestion_dag(resource: Resource) -> Any:
             data_interval_end: datetime | None = None,
         ) -> str:
             assert data_interval_start is not None and data_interval_end is not None
-            from govlake.engine import get_spark
-            from govlake.orchestration import settings_for_task
+            from govlake.lake.engine import get_spark
             from govlake.reports.quality import write_quality_report
+            from govlake_app.orchestration import settings_for_task
 
             settings = settings_for_task()
             catalog = load_catalog(settings)

@@ -14,8 +14,8 @@ from typing import Any
 import pendulum
 from airflow.sdk import CronDataIntervalTimetable, dag, task
 
-from govlake.orchestration import timetable
-from govlake.runs import naive_utc
+from govlake.core.runs import naive_utc
+from govlake_app.orchestration import timetable
 
 START = pendulum.datetime(2026, 1, 1, tz="UTC")
 log = logging.getLogger(__name__)
@@ -28,8 +28,8 @@ def _naive(moment: datetime | None) -> datetime:
 
 
 def _session() -> tuple[Any, Any, Any]:
-    from govlake.engine import get_spark
-    from govlake.orchestration import load_catalog, settings_for_task
+    from govlake.lake.engine import get_spark
+    from govlake_app.orchestration import load_catalog, settings_for_task
 
     settings = settings_for_task()
     catalog = load_catalog(settings)
@@ -38,8 +38,8 @@ def _session() -> tuple[Any, Any, Any]:
 
 def _catalogue_upkeep(catalog: Any, settings: Any, at: datetime) -> list[Any]:
     """The catalogue entries' reviews, updates after duty changes and unrecorded edits."""
-    from govlake import changes
-    from govlake.sharing.state import session
+    from govlake.governance import changes
+    from govlake.platform.database import session
 
     changes.ensure_tables(settings)
     with session(settings) as s:
@@ -61,7 +61,7 @@ def _catalogue_upkeep(catalog: Any, settings: Any, at: datetime) -> list[Any]:
 def platform_timeliness() -> None:
     @task
     def assess(data_interval_end: datetime | None = None) -> list[dict[str, Any]]:
-        from govlake.quality.timeliness import deliveries, monitor
+        from govlake.governance.timeliness import deliveries, monitor
 
         spark, catalog, settings = _session()
         at = _naive(data_interval_end)
@@ -106,7 +106,7 @@ def platform_quality_reports() -> None:
     def reports(
         data_interval_start: datetime | None = None, data_interval_end: datetime | None = None
     ) -> list[str]:
-        from govlake.reports.mail import send_report
+        from govlake.platform.mail import send_report
         from govlake.reports.quality import write_quality_report
 
         spark, catalog, settings = _session()
@@ -145,7 +145,7 @@ def platform_maintenance() -> None:
     def maintain() -> list[dict[str, Any]]:
         from dataclasses import asdict
 
-        from govlake.orchestration import load_catalog, settings_for_task
+        from govlake_app.orchestration import load_catalog, settings_for_task
         from jobs import maintenance
 
         settings = settings_for_task()
@@ -204,8 +204,8 @@ def platform_scorecard() -> None:
 def platform_subscriptions() -> None:
     @task
     def retry(data_interval_end: datetime | None = None) -> dict[str, int]:
-        from govlake.orchestration import load_catalog, settings_for_task
         from govlake.sharing.subscriptions import retry_deliveries
+        from govlake_app.orchestration import load_catalog, settings_for_task
 
         settings = settings_for_task()
         notices = retry_deliveries(settings, at=_naive(data_interval_end),
@@ -235,9 +235,9 @@ def platform_subscriptions() -> None:
 def platform_sharing() -> None:
     @task
     def requests(data_interval_end: datetime | None = None) -> dict[str, int]:
-        from govlake.orchestration import load_catalog, settings_for_task
+        from govlake.platform.database import session
         from govlake.sharing.requests import escalate_overdue, link_fixes
-        from govlake.sharing.state import session
+        from govlake_app.orchestration import load_catalog, settings_for_task
 
         settings = settings_for_task()
         catalog = load_catalog(settings)
@@ -249,9 +249,9 @@ def platform_sharing() -> None:
 
     @task
     def journal(counts: dict[str, int], data_interval_end: datetime | None = None) -> int:
-        from govlake.orchestration import settings_for_task
-        from govlake.sharing import audit
-        from govlake.sharing.state import session
+        from govlake.platform import audit
+        from govlake.platform.database import session
+        from govlake_app.orchestration import settings_for_task
 
         settings = settings_for_task()
         with session(settings) as s:
@@ -284,8 +284,8 @@ def platform_sharing() -> None:
 def platform_backup() -> None:
     @task
     def backup(data_interval_end: datetime | None = None) -> list[dict[str, Any]]:
-        from govlake import backup as backups
-        from govlake.orchestration import load_catalog, settings_for_task
+        from govlake.governance import backup as backups
+        from govlake_app.orchestration import load_catalog, settings_for_task
 
         settings = settings_for_task()
         catalog = load_catalog(settings)

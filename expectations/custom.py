@@ -1,10 +1,10 @@
 """Custom expectations over engine column expressions (no Python UDF).
 
-Every row rule of the catalogue (`govlake.rules.RowRule`) becomes an expectation through
+Every row rule of the catalogue (`govlake.transforms.rules.RowRule`) becomes an expectation through
 `ExpectColumnValuesToKeepRowRule`: the metric evaluates the rule's own `broken()` column, so
 the rule that quarantines records and the rule the suite measures are one definition. The
 check-character rules have named expectations of their own, over the same
-`govlake.checks` expressions the row rules use.
+`govlake.transforms.checks` expressions the row rules use.
 
 Rules are handed to the metric through a process-local registry keyed by `rule_key`: a
 suite registers its rules before it runs (see `runner`).
@@ -23,8 +23,8 @@ from great_expectations.expectations.metrics import (
 from pyspark.sql import Column
 from pyspark.sql import functions as F
 
-from govlake import checks
-from govlake.rules import RowRule
+from govlake.transforms import checks
+from govlake.transforms.rules import RowRule
 
 _RULES: dict[str, RowRule] = {}
 

@@ -17,7 +17,7 @@ A **publication suite** judges the table about to be published:
 
 Each check carries the severity the catalogue gives its dimension (an item may override
 completeness and validity): `error` holds the data back, `warn` lets it through and reports.
-Row rules come from `govlake.rules.row_rules`, the same objects that quarantine records.
+Row rules come from `govlake.transforms.rules.row_rules`, the same objects that quarantine records.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Literal
 
-from govlake.catalog import CYCLE_HOURS, Resource, Severity
-from govlake.rules import RowRule, row_rules
+from govlake.core.catalog import CYCLE_HOURS, Resource, Severity
+from govlake.transforms.rules import RowRule, row_rules
 
 Dimension = Literal["completeness", "validity", "uniqueness", "volume", "consistency", "timeliness"]
 Scope = Literal["extract", "publication"]

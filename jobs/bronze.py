@@ -13,9 +13,11 @@ import logging
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from govlake.catalog import Resource
-from govlake.lake import append, execute, sql_literal
-from govlake.landing import (
+from govlake.core.catalog import Resource
+from govlake.core.location import Location
+from govlake.core.runs import Interval, RejectedFile, StageCounts
+from govlake.core.settings import Settings
+from govlake.lake.landing import (
     ExtractRejected,
     LandedFile,
     discover,
@@ -23,10 +25,8 @@ from govlake.landing import (
     file_digest,
     normalise,
 )
-from govlake.runs import Interval, RejectedFile, StageCounts
-from govlake.settings import Settings
-from govlake.storage import Location
-from govlake.tables import TableSet, register
+from govlake.lake.statements import append, execute, sql_literal
+from govlake.lake.tables import TableSet, register
 from jobs import registry
 
 log = logging.getLogger(__name__)

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 from deltalake import DeltaTable
 
-from govlake.catalog import Catalog
-from govlake.settings import Settings
-from govlake.tables import Table, TableSet, ops_tables, quality_tables
+from govlake.core.catalog import Catalog
+from govlake.core.settings import Settings
+from govlake.lake.tables import Table, TableSet, ops_tables, quality_tables
 
 RECORDS_RETENTION_DAYS = 3 * 366
 

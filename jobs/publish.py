@@ -12,8 +12,8 @@ judged twice; a new extract makes a new silver version and a new attempt.
 Each publication is recorded in `ops.publications`.
 
 An open resource (开放属性 open) also overwrites its open variant `<theme>.<resource>_open`
-from the same silver rows, de-identified by `govlake.opendata`: one more Delta version per
-publication, recorded with sharing class `open`. The table carries its licence and usage
+from the same silver rows, de-identified by `govlake.transforms.opendata`: one more Delta
+version per publication, recorded with sharing class `open`. The table carries its licence and usage
 notice as its description and properties (`govlake.open.*`); when the catalogue's terms
 change they are rewritten with delta-rs just before the next publication (a metadata-only
 version). A resource opened after its silver was last published gets its open variant on
@@ -30,12 +30,12 @@ from deltalake import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from govlake import opendata
-from govlake.catalog import Resource
-from govlake.lake import append, overwrite, sql_literal, version
-from govlake.runs import Interval, StageCounts
-from govlake.settings import Settings
-from govlake.tables import Table, TableSet, ops_tables, register
+from govlake.core.catalog import Resource
+from govlake.core.runs import Interval, StageCounts
+from govlake.core.settings import Settings
+from govlake.lake.statements import append, overwrite, sql_literal, version
+from govlake.lake.tables import Table, TableSet, ops_tables, register
+from govlake.transforms import opendata
 from jobs import quality, registry
 
 
@@ -210,10 +210,10 @@ def _journal(resource: Resource, settings: Settings, records: list[tuple[Any, ..
     correction it carries are linked to it, and the resource's subscribers are notified of the
     shared tables' new versions (after the journal is committed; a failing mail server or
     webhook is recorded, never fails the publication)."""
-    from govlake.catalog import Catalog
-    from govlake.sharing import audit
+    from govlake.core.catalog import Catalog
+    from govlake.platform import audit
+    from govlake.platform.database import session
     from govlake.sharing.requests import link_fixes
-    from govlake.sharing.state import session
     from govlake.sharing.subscriptions import PublishedVersion, notify_publication
 
     catalog = Catalog.load(settings.catalog_dir)

@@ -27,13 +27,12 @@ from expectations.suites import (
     extract_suite,
     publication_suite,
 )
-from govlake.catalog import Resource
-from govlake.lake import append, sql_literal
-from govlake.quality.timeliness import grace
-from govlake.rules import quote
-from govlake.runs import Interval
-from govlake.settings import Settings
-from govlake.tables import Table, TableSet, ops_tables, quality_tables, register
+from govlake.core.catalog import Resource, grace
+from govlake.core.runs import Interval
+from govlake.core.settings import Settings
+from govlake.lake.statements import append, sql_literal
+from govlake.lake.tables import Table, TableSet, ops_tables, quality_tables, register
+from govlake.transforms.rules import quote
 from jobs import registry
 
 

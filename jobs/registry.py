@@ -13,10 +13,10 @@ from typing import Any
 
 from pyspark.sql import Row, SparkSession
 
-from govlake.catalog import Resource
-from govlake.lake import execute, sql_literal
-from govlake.settings import Settings
-from govlake.tables import Table, ops_tables, register
+from govlake.core.catalog import Resource
+from govlake.core.settings import Settings
+from govlake.lake.statements import execute, sql_literal
+from govlake.lake.tables import Table, ops_tables, register
 
 
 def extracts_table(spark: SparkSession, settings: Settings) -> Table:

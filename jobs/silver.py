@@ -13,12 +13,12 @@ from functools import reduce
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from govlake.catalog import Resource
-from govlake.lake import merge, merges_marked, sql_literal
-from govlake.rules import typed
-from govlake.runs import Interval, StageCounts
-from govlake.settings import Settings
-from govlake.tables import Table, TableSet, register
+from govlake.core.catalog import Resource
+from govlake.core.runs import Interval, StageCounts
+from govlake.core.settings import Settings
+from govlake.lake.statements import merge, merges_marked, sql_literal
+from govlake.lake.tables import Table, TableSet, register
+from govlake.transforms.rules import typed
 from jobs import registry
 
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from govlake.catalog import Resource
-from govlake.lake import replace_where, sql_literal
-from govlake.rules import validate
-from govlake.runs import Interval, StageCounts
-from govlake.settings import Settings
-from govlake.tables import TableSet, register
+from govlake.core.catalog import Resource
+from govlake.core.runs import Interval, StageCounts
+from govlake.core.settings import Settings
+from govlake.lake.statements import replace_where, sql_literal
+from govlake.lake.tables import TableSet, register
+from govlake.transforms.rules import validate
 from jobs import quality, registry
 
 

@@ -14,13 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from govlake_tools.pgserver import PostgresServer
+from govlake_tools.s3server import SeaweedS3
 from pyspark.sql import SparkSession
 
-from govlake.catalog import Catalog
-from govlake.engine import get_spark
-from govlake.pgserver import PostgresServer
-from govlake.s3server import SeaweedS3
-from govlake.settings import Settings
+from govlake.core.catalog import Catalog
+from govlake.core.settings import Settings
+from govlake.lake.engine import get_spark
 
 REPO = Path(__file__).resolve().parents[1]
 #: The platform database backends a `platform_state` test runs on.

@@ -16,13 +16,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from govlake_tools.generate import generate
+from govlake_tools.standalone import api, dag_ids, token
 
-from govlake.catalog import Catalog
-from govlake.engine import get_spark
-from govlake.generate import generate
-from govlake.net import free_port
-from govlake.settings import Settings
-from govlake.standalone import api, dag_ids, token
+from govlake.core.catalog import Catalog
+from govlake.core.net import free_port
+from govlake.core.settings import Settings
+from govlake.lake.engine import get_spark
 
 pytestmark = pytest.mark.slow
 

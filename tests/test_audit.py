@@ -17,10 +17,10 @@ from deltalake import DeltaTable
 from sqlalchemy import func, select, text
 from typer.testing import CliRunner
 
-from govlake import settings as settings_module
-from govlake.catalog import Catalog
-from govlake.settings import Settings
-from govlake.sharing.audit import (
+from govlake.core import settings as settings_module
+from govlake.core.catalog import Catalog
+from govlake.core.settings import Settings
+from govlake.platform.audit import (
     FIELDS,
     GENESIS_HASH,
     AuditError,
@@ -34,8 +34,8 @@ from govlake.sharing.audit import (
     verify,
     years_before,
 )
-from govlake.sharing.audit_cli import audit_app
-from govlake.sharing.state import AuditEntry, Consumer, engine, session
+from govlake.platform.database import AuditEntry, Consumer, engine, session
+from govlake_app.cli.audit import audit_app
 
 #: Every test that uses `settings` runs on SQLite and on PostgreSQL.
 pytestmark = pytest.mark.platform_state

@@ -16,24 +16,24 @@ import pyarrow as pa
 import pytest
 import typer
 from deltalake import DeltaTable, write_deltalake
+from govlake_tools.generate import generate
+from govlake_tools.s3server import SeaweedS3
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from govlake import backup as backups
-from govlake.backup import NotBackedUp, RestoreRefused, UnknownTable
-from govlake.backup_cli import backup as backup_command
-from govlake.backup_cli import backup_status as backup_status_command
-from govlake.backup_cli import restore as restore_command
-from govlake.catalog import Catalog
-from govlake.engine import get_spark
-from govlake.generate import generate
-from govlake.runs import Interval
-from govlake.s3server import SeaweedS3
-from govlake.settings import Settings, get_settings
-from govlake.sharing import audit
-from govlake.sharing.state import AuditEntry, session
-from govlake.storage import Location
-from jobs import ingest
+from govlake.core.catalog import Catalog
+from govlake.core.location import Location
+from govlake.core.runs import Interval
+from govlake.core.settings import Settings, get_settings
+from govlake.governance import backup as backups
+from govlake.governance.backup import NotBackedUp, RestoreRefused, UnknownTable
+from govlake.lake.engine import get_spark
+from govlake.platform import audit
+from govlake.platform.database import AuditEntry, session
+from govlake_app import pipeline as ingest
+from govlake_app.cli.backup import backup as backup_command
+from govlake_app.cli.backup import backup_status as backup_status_command
+from govlake_app.cli.backup import restore as restore_command
 
 pytestmark = pytest.mark.slow
 

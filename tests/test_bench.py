@@ -1,4 +1,4 @@
-"""`python -m govlake.bench --quick` end to end: every measurement is there, positive and
+"""`python -m govlake_tools.bench --quick` end to end: every measurement is there, positive and
 consistent, and the chart is a PNG. No timing is asserted: this is a benchmark, not a test of
 speed."""
 
@@ -33,7 +33,7 @@ EXPECTED = {
 def test_quick_bench_writes_every_measurement(tmp_path: Path) -> None:
     out = tmp_path / "bench"
     done = subprocess.run(
-        [sys.executable, "-m", "govlake.bench", "--quick", "--seconds", "0.5",
+        [sys.executable, "-m", "govlake_tools.bench", "--quick", "--seconds", "0.5",
          "--out", str(out), "--work", str(tmp_path / "work")],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip

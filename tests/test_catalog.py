@@ -10,9 +10,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from govlake import catalog as cat
-from govlake.catalog import Catalog, CatalogRuleError, load_resource
-from govlake.cli import app
+from govlake.core import catalog as cat
+from govlake.core.catalog import Catalog, CatalogRuleError, load_resource
+from govlake_app.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
 RESIDENTS = REPO / "schemas" / "population" / "residents.yaml"

@@ -16,19 +16,19 @@ import pyarrow as pa
 import pytest
 from aiosmtpd.controller import Controller
 from deltalake import DeltaTable, write_deltalake
+from govlake_tools.generate import generate
 from typer.testing import CliRunner
 
-from govlake import changes
-from govlake.catalog import Catalog
-from govlake.engine import get_spark
-from govlake.evolution import SchemaChangeRefused, evolve, plan
-from govlake.generate import generate
-from govlake.runs import Interval
-from govlake.settings import Settings
-from govlake.sharing import audit
-from govlake.sharing.state import Notification, session
-from govlake.tables import TableSet
-from jobs import ingest
+from govlake.core.catalog import Catalog
+from govlake.core.runs import Interval
+from govlake.core.settings import Settings
+from govlake.governance import changes
+from govlake.lake.engine import get_spark
+from govlake.lake.evolution import SchemaChangeRefused, evolve, plan
+from govlake.lake.tables import TableSet
+from govlake.platform import audit
+from govlake.platform.database import Notification, session
+from govlake_app import pipeline as ingest
 
 REPO = Path(__file__).resolve().parents[1]
 AT = datetime.datetime(2026, 11, 2, 2, 0)  # naive UTC, a Monday
@@ -184,7 +184,7 @@ def test_changes_are_recorded_with_reason_and_effective_date(register: Settings)
     with session(register) as s:
         from sqlalchemy import select
 
-        from govlake.sharing.state import AuditEntry
+        from govlake.platform.database import AuditEntry
 
         logged = s.scalars(select(AuditEntry).where(AuditEntry.action == "catalog.change")).all()
         assert len(logged) == 1
@@ -272,7 +272,7 @@ def test_duty_change_puts_entries_due_in_15_working_days_and_mails_the_steward(
             )
             # 15 working days from Fri 25 Sep, skipping 1–7 Oct, with make-up days worked.
             assert change.due_on > datetime.date(2026, 10, 16)
-            from govlake.sharing.workdays import default_holidays_file, working_days_between
+            from govlake.platform.workdays import default_holidays_file, working_days_between
 
             holidays = default_holidays_file(settings.catalog_dir)
             assert (
@@ -358,8 +358,8 @@ def test_quarterly_review_and_unrecorded_edits_show_in_upkeep(register: Settings
 def test_catalog_cli_change_review_status_history(
     register: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from govlake.cli import app
-    from govlake.settings import get_settings
+    from govlake.core.settings import get_settings
+    from govlake_app.cli import app
 
     for key, value in {
         "GOVLAKE_DATABASE_URL": register.database_url,
@@ -509,7 +509,7 @@ def test_additive_change_reaches_the_tables_and_breaking_one_is_refused(register
     with pytest.raises(
         SchemaChangeRefused, match=r"population\.residents: column\(s\) native_place"
     ):
-        from govlake.tables import register as register_table
+        from govlake.lake.tables import register as register_table
 
         register_table(
             spark, TableSet(catalog.get("population.residents"), settings.warehouse_location).silver

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from pyspark.sql import SparkSession
 from stdnum.cn import ric, uscc
 
-from govlake.checks import (
+from govlake.transforms.checks import (
     CREDIT_CODE_ALPHABET,
     is_valid_citizen_id,
     is_valid_credit_code,

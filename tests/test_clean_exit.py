@@ -21,9 +21,9 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
-from govlake.catalog import Catalog
-from govlake.settings import Settings
-from govlake.tables import TableSet
+from govlake.core.catalog import Catalog
+from govlake.core.settings import Settings
+from govlake.lake.tables import TableSet
 
 REPO = Path(__file__).resolve().parents[1]
 RESIDENTS = "population.residents"
@@ -43,11 +43,11 @@ import json, os, shutil, sys
 from datetime import datetime
 from pathlib import Path
 
-from govlake.catalog import Catalog
-from govlake.evolution import evolve
-from govlake.settings import Settings
+from govlake.core.catalog import Catalog
+from govlake.lake.evolution import evolve
+from govlake.core.settings import Settings
 from govlake.sharing.requests import find_fix
-from govlake.sharing.state import VerificationRequest
+from govlake.platform.database import VerificationRequest
 
 warehouse, narrow, person, catalog_dir, runs, last, filed_at = sys.argv[1:8]
 resource = Catalog.load(Path(catalog_dir)).get("population.residents")

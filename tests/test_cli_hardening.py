@@ -20,16 +20,16 @@ import pytest
 from deltalake import write_deltalake
 from sqlalchemy import select
 
-from govlake import console
-from govlake.catalog import Catalog
-from govlake.cli import app
-from govlake.settings import Settings, get_settings
-from govlake.sharing import access, audit
-from govlake.sharing.state import AccessRequest, AuditEntry, session
-from govlake.tables import ops_tables
+from govlake.core.catalog import Catalog
+from govlake.core.settings import Settings, get_settings
+from govlake.lake.tables import ops_tables
+from govlake.platform import audit
+from govlake.platform.database import AccessRequest, AuditEntry, session
+from govlake.sharing import access
+from govlake_app.cli import app, console
 
 REPO = Path(__file__).resolve().parents[1]
-GOVLAKE = [sys.executable, "-c", "from govlake.cli import app; app()"]
+GOVLAKE = [sys.executable, "-c", "from govlake_app.cli import app; app()"]
 
 
 def _env(root: Path, **extra: str) -> dict[str, str]:
@@ -144,7 +144,7 @@ def test_the_exit_path_survives_the_threads_a_pyarrow_scan_leaves(small_lake: Pa
     """The CLI's exit path itself, under the reading that aborted: a pyarrow dataset scan over
     delta-rs, then `finish(code)`. (With `sys.exit` instead, the same script aborted here.)"""
     _, publications = ops_tables(_settings(small_lake).warehouse_location)
-    script = SCAN.format(ending="from govlake.console import finish as end")
+    script = SCAN.format(ending="from govlake_app.cli.console import finish as end")
     env = _env(small_lake)
 
     def once(code: int) -> tuple[int, int, str]:
@@ -161,7 +161,7 @@ def test_the_exit_path_survives_the_threads_a_pyarrow_scan_leaves(small_lake: Pa
 
 IDLE_EXECUTOR = """
 import concurrent.futures, sys
-from govlake.console import finish
+from govlake_app.cli.console import finish
 pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
 print(sum(pool.map(abs, [-1, -2, -3])))
 finish(int(sys.argv[1]))
@@ -275,12 +275,12 @@ def test_a_group_without_a_command_shows_its_help_and_no_error(cli: Cli) -> None
 def test_an_unexpected_error_is_one_line_and_verbose_shows_the_traceback(
     cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import govlake.catalog
+    import govlake.core.catalog
 
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("the disk said no\nsecond line of detail")
 
-    monkeypatch.setattr(govlake.catalog.Catalog, "load", broken)
+    monkeypatch.setattr(govlake.core.catalog.Catalog, "load", broken)
     code, out, err = cli(["catalog", "list"])
     assert (code, out) == (1, "")
     assert err.strip() == "error: the disk said no"
@@ -385,13 +385,13 @@ def test_the_engine_log_is_off_the_terminal_unless_verbose(tmp_path: Path) -> No
     # A DAG task's settings keep the engine's lines for the task log; `persist` is what
     # makes the ingestion print "Persist operation ... is a no-op".
     task = (
-        "from govlake.orchestration import settings_for_task; from govlake.engine import "
+        "from govlake_app.orchestration import settings_for_task; from govlake.lake.engine import "
         f"get_spark; spark = get_spark(settings_for_task()); {PERSIST}"
     )
     for settings_of, shown in (("settings_for_task()", True), ("get_settings()", False)):
         code = task.replace("settings_for_task()", settings_of).replace(
             "import settings_for_task", "import settings_for_task; "
-            "from govlake.settings import get_settings"
+            "from govlake.core.settings import get_settings"
         )  # fmt: skip
         done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                               text=True, timeout=120, check=False)  # fmt: skip

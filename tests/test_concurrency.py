@@ -21,20 +21,20 @@ import delta_sharing
 import pandas as pd
 import pytest
 from deltalake import DeltaTable
+from govlake_tools.generate import generate
 from sqlalchemy import select
 
-from govlake import leases
-from govlake.catalog import Catalog
-from govlake.engine import get_spark
-from govlake.generate import generate
-from govlake.runs import Interval
-from govlake.settings import Settings
+from govlake.core.catalog import Catalog
+from govlake.core.location import Location
+from govlake.core.runs import Interval
+from govlake.core.settings import Settings
+from govlake.lake.engine import get_spark
+from govlake.lake.tables import TableSet
+from govlake.platform import leases
+from govlake.platform.database import session
 from govlake.sharing import access
-from govlake.sharing.serve_cli import running, write_profile
-from govlake.sharing.state import session
-from govlake.storage import Location
-from govlake.tables import TableSet
-from jobs import ingest
+from govlake_app import pipeline as ingest
+from govlake_app.cli.serve import running, write_profile
 
 pytestmark = pytest.mark.slow
 
@@ -289,7 +289,8 @@ def test_a_busy_lease_fails_with_who_holds_it_and_a_dead_holder_is_taken_over(
     ):
         pass
     # A process that took the lease and was killed leaves it behind; the next run takes it.
-    script = ("import os, sys; from govlake import leases; from govlake.settings import Settings; "
+    script = ("import os, sys; from govlake.platform import leases; "
+              "from govlake.core.settings import Settings; "
               "s = Settings(database_url=sys.argv[1]); "
               "held = leases.hold(s, 'population.residents', stage='publish'); held.__enter__(); "
               "print('held', flush=True); os._exit(0)")  # fmt: skip

@@ -20,14 +20,14 @@ from typing import Any
 
 import pytest
 from deltalake import DeltaTable
+from govlake_tools.generate import generate
+from govlake_tools.s3server import SeaweedS3
 
-from govlake.catalog import Catalog
-from govlake.engine import get_spark
-from govlake.generate import generate
-from govlake.lake import version
-from govlake.s3server import SeaweedS3
-from govlake.settings import Settings
-from govlake.tables import TableSet
+from govlake.core.catalog import Catalog
+from govlake.core.settings import Settings
+from govlake.lake.engine import get_spark
+from govlake.lake.statements import version
+from govlake.lake.tables import TableSet
 
 pytestmark = pytest.mark.slow
 

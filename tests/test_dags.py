@@ -12,12 +12,12 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 from deltalake import write_deltalake
+from govlake_tools.generate import generate
+from govlake_tools.s3server import SeaweedS3
 
-from govlake.catalog import Catalog
-from govlake.generate import generate
-from govlake.orchestration import timetable
-from govlake.s3server import SeaweedS3
-from govlake.settings import Settings, get_settings
+from govlake.core.catalog import Catalog
+from govlake.core.settings import Settings, get_settings
+from govlake_app.orchestration import timetable
 
 DAGS = Path(__file__).resolve().parents[1] / "dags"
 
@@ -118,10 +118,10 @@ def test_the_subscriptions_dag_resends_a_webhook_once_its_receiver_is_up(  # typ
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from govlake.net import free_port
+    from govlake.core.net import free_port
+    from govlake.platform.database import session
     from govlake.sharing import access
     from govlake.sharing import subscriptions as subs
-    from govlake.sharing.state import session
 
     dag = bag.dags["platform_subscriptions"]
     from airflow.sdk import CronDataIntervalTimetable
@@ -210,7 +210,7 @@ def test_the_sensor_waits_until_an_extract_lands(  # type: ignore[no-untyped-def
 def test_the_spark_connect_endpoint_comes_from_the_airflow_connection_first(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from govlake.orchestration import settings_for_task, spark_remote
+    from govlake_app.orchestration import settings_for_task, spark_remote
 
     monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
     monkeypatch.setenv("SPARK_REMOTE", "sc://from-env:15002")

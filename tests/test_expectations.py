@@ -20,8 +20,8 @@ from expectations.suites import (
     extract_suite,
     publication_suite,
 )
-from govlake import reference
-from govlake.catalog import Catalog, QualityPolicy, Resource
+from govlake.core import reference
+from govlake.core.catalog import Catalog, QualityPolicy, Resource
 
 RUN = datetime.datetime(2026, 11, 21, 2, 0)
 DIVISIONS = sorted(reference.division_codes())[:50]

@@ -15,13 +15,13 @@ import pyarrow as pa
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 import pytest
+from govlake_tools import generate as gen
+from govlake_tools.generate import DEFECT_RULES, GeneratedExtract, GeneratorError, generate
 from stdnum.cn import ric, uscc
 
-from govlake import generate as gen
-from govlake import reference
-from govlake.catalog import Catalog, Resource
-from govlake.generate import DEFECT_RULES, GeneratedExtract, GeneratorError, generate
-from govlake.storage import Location
+from govlake.core import reference
+from govlake.core.catalog import Catalog, Resource
+from govlake.core.location import Location
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
 AS_OF = datetime.date(2026, 3, 31)

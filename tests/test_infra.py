@@ -20,12 +20,12 @@ from typing import Any
 
 import pytest
 import yaml
+from govlake_tools.pgserver import PostgresServer
+from govlake_tools.s3server import SeaweedS3
 from packaging.requirements import Requirement
 from pydantic import AliasChoices, AliasPath
 
-from govlake.pgserver import PostgresServer
-from govlake.s3server import SeaweedS3
-from govlake.settings import Settings, get_settings
+from govlake.core.settings import Settings, get_settings
 
 REPO = Path(__file__).resolve().parents[1]
 INFRA = REPO / "infra"
@@ -618,7 +618,7 @@ def test_the_platform_reaches_the_spark_connect_server(
     assert env["SPARK_REMOTE"] == expected
     if find_spec("airflow.providers.apache.spark") is None:
         pytest.skip("the apache-spark provider is not installed")
-    from govlake.orchestration import spark_remote
+    from govlake_app.orchestration import spark_remote
 
     monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
     monkeypatch.delenv("SPARK_REMOTE", raising=False)

@@ -9,9 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from govlake.catalog import Catalog
-from govlake.landing import ExtractRejected, LandedFile, discover, normalise
-from govlake.storage import Location
+from govlake.core.catalog import Catalog
+from govlake.core.location import Location
+from govlake.lake.landing import ExtractRejected, LandedFile, discover, normalise
 
 HEADER = "citizen_id,name,marital_status\n"
 ROWS = "11010519491231002X,张三,20\n110101199003077793,李四,10\n"

@@ -10,9 +10,9 @@ import pytest
 from deltalake import DeltaTable, write_deltalake
 from pydantic import ValidationError
 
-from govlake.settings import Settings
-from govlake.storage import Location
-from govlake.tables import Table
+from govlake.core.location import Location
+from govlake.core.settings import Settings
+from govlake.lake.tables import Table
 from jobs.maintenance import RECORDS_RETENTION_DAYS, maintain, retention_days
 
 

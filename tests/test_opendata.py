@@ -27,6 +27,7 @@ import typer
 import uvicorn
 import yaml
 from deltalake import DeltaTable
+from govlake_tools.generate import generate
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from rdflib import Graph, Literal, Namespace, URIRef
@@ -34,20 +35,21 @@ from rdflib.namespace import DCAT, DCTERMS, FOAF, RDF, RDFS, XSD
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from govlake import dcat, opendata
-from govlake.catalog import Catalog, PiiOpenedRaw
-from govlake.engine import get_spark
-from govlake.generate import generate
-from govlake.net import free_port
-from govlake.open_cli import catalog_export
-from govlake.runs import Interval, StageCounts
-from govlake.settings import Settings, get_settings
-from govlake.sharing import audit
-from govlake.sharing.open_api import OPEN_ACTIONS
-from govlake.sharing.server import create_app
-from govlake.sharing.state import AuditEntry, session
-from govlake.tables import TableSet, ops_tables
-from jobs import ingest, publish
+from govlake.core.catalog import Catalog, PiiOpenedRaw
+from govlake.core.net import free_port
+from govlake.core.runs import Interval, StageCounts
+from govlake.core.settings import Settings, get_settings
+from govlake.governance import dcat
+from govlake.lake.engine import get_spark
+from govlake.lake.tables import TableSet, ops_tables
+from govlake.platform import audit
+from govlake.platform.database import AuditEntry, session
+from govlake.sharing.server.app import create_app
+from govlake.sharing.server.open_api import OPEN_ACTIONS
+from govlake.transforms import opendata
+from govlake_app import pipeline as ingest
+from govlake_app.cli.open import catalog_export
+from jobs import publish
 
 REPO = Path(__file__).resolve().parents[1]
 DAY = datetime.date(2026, 11, 2)

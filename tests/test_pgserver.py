@@ -11,16 +11,16 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from govlake_tools import pgserver
+from govlake_tools.pgserver import PostgresServer, PostgresServerError
 from sqlalchemy import func, inspect, select, text
 from typer.testing import CliRunner
 
-from govlake import pgserver
-from govlake import settings as settings_module
-from govlake.pgserver import PostgresServer, PostgresServerError
-from govlake.settings import Settings
-from govlake.sharing.audit import GENESIS_HASH, record
-from govlake.sharing.audit_cli import audit_app
-from govlake.sharing.state import AuditEntry, Base, engine, session
+from govlake.core import settings as settings_module
+from govlake.core.settings import Settings
+from govlake.platform.audit import GENESIS_HASH, record
+from govlake.platform.database import AuditEntry, Base, engine, session
+from govlake_app.cli.audit import audit_app
 
 REPO = Path(__file__).resolve().parents[1]
 START = datetime(2026, 3, 2, 9, 0, 0, 250_000)
@@ -32,9 +32,9 @@ WRITERS = 3
 WRITER = """
 import sys
 from datetime import datetime, timedelta
-from govlake.settings import Settings
-from govlake.sharing.audit import record
-from govlake.sharing.state import session
+from govlake.core.settings import Settings
+from govlake.platform.audit import record
+from govlake.platform.database import session
 
 url, name = sys.argv[1:3]
 settings = Settings(database_url=url)

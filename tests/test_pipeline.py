@@ -11,17 +11,17 @@ from pathlib import Path
 
 import pyarrow.csv as pacsv
 import pytest
+from govlake_tools.generate import generate
 from pyspark.sql import SparkSession
 from typer.testing import CliRunner
 
-from govlake.catalog import Catalog
-from govlake.engine import get_spark
-from govlake.generate import generate
-from govlake.lake import version
-from govlake.runs import Interval, StageCounts
-from govlake.settings import Settings
-from govlake.tables import TableSet, ops_tables
-from jobs import ingest
+from govlake.core.catalog import Catalog
+from govlake.core.runs import Interval, StageCounts
+from govlake.core.settings import Settings
+from govlake.lake.engine import get_spark
+from govlake.lake.statements import version
+from govlake.lake.tables import TableSet, ops_tables
+from govlake_app import pipeline as ingest
 
 pytestmark = pytest.mark.slow
 
@@ -268,7 +268,7 @@ def test_unreadable_file_is_rejected_and_the_rest_goes_on(
 
 
 def test_cli_ingest_and_sql(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    from govlake import settings as settings_module
+    from govlake.core import settings as settings_module
 
     monkeypatch.setenv("GOVLAKE_WAREHOUSE", settings.warehouse)
     monkeypatch.setenv("GOVLAKE_LANDING", settings.landing)
@@ -296,7 +296,7 @@ def test_cli_ingest_and_sql(settings: Settings, monkeypatch: pytest.MonkeyPatch)
 
 
 def app_():  # type: ignore[no-untyped-def]
-    from govlake.cli import app
+    from govlake_app.cli import app
 
     return app
 
@@ -304,7 +304,7 @@ def app_():  # type: ignore[no-untyped-def]
 def test_demo_publishes_all_four_themes(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from govlake import settings as settings_module
+    from govlake.core import settings as settings_module
 
     monkeypatch.setenv("GOVLAKE_WAREHOUSE", settings.warehouse)
     monkeypatch.setenv("GOVLAKE_LANDING", settings.landing)

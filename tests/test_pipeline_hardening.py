@@ -11,16 +11,17 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+from govlake_tools.generate import generate
 from pyspark.sql import Row, SparkSession
 
-from govlake.catalog import Catalog
-from govlake.engine import get_spark
-from govlake.generate import generate
-from govlake.landing import LandedFile, normalise
-from govlake.runs import Interval, StageCounts
-from govlake.settings import Settings
-from govlake.storage import Location
-from jobs import bronze, ingest, publish, registry, silver, validate
+from govlake.core.catalog import Catalog
+from govlake.core.location import Location
+from govlake.core.runs import Interval, StageCounts
+from govlake.core.settings import Settings
+from govlake.lake.engine import get_spark
+from govlake.lake.landing import LandedFile, normalise
+from govlake_app import pipeline as ingest
+from jobs import bronze, publish, registry, silver, validate
 
 pytestmark = pytest.mark.slow
 

@@ -22,8 +22,8 @@ from pyspark.sql import SparkSession
 
 from expectations.runner import run_suite
 from expectations.suites import Check
-from govlake.engine import remote_url
-from govlake.settings import Settings
+from govlake.core.settings import Settings
+from govlake.lake.engine import remote_url
 
 pytestmark = pytest.mark.slow
 

@@ -7,15 +7,15 @@ import datetime
 from pathlib import Path
 
 import pytest
+from govlake_tools.generate import generate
 from pyspark.sql import SparkSession
 
-from govlake.catalog import Catalog, Resource
-from govlake.generate import generate
-from govlake.lake import version
-from govlake.runs import Interval, StageCounts
-from govlake.settings import Settings
-from govlake.tables import TableSet
-from jobs import ingest
+from govlake.core.catalog import Catalog, Resource
+from govlake.core.runs import Interval, StageCounts
+from govlake.core.settings import Settings
+from govlake.lake.statements import version
+from govlake.lake.tables import TableSet
+from govlake_app import pipeline as ingest
 
 pytestmark = pytest.mark.slow
 

@@ -18,22 +18,22 @@ from typing import Any
 import pytest
 import yaml
 from aiosmtpd.controller import Controller
+from govlake_tools.generate import generate
 from markupsafe import escape
 from pydantic import ValidationError
 from pyspark.sql import SparkSession
 from typer.testing import CliRunner
 
-from govlake import settings as settings_module
-from govlake.catalog import Catalog
-from govlake.engine import get_spark
-from govlake.generate import generate
-from govlake.net import free_port
+from govlake.core import settings as settings_module
+from govlake.core.catalog import Catalog
+from govlake.core.net import free_port
+from govlake.core.runs import Interval
+from govlake.core.settings import Settings
+from govlake.lake.engine import get_spark
 from govlake.reports import ReportError
 from govlake.reports.quality import write_quality_report
 from govlake.reports.scorecard import effective_weights, entry_upkeep, write_scorecard
-from govlake.runs import Interval
-from govlake.settings import Settings
-from jobs import ingest
+from govlake_app import pipeline as ingest
 
 REPO = Path(__file__).resolve().parents[1]
 DAY1 = datetime.date(2026, 11, 18)
@@ -231,9 +231,9 @@ def test_report_lists_cross_check_findings_and_timeliness(lake: Lake) -> None:
 @pytest.mark.slow
 def test_report_lists_the_requests_awaiting_the_providers_answer(lake: Lake) -> None:
     """Access requests past their 10 working days show as overdue in the steward report."""
+    from govlake.platform.database import session
     from govlake.sharing import access
     from govlake.sharing import requests as req
-    from govlake.sharing.state import session
 
     settings, catalog = lake.settings, lake.catalog
     filed = AT - datetime.timedelta(days=30)  # far more than 10 working days before AT
@@ -282,7 +282,7 @@ def test_a_department_without_data_still_gets_a_report(lake: Lake) -> None:
 def test_send_mails_the_report_to_the_department_steward(
     lake: Lake, cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from govlake.cli import app
+    from govlake_app.cli import app
 
     inbox, port = _Inbox(), free_port()
     server = Controller(inbox, hostname="127.0.0.1", port=port)
@@ -338,7 +338,7 @@ def _normal(text: str) -> str:
 
 
 def test_unknown_provider_is_refused_with_the_known_ones(tmp_path: Path) -> None:
-    from govlake.cli import app
+    from govlake_app.cli import app
 
     settings_module.get_settings.cache_clear()
     try:
@@ -436,7 +436,7 @@ def test_scorecard_ranks_a_sloppy_department_below_a_diligent_one(lake: Lake) ->
 def test_scorecard_cli_applies_the_configured_weights(
     lake: Lake, cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from govlake.cli import app
+    from govlake_app.cli import app
 
     weights = {"catalogue": 0.1, "provision": 0.1, "quality": 0.2, "timeliness": 0.6}
     monkeypatch.setenv("GOVLAKE_SCORECARD_WEIGHTS", str(weights).replace("'", '"'))
@@ -476,7 +476,7 @@ def test_bad_weights_are_refused(weights: dict[str, float], message: str) -> Non
 
 
 def test_cli_refuses_bad_weights_naming_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
-    from govlake.cli import app
+    from govlake_app.cli import app
 
     monkeypatch.setenv("GOVLAKE_SCORECARD_WEIGHTS", '{"catalogue": 1, "quality": 1}')
     settings_module.get_settings.cache_clear()
@@ -524,8 +524,8 @@ def test_not_applicable_weight_is_spread_over_the_rest() -> None:
 
 def test_report_shows_the_catalogue_upkeep_of_the_departments_entries(lake: Lake) -> None:
     """Overdue reviews and updates due after a duty change show in the steward report."""
-    from govlake import changes
-    from govlake.sharing.state import session
+    from govlake.governance import changes
+    from govlake.platform.database import session
 
     settings, catalog = lake.settings, lake.catalog
     sloppy = write_quality_report(lake.spark, catalog, settings, SLOPPY, at=AT)

@@ -21,14 +21,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from govlake.catalog import Catalog, Resource, check_rules
-from govlake.net import free_port
-from govlake.settings import Settings, get_settings
-from govlake.sharing import access
-from govlake.sharing import requests as req
-from govlake.sharing.access import AccessError, SharingError, decide, shared_tables
-from govlake.sharing.cli import share_app
-from govlake.sharing.state import (
+from govlake.core.catalog import Catalog, Resource, check_rules
+from govlake.core.net import free_port
+from govlake.core.settings import Settings, get_settings
+from govlake.lake.tables import TableSet
+from govlake.platform.database import (
     AccessRequest,
     AuditEntry,
     Grant,
@@ -36,8 +33,11 @@ from govlake.sharing.state import (
     VerificationRequest,
     session,
 )
-from govlake.sharing.workdays import add_working_days, china_date
-from govlake.tables import TableSet
+from govlake.platform.workdays import add_working_days, china_date
+from govlake.sharing import access
+from govlake.sharing import requests as req
+from govlake.sharing.access import AccessError, SharingError, decide, shared_tables
+from govlake_app.cli.share import share_app
 
 #: Every test that uses `settings` runs on SQLite and on PostgreSQL.
 pytestmark = pytest.mark.platform_state

@@ -12,12 +12,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 
-from govlake.catalog import Catalog
-from govlake.settings import Settings
+from govlake.core.catalog import Catalog
+from govlake.core.settings import Settings
+from govlake.platform.database import session
 from govlake.sharing import access
 from govlake.sharing.access import AccessError, SharingError, decide, shared_tables
-from govlake.sharing.requests_api import router
-from govlake.sharing.state import session
+from govlake.sharing.server.requests_api import router
 
 #: Every test that uses `settings` runs on SQLite and on PostgreSQL.
 pytestmark = pytest.mark.platform_state

@@ -7,8 +7,8 @@ import datetime
 from pyspark.sql import DataFrame, SparkSession
 from stdnum.cn import ric
 
-from govlake.catalog import Catalog
-from govlake.rules import row_rules, typed, validate
+from govlake.core.catalog import Catalog
+from govlake.transforms.rules import row_rules, typed, validate
 from jobs.silver import crosscheck_findings
 
 AS_OF = datetime.date(2026, 11, 20)

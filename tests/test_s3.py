@@ -19,19 +19,21 @@ import delta_sharing
 import httpx
 import pytest
 from deltalake import DeltaTable
+from govlake_tools.generate import generate
+from govlake_tools.s3server import SeaweedS3
 
-from govlake.catalog import Catalog
-from govlake.engine import get_spark
-from govlake.generate import generate
-from govlake.runs import Interval, StageCounts
-from govlake.s3server import SeaweedS3
-from govlake.settings import Settings
-from govlake.sharing import access, audit
-from govlake.sharing.serve_cli import running, write_profile
-from govlake.sharing.state import session
-from govlake.storage import Location
-from govlake.tables import TableSet
-from jobs import ingest, maintenance
+from govlake.core.catalog import Catalog
+from govlake.core.location import Location
+from govlake.core.runs import Interval, StageCounts
+from govlake.core.settings import Settings
+from govlake.lake.engine import get_spark
+from govlake.lake.tables import TableSet
+from govlake.platform import audit
+from govlake.platform.database import session
+from govlake.sharing import access
+from govlake_app import pipeline as ingest
+from govlake_app.cli.serve import running, write_profile
+from jobs import maintenance
 
 pytestmark = pytest.mark.slow
 

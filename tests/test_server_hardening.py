@@ -22,15 +22,16 @@ from deltalake import write_deltalake
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from govlake.catalog import Catalog
-from govlake.settings import Settings
-from govlake.sharing import access, audit
-from govlake.sharing import requests_api as requests_api_module
+from govlake.core.catalog import Catalog
+from govlake.core.settings import Settings
+from govlake.platform import audit
+from govlake.platform.database import AuditEntry, session
+from govlake.sharing import access
 from govlake.sharing import subscriptions as subscriptions_domain
 from govlake.sharing.access import shared_tables
-from govlake.sharing.serve_cli import running
-from govlake.sharing.server import create_app
-from govlake.sharing.state import AuditEntry, session
+from govlake.sharing.server import requests_api as requests_api_module
+from govlake.sharing.server.app import create_app
+from govlake_app.cli.serve import running
 
 #: Every test that uses `settings` runs on SQLite and on PostgreSQL.
 pytestmark = pytest.mark.platform_state

@@ -26,13 +26,13 @@ from deltalake import write_deltalake
 from sqlalchemy import select
 from test_sharing_server import Clock
 
-from govlake.catalog import Catalog
-from govlake.settings import Settings
+from govlake.core.catalog import Catalog
+from govlake.core.settings import Settings
+from govlake.lake.tables import TableSet
+from govlake.platform.database import AuditEntry, session
 from govlake.sharing import access
-from govlake.sharing.serve_cli import running
-from govlake.sharing.server import create_app
-from govlake.sharing.state import AuditEntry, session
-from govlake.tables import TableSet
+from govlake.sharing.server.app import create_app
+from govlake_app.cli.serve import running
 
 REPO = Path(__file__).resolve().parents[1]
 START = datetime.datetime(2026, 11, 4, 9)  # the server's clock

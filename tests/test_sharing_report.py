@@ -21,14 +21,18 @@ import delta_sharing
 import pytest
 import uvicorn
 from deltalake import DeltaTable
+from govlake_tools.generate import generate
 from pyspark.sql import SparkSession
 from typer.testing import CliRunner
 
-from govlake import settings as settings_module
-from govlake.catalog import Catalog
-from govlake.engine import get_spark
-from govlake.generate import generate
-from govlake.net import free_port
+from govlake.core import settings as settings_module
+from govlake.core.catalog import Catalog
+from govlake.core.net import free_port
+from govlake.core.runs import Interval
+from govlake.core.settings import Settings
+from govlake.lake.engine import get_spark
+from govlake.lake.tables import TableSet
+from govlake.platform.database import session
 from govlake.reports import Period, ReportError
 from govlake.reports.sharing import (
     PLATFORM_COLUMNS,
@@ -38,14 +42,10 @@ from govlake.reports.sharing import (
     sharing_dir,
     write_sharing_reports,
 )
-from govlake.runs import Interval
-from govlake.settings import Settings
 from govlake.sharing import access
 from govlake.sharing import requests as req
-from govlake.sharing.server import create_app
-from govlake.sharing.state import session
-from govlake.tables import TableSet
-from jobs import ingest
+from govlake.sharing.server.app import create_app
+from govlake_app import pipeline as ingest
 
 REPO = Path(__file__).resolve().parents[1]
 RESIDENTS, ENTERPRISES = "population.residents", "legal_entity.enterprises"
@@ -509,7 +509,7 @@ def cli_env(world: World, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def test_cli_writes_one_department_and_refuses_unknown_ones_and_future_years(
     world: World, cli_env: None
 ) -> None:
-    from govlake.cli import app
+    from govlake_app.cli import app
 
     runner = CliRunner(env={"COLUMNS": "300"})
     result = runner.invoke(app, ["report", "sharing", "--year", "2026", "--department", USER,

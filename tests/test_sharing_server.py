@@ -21,19 +21,20 @@ import pandas as pd
 import pytest
 import uvicorn
 from deltalake import DeltaTable
+from govlake_tools.generate import generate
 from sqlalchemy import select, text
 
-from govlake.catalog import Catalog
-from govlake.engine import get_spark
-from govlake.generate import generate
-from govlake.net import free_port
-from govlake.runs import Interval
-from govlake.settings import Settings
-from govlake.sharing import access, audit
-from govlake.sharing.server import create_app
-from govlake.sharing.state import AuditEntry, session
-from govlake.tables import TableSet
-from jobs import ingest
+from govlake.core.catalog import Catalog
+from govlake.core.net import free_port
+from govlake.core.runs import Interval
+from govlake.core.settings import Settings
+from govlake.lake.engine import get_spark
+from govlake.lake.tables import TableSet
+from govlake.platform import audit
+from govlake.platform.database import AuditEntry, session
+from govlake.sharing import access
+from govlake.sharing.server.app import create_app
+from govlake_app import pipeline as ingest
 
 pytestmark = pytest.mark.slow
 

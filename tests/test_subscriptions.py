@@ -30,22 +30,22 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from govlake.catalog import Catalog, Resource, check_rules
-from govlake.net import free_port
-from govlake.settings import Settings, get_settings
-from govlake.sharing import access, sealing
-from govlake.sharing import subscriptions as subs
-from govlake.sharing.access import AccessError, SharingError
-from govlake.sharing.state import (
+from govlake.core.catalog import Catalog, Resource, check_rules
+from govlake.core.net import free_port
+from govlake.core.settings import Settings, get_settings
+from govlake.platform.database import (
     AuditEntry,
     Notification,
     Subscription,
     WebhookDelivery,
     session,
 )
+from govlake.sharing import access, sealing
+from govlake.sharing import subscriptions as subs
+from govlake.sharing.access import AccessError, SharingError
+from govlake.sharing.server.subscriptions_api import router
 from govlake.sharing.subscriptions import PublishedVersion
-from govlake.sharing.subscriptions_api import router
-from govlake.sharing.subscriptions_cli import subscription_app
+from govlake_app.cli.subscriptions import subscription_app
 
 #: Every test that uses `settings` runs on SQLite and on PostgreSQL.
 pytestmark = pytest.mark.platform_state
@@ -821,11 +821,12 @@ def test_cli_adds_lists_cancels_and_retries(cli: CliRunner, db: Settings) -> Non
 def test_a_real_publication_names_a_version_that_reads_back(
     tmp_path: Path, catalog: Catalog, smtp: tuple[_Inbox, int], receiver: Receiver
 ) -> None:
-    from govlake.engine import get_spark
-    from govlake.generate import generate
-    from govlake.runs import Interval
-    from govlake.tables import ops_tables
-    from jobs import ingest
+    from govlake_tools.generate import generate
+
+    from govlake.core.runs import Interval
+    from govlake.lake.engine import get_spark
+    from govlake.lake.tables import ops_tables
+    from govlake_app import pipeline as ingest
 
     inbox, port = smtp
     settings = Settings(

@@ -5,14 +5,14 @@ from __future__ import annotations
 import datetime
 
 import pytest
+from govlake_tools.generate import generate
 from pyspark.sql import SparkSession
 
-from govlake.catalog import Catalog
-from govlake.generate import generate
-from govlake.quality.timeliness import assess, deliveries, monitor
-from govlake.runs import Interval
-from govlake.settings import Settings
-from jobs import ingest
+from govlake.core.catalog import Catalog
+from govlake.core.runs import Interval
+from govlake.core.settings import Settings
+from govlake.governance.timeliness import assess, deliveries, monitor
+from govlake_app import pipeline as ingest
 
 T0 = datetime.datetime(2026, 11, 20, 2, 0)
 

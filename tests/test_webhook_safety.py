@@ -41,14 +41,14 @@ from test_subscriptions import (
 )
 from typer.testing import CliRunner
 
-from govlake.catalog import Catalog
-from govlake.net import free_port
-from govlake.settings import Settings, get_settings
+from govlake.core.catalog import Catalog
+from govlake.core.net import free_port
+from govlake.core.settings import Settings, get_settings
+from govlake.platform.database import Base, Consumer, Subscription, session
 from govlake.sharing import access, sealing
 from govlake.sharing import subscriptions as subs
 from govlake.sharing.access import SharingError
-from govlake.sharing.state import Base, Consumer, Subscription, session
-from govlake.sharing.subscriptions_cli import subscription_app
+from govlake_app.cli.subscriptions import subscription_app
 
 # The platform (consumers, mail server, loopback receivers allowed) and the webhook receiver
 # of the subscription tests.
@@ -186,7 +186,7 @@ def test_internal_receivers_are_refused_when_subscribing(
 def test_a_server_with_a_malformed_receiver_list_does_not_start(tmp_path: Path) -> None:
     """The operator's typo is reported when the server starts, naming the setting and the
     entry, rather than as an error to each consumer who subscribes."""
-    from govlake.sharing.server import create_app
+    from govlake.sharing.server.app import create_app
 
     broken = Settings(database_url=f"sqlite:///{tmp_path / 'govlake.db'}",
                       webhook_allowed_receivers=["10.0.0.0/33"])  # fmt: skip

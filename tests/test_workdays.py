@@ -11,7 +11,7 @@ from pathlib import Path
 import chinese_calendar
 import pytest
 
-from govlake.sharing.workdays import (
+from govlake.platform.workdays import (
     CalendarError,
     add_working_days,
     china_date,
@@ -68,7 +68,7 @@ def test_every_filing_date_of_2026_matches_the_official_calendar() -> None:
 def test_filed_in_mid_december_2026_falls_back_to_weekdays_for_2027(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="govlake.sharing.workdays"):
+    with caplog.at_level(logging.WARNING, logger="govlake.platform.workdays"):
         due = add_working_days(date(2026, 12, 18), 10)
     # 21–25 and 28–31 December are nine working days; the tenth falls in 2027, for which
     # no official calendar exists yet: counted Monday to Friday.
@@ -90,7 +90,7 @@ def test_holiday_file_of_the_authority_is_used_for_2027(
     holidays.write_text(
         "2027:\n  holidays: [2027-01-01, 2027-01-04]\n  workdays: [2027-01-09]\n", "utf-8"
     )
-    with caplog.at_level(logging.WARNING, logger="govlake.sharing.workdays"):
+    with caplog.at_level(logging.WARNING, logger="govlake.platform.workdays"):
         due = add_working_days(date(2026, 12, 18), 10, holidays_file=holidays)
         later = add_working_days(date(2026, 12, 31), 5, holidays_file=holidays)
     assert due.due_on == date(2027, 1, 5)  # 1 and 4 January off

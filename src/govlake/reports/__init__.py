@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # the CLI imports this module at start: keep Spark and Jinja 
     import jinja2
     from pyspark.sql import SparkSession
 
-    from govlake.tables import Table
+    from govlake.lake.tables import Table
 
 
 class ReportError(ValueError):
@@ -40,7 +40,7 @@ class Period:
 
     def where(self, column: str) -> str:
         """A SQL predicate: `column` lies in the period."""
-        from govlake.lake import sql_literal
+        from govlake.lake.statements import sql_literal
 
         return f"{column} >= {sql_literal(self.start)} AND {column} < {sql_literal(self.end)}"
 
@@ -61,7 +61,7 @@ class Period:
 def fetch(spark: SparkSession, query: str, *tables: Table) -> list[dict[str, Any]]:
     """The rows of `query`, which reads `tables`; none when a table does not exist yet (no
     data yet is not an error). Registers the tables, so any session can run the query."""
-    from govlake.tables import register
+    from govlake.lake.tables import register
 
     if not all(table.location.is_delta_table() for table in tables):
         return []

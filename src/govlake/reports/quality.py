@@ -19,23 +19,17 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
-from govlake.catalog import CYCLE_HOURS, Catalog, Department, Resource
-from govlake.changes import Upkeep, ensure_tables, sync, upkeep
-from govlake.lake import sql_literal
-from govlake.quality.timeliness import (
-    Timeliness,
-    assess,
-    grace,
-    last_deliveries,
-    last_publications,
-)
+from govlake.core.catalog import CYCLE_HOURS, Catalog, Department, Resource, grace
+from govlake.core.runs import naive_utc
+from govlake.core.settings import Settings
+from govlake.governance.changes import Upkeep, ensure_tables, sync, upkeep
+from govlake.governance.timeliness import Timeliness, assess, last_deliveries, last_publications
+from govlake.lake.statements import sql_literal
+from govlake.lake.tables import TableSet, ops_tables, quality_tables
+from govlake.platform.database import session
 from govlake.reports import Period, ReportError, fetch, render
 from govlake.reports.charts import Series, bar_chart, time_chart
-from govlake.runs import naive_utc
-from govlake.settings import Settings
 from govlake.sharing.requests import Awaiting, awaiting_answer
-from govlake.sharing.state import session
-from govlake.tables import TableSet, ops_tables, quality_tables
 
 #: Quality dimensions in the order the report shows them; the first four always appear.
 DIMENSIONS = ("completeness", "validity", "uniqueness", "timeliness", "volume", "consistency")

@@ -38,11 +38,11 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
-from govlake.catalog import Catalog, Department, Resource
+from govlake.core.catalog import Catalog, Department, Resource
+from govlake.core.runs import naive_utc
+from govlake.core.settings import SCORECARD_COMPONENTS, Settings
+from govlake.lake.tables import ops_tables, quality_tables
 from govlake.reports import Period, ReportError, fetch, render
-from govlake.runs import naive_utc
-from govlake.settings import SCORECARD_COMPONENTS, Settings
-from govlake.tables import ops_tables, quality_tables
 
 REVIEW_DAYS = 92
 _CHINESE = re.compile(r"[\u4e00-\u9fff]")

@@ -11,7 +11,7 @@ summary for the competent authority: what each department provided and what it u
   state at the period end as the timeliness monitor sees it.
 - *on time*: a publication is on time when it came within the update cycle plus the grace
   period (`settings.timeliness_grace`) of the previous publication of the resource, whenever
-  that was — `govlake.quality.timeliness.assess` at the moment of publishing says `on_time`
+  that was — `govlake.governance.timeliness.assess` at the moment of publishing says `on_time`
   or `due`. The first publication ever has nothing to be late against and is not measured.
   A delivery (source role) is on time when its extract passed the `as_of.timeliness` check,
   as in the department scorecard (rejected files count as late); quality is the share of the
@@ -71,9 +71,19 @@ from typing import Any, Literal
 from pyspark.sql import SparkSession
 from sqlalchemy import and_, func, or_, select
 
-from govlake.catalog import Catalog, Department, Resource, Steward
-from govlake.lake import sql_literal
-from govlake.quality.timeliness import assess
+from govlake.core.catalog import Catalog, Department, Resource, Steward
+from govlake.core.runs import naive_utc
+from govlake.core.settings import Settings
+from govlake.governance.timeliness import assess
+from govlake.lake.statements import sql_literal
+from govlake.lake.tables import ops_tables, quality_tables
+from govlake.platform.database import (
+    AccessRequest,
+    AuditEntry,
+    Consumer,
+    VerificationRequest,
+    session,
+)
 from govlake.reports import Period, ReportError, fetch, render
 from govlake.reports.scorecard import (
     OnTime,
@@ -85,12 +95,8 @@ from govlake.reports.scorecard import (
     quality_of,
     year_period,
 )
-from govlake.runs import naive_utc
-from govlake.settings import Settings
 from govlake.sharing.access import shared_tables
 from govlake.sharing.requests import overdue
-from govlake.sharing.state import AccessRequest, AuditEntry, Consumer, VerificationRequest, session
-from govlake.tables import ops_tables, quality_tables
 
 #: The journal actions that read shared data (see the module docstring).
 READ_ACTIONS = ("share.query", "share.changes")

@@ -23,11 +23,11 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from govlake.catalog import Catalog, Resource, SharingClass
-from govlake.settings import Settings
-from govlake.sharing.state import Base, Consumer, Grant, Suspension, Token, overlong
-from govlake.storage import Location
-from govlake.tables import TableSet
+from govlake.core.catalog import Catalog, Resource, SharingClass
+from govlake.core.location import Location
+from govlake.core.settings import Settings
+from govlake.lake.tables import TableSet
+from govlake.platform.database import Base, Consumer, Grant, Suspension, Token, overlong
 
 DEFAULT_TOKEN_DAYS = 90
 

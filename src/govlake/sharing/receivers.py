@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import httpcore
 import httpx
 
-from govlake.settings import Settings
+from govlake.core.settings import Settings
 from govlake.sharing.access import SharingError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address

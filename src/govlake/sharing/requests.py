@@ -32,13 +32,13 @@ from deltalake.exceptions import DeltaError
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from govlake.catalog import Catalog, CatalogError, Item, Resource
-from govlake.reports.mail import MailError, send_mail
-from govlake.runs import naive_utc
-from govlake.settings import Settings
-from govlake.sharing import access, audit
-from govlake.sharing.access import AccessError, SharingError
-from govlake.sharing.state import (
+from govlake.core.catalog import Catalog, CatalogError, Item, Resource
+from govlake.core.runs import naive_utc
+from govlake.core.settings import Settings
+from govlake.lake.reads import delta_schema, scan_delta
+from govlake.lake.tables import TableSet
+from govlake.platform import audit
+from govlake.platform.database import (
     USAGE_SCOPES,
     AccessRequest,
     Consumer,
@@ -47,14 +47,15 @@ from govlake.sharing.state import (
     VerificationRequest,
     overlong,
 )
-from govlake.sharing.workdays import (
+from govlake.platform.mail import MailError, send_mail
+from govlake.platform.workdays import (
     add_working_days,
     china_date,
     default_holidays_file,
     working_days_between,
 )
-from govlake.storage import delta_schema, scan_delta
-from govlake.tables import TableSet
+from govlake.sharing import access
+from govlake.sharing.access import AccessError, SharingError
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

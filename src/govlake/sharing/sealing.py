@@ -25,9 +25,9 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from govlake.settings import Settings
-from govlake.sharing import audit
-from govlake.sharing.state import Subscription, session
+from govlake.core.settings import Settings
+from govlake.platform import audit
+from govlake.platform.database import Subscription, session
 
 log = logging.getLogger(__name__)
 

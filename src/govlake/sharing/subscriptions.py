@@ -63,13 +63,11 @@ import httpx
 from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from govlake.catalog import Catalog, CatalogError, Resource, SharingClass
-from govlake.reports.mail import MailError, send_mail
-from govlake.runs import naive_utc
-from govlake.settings import Settings
-from govlake.sharing import access, audit, receivers, sealing
-from govlake.sharing.access import AccessError, Decision, SharedTable, SharingError
-from govlake.sharing.state import (
+from govlake.core.catalog import Catalog, CatalogError, Resource, SharingClass
+from govlake.core.runs import naive_utc
+from govlake.core.settings import Settings
+from govlake.platform import audit
+from govlake.platform.database import (
     Consumer,
     Notification,
     Subscription,
@@ -77,6 +75,9 @@ from govlake.sharing.state import (
     overlong,
     session,
 )
+from govlake.platform.mail import MailError, send_mail
+from govlake.sharing import access, receivers, sealing
+from govlake.sharing.access import AccessError, Decision, SharedTable, SharingError
 
 log = logging.getLogger(__name__)
 

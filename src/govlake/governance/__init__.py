@@ -1,0 +1,3 @@
+"""Governance: the catalogue change register, timeliness, DCAT export and backups."""
+
+from __future__ import annotations

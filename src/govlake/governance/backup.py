@@ -1,0 +1,1091 @@
+"""Backups of the lakehouse's Delta tables and restore from them (石景山 art. 31: backups
+periodic by importance).
+
+`backup` copies each table whose resource is due by its catalogued importance (core daily,
+important weekly, general monthly; `ops.*` tables, the platform's records, count as core) to
+`<backup>/<database>/<table>/`, the same layout as the warehouse, so a backup folder is itself
+a Delta table readable at every version it holds. `restore` brings a table back to a
+backed-up version: a deleted table comes back exactly as it was (same version number, same
+rows, and its older backed-up versions readable again); a table that still exists gets the
+old version as a new commit (delta-rs `restore`), so no newer version is lost.
+
+What a backup of version V is, and why it is consistent:
+
+- The table is pinned at its current version V first (delta-rs); commits that land while the
+  backup runs are later than V and left for the next backup. Data files never change once
+  written and commit files never change once committed, so copying "the log up to V and the
+  data files V needs" while writers go on is a consistent copy of V.
+- Versions kept restorable: every version from the oldest one whose state can still be
+  rebuilt and whose data files all still exist (in the table or already in the backup) up to
+  V, as one unbroken run ending at V. Vacuum removes the files of versions older than the
+  retention (`GOVLAKE_RETENTION_DAYS`, at least 30 days) from the table, never from the
+  backup: a version, once backed up, stays restorable from the backup. Backups are
+  append-only; nothing here prunes them.
+- Incremental: data files are copied only when the backup does not hold them yet (same
+  name and size, checksum recorded); log files likewise. A run that is not due copies
+  nothing; a due run on an unchanged table copies nothing and records the check.
+- Every copied file is checked for its size; its SHA-256 is recorded in the manifest and
+  checked again when it is restored. The copy of V is read back through delta-rs before the
+  manifest names it.
+- `manifest.json` (per table, written last, in one put) lists the versions the backup holds,
+  each with its commit time, operation, row count, file count, bytes and a digest of its
+  file list, and every file with its size and SHA-256. A backup interrupted before the
+  manifest is written claims nothing it lacks; the next run reuses what it finds intact.
+
+Not backed up here: the platform database (access requests, grants, tokens, the live audit
+journal; back it up with the database's own tools; the journal's archive `ops.audit_journal`
+is a Delta table and is backed up), the landing zone (archived extracts), Great Expectations
+Data Docs and tables that are no longer in the catalogue. Change data files (`_change_data/`)
+are not copied (no table here enables change data feed); tables with deletion vectors are
+refused with a clear error.
+
+Each backed-up table and each restore is an entry in the audit journal
+(`platform.backup`, `platform.restore`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+from urllib.parse import unquote
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+from deltalake import DeltaTable
+
+from govlake.core.catalog import BACKUP_DAYS, Catalog, Importance
+from govlake.core.location import Location
+from govlake.core.runs import naive_utc
+from govlake.core.settings import Settings
+from govlake.lake.reads import query_delta
+from govlake.lake.tables import TableSet, ops_tables, quality_tables
+from govlake.platform import audit
+
+BACKUP_ACTION = "platform.backup"
+RESTORE_ACTION = "platform.restore"
+PLATFORM = "platform"
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = 1
+#: The platform's own records are backed up like the most important resources.
+OPS_IMPORTANCE: Importance = "core"
+#: The audit archive only ever grows (宝鸡 art. 21): it may be recreated from a backup when
+#: it is gone, never rolled back while it exists.
+AUDIT_ARCHIVE = "ops.audit_journal"
+LOG_DIR = "_delta_log"
+COPY_THREADS = 8
+_CHUNK = 8 * 1024 * 1024
+
+#: Called while files are copied: (table, files done, files to copy).
+ProgressCallback = Callable[[str, int, int], None]
+
+_COMMIT = re.compile(r"^(\d{20})\.json$")
+_CHECKPOINT = re.compile(r"^(\d{20})\.checkpoint\.parquet$")
+_CHECKPOINT_PART = re.compile(r"^(\d{20})\.checkpoint\.(\d{10})\.(\d{10})\.parquet$")
+_CHECKPOINT_V2 = re.compile(r"^(\d{20})\.checkpoint\.[0-9a-fA-F-]{36}\.(json|parquet)$")
+_CRC = re.compile(r"^(\d{20})\.crc$")
+_COMPACTED = re.compile(r"^(\d{20})\.(\d{20})\.compacted\.json$")
+_SIDECAR = "_sidecars/"
+
+
+class BackupError(RuntimeError):
+    """A backup or restore that cannot be done as asked; the message names the table."""
+
+
+class NotBackedUp(BackupError):
+    """The version (or the table) asked for is not in the backup."""
+
+
+class UnknownTable(BackupError):
+    """No table of the catalogue nor of the platform has that name."""
+
+
+class RestoreRefused(BackupError):
+    """The restore would lose or overwrite something: a different table in the way, a log
+    that went back in time, an audit archive rolled back."""
+
+
+# -- what gets backed up ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class BackupTarget:
+    """A Delta table of the warehouse and how often it is backed up."""
+
+    name: str  # database.table
+    location: Location
+    importance: Importance
+    resource: str | None = None  # the catalogue resource; None for ops.* tables
+
+    @property
+    def database(self) -> str:
+        return self.name.split(".", 1)[0]
+
+    @property
+    def table(self) -> str:
+        return self.name.split(".", 1)[1]
+
+    @property
+    def backup_days(self) -> int:
+        return BACKUP_DAYS[self.importance]
+
+    def backup_location(self, root: Location) -> Location:
+        return root.child(self.database, self.table)
+
+
+def _filesystem(location: Location) -> tuple[pafs.FileSystem, str]:
+    if location.is_local:
+        return pafs.LocalFileSystem(), location.uri
+    fs, path = pafs.FileSystem.from_uri(location.uri)
+    return fs, path.rstrip("/")
+
+
+def _ops_targets(settings: Settings) -> list[BackupTarget]:
+    warehouse = settings.warehouse_location
+    known = [*ops_tables(warehouse), *quality_tables(warehouse)]
+    found = {t.qualified_name: t.location for t in known}
+    found[AUDIT_ARCHIVE] = audit.archive_location(settings)
+    # Platform tables added later are backed up without being listed here.
+    fs, root = _filesystem(warehouse.child("ops"))
+    selector = pafs.FileSelector(root, recursive=False, allow_not_found=True)
+    for info in fs.get_file_info(selector):
+        if info.type == pafs.FileType.Directory:
+            name = info.path.rstrip("/").rsplit("/", 1)[-1]
+            location = warehouse.child("ops", name)
+            if f"ops.{name}" not in found and location.is_delta_table():
+                found[f"ops.{name}"] = location
+    return [BackupTarget(n, loc, OPS_IMPORTANCE) for n, loc in sorted(found.items())]
+
+
+def targets(
+    settings: Settings, catalog: Catalog, resource: str | None = None
+) -> list[BackupTarget]:
+    """The tables a backup covers: every table of every catalogued resource and the `ops.*`
+    tables; `resource` narrows it to one resource's tables, or `"ops"` to the platform's.
+    An unknown resource raises `CatalogError`."""
+    warehouse = settings.warehouse_location
+    selected = [] if resource == "ops" else catalog.select(resource)
+    found = [
+        BackupTarget(t.qualified_name, t.location, r.importance, r.qualified_name)
+        for r in selected
+        for t in TableSet(r, warehouse).all()
+    ]
+    if resource in (None, "ops"):
+        found += _ops_targets(settings)
+    return found
+
+
+def find_target(settings: Settings, catalog: Catalog, table_name: str) -> BackupTarget:
+    for target in targets(settings, catalog):
+        if target.name == table_name:
+            return target
+    raise UnknownTable(
+        f"unknown table {table_name!r}: not a table of a catalogued resource nor an ops.* "
+        "table (names look like population.residents_unconditional; see `govlake "
+        "backup-status`)"
+    )
+
+
+# -- files on either filesystem ---------------------------------------------------------------
+class _Store:
+    """A table folder (live or backup) on its filesystem, addressed by relative paths."""
+
+    def __init__(self, location: Location):
+        self.location = location
+        self.fs, self.root = _filesystem(location)
+
+    def path(self, relative: str) -> str:
+        return f"{self.root}/{relative}"
+
+    def listing(self) -> dict[str, int]:
+        """Every file below the folder with its size (directory markers left out)."""
+        selector = pafs.FileSelector(self.root, recursive=True, allow_not_found=True)
+        start = len(self.root) + 1
+        return {
+            info.path[start:]: int(info.size or 0)
+            for info in self.fs.get_file_info(selector)
+            if info.type == pafs.FileType.File
+        }
+
+    def read(self, relative: str) -> bytes:
+        with self.fs.open_input_stream(self.path(relative)) as handle:
+            return bytes(handle.read())
+
+    def write(self, relative: str, data: bytes) -> None:
+        target = self.path(relative)
+        if self.location.is_local:
+            # Atomic on a local disk (an S3 put is atomic already): an interrupted write never
+            # leaves a short file under the final name.
+            self.fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
+            staging = f"{target}.tmp-{uuid.uuid4().hex}"
+            with self.fs.open_output_stream(staging) as handle:
+                handle.write(data)
+            self.fs.move(staging, target)
+        else:
+            with self.fs.open_output_stream(target) as handle:
+                handle.write(data)
+
+    def delete(self, relative: str) -> None:
+        self.fs.delete_file(self.path(relative))
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    size: int
+    sha256: str
+
+
+def _copy(source: _Store, target: _Store, relative: str, expected_size: int) -> FileRecord:
+    """Copy one file, hashing it on the way; the copy must have the expected size."""
+    digest = hashlib.sha256()
+    destination = target.path(relative)
+    local = target.location.is_local
+    if local:
+        target.fs.create_dir(destination.rsplit("/", 1)[0], recursive=True)
+    staging = f"{destination}.tmp-{uuid.uuid4().hex}" if local else destination
+    size = 0
+    try:
+        with (
+            source.fs.open_input_stream(source.path(relative)) as reader,
+            target.fs.open_output_stream(staging) as writer,
+        ):
+            while chunk := reader.read(_CHUNK):
+                digest.update(chunk)
+                writer.write(chunk)
+                size += len(chunk)
+        if local:
+            target.fs.move(staging, destination)
+    except BaseException:
+        if local and target.fs.get_file_info(staging).type == pafs.FileType.File:
+            target.fs.delete_file(staging)
+        raise
+    written = int(target.fs.get_file_info(destination).size or 0)
+    if size != expected_size or written != expected_size:
+        raise BackupError(
+            f"{source.location.uri}/{relative}: expected {expected_size} bytes, read {size}, "
+            f"wrote {written} to {target.location.uri}"
+        )
+    return FileRecord(size, digest.hexdigest())
+
+
+def _copy_many(
+    source: _Store,
+    target: _Store,
+    files: dict[str, int],
+    *,
+    table: str,
+    progress: ProgressCallback | None,
+) -> dict[str, FileRecord]:
+    """Copy `files` (relative path -> size) in parallel; every copy is checked."""
+    copied: dict[str, FileRecord] = {}
+    if progress:
+        progress(table, 0, len(files))
+    if not files:
+        return copied
+    with ThreadPoolExecutor(max_workers=COPY_THREADS) as pool:
+        futures = {pool.submit(_copy, source, target, p, s): p for p, s in sorted(files.items())}
+        try:
+            for future in as_completed(futures):
+                copied[futures[future]] = future.result()
+                if progress:
+                    progress(table, len(copied), len(files))
+        except BaseException:
+            pool.shutdown(cancel_futures=True)  # the table failed: copy no more of it
+            raise
+    return copied
+
+
+# -- the log ----------------------------------------------------------------------------------
+def _log_version(name: str) -> int | None:
+    """The version a file of `_delta_log/` belongs to (None: not a file of a version)."""
+    for pattern in (_COMMIT, _CHECKPOINT, _CHECKPOINT_PART, _CHECKPOINT_V2, _CRC):
+        if match := pattern.match(name):
+            return int(match.group(1))
+    if match := _COMPACTED.match(name):
+        return int(match.group(2))
+    return None
+
+
+@dataclass
+class _Log:
+    """The `_delta_log/` files of a table folder up to a version."""
+
+    files: dict[str, int]  # name below _delta_log/ -> size
+    commits: set[int]
+    checkpoints: set[int]
+
+    @classmethod
+    def of(cls, listing: dict[str, int], *, upto: int | None = None) -> _Log:
+        files: dict[str, int] = {}
+        commits: set[int] = set()
+        parts: dict[tuple[int, int], set[int]] = {}
+        checkpoints: set[int] = set()
+        for path, size in listing.items():
+            if not path.startswith(LOG_DIR + "/"):
+                continue
+            name = path[len(LOG_DIR) + 1 :]
+            if name.startswith(_SIDECAR):  # files of v2 checkpoints, named by uuid
+                files[name] = size
+                continue
+            version = _log_version(name)
+            if version is None or (upto is not None and version > upto):
+                continue  # _last_checkpoint, temporary files, later versions
+            files[name] = size
+            if _COMMIT.match(name):
+                commits.add(version)
+            elif _CHECKPOINT.match(name) or _CHECKPOINT_V2.match(name):
+                checkpoints.add(version)
+            elif match := _CHECKPOINT_PART.match(name):
+                parts.setdefault((version, int(match.group(3))), set()).add(int(match.group(2)))
+        for (version, total), seen in parts.items():
+            if len(seen) == total:  # a multi-part checkpoint counts once all parts are there
+                checkpoints.add(version)
+        return cls(files, commits, checkpoints)
+
+    def readable(self, version: int) -> bool:
+        """Whether the state of `version` can be rebuilt from these files."""
+        starts = [c for c in self.checkpoints if c <= version]
+        start = max(starts) if starts else -1
+        return all(v in self.commits for v in range(start + 1, version + 1))
+
+    @property
+    def has_versions(self) -> bool:
+        return bool(self.commits or self.checkpoints)
+
+
+def _log_names(location: Location) -> list[str]:
+    fs, root = _filesystem(location.child(LOG_DIR))
+    selector = pafs.FileSelector(root, recursive=False, allow_not_found=True)
+    return [i.path.rsplit("/", 1)[-1] for i in fs.get_file_info(selector)]
+
+
+def latest_version(location: Location) -> int | None:
+    """The table's latest committed version from a listing of its log (no log replay);
+    None when no table is there."""
+    log = _Log.of({f"{LOG_DIR}/{name}": 0 for name in _log_names(location)})
+    return max(log.commits | log.checkpoints) if log.has_versions else None
+
+
+def has_table(location: Location) -> bool:
+    """Whether a Delta table is there: its log holds a commit or a checkpoint (an empty or
+    leftover `_delta_log/` folder is no table)."""
+    return latest_version(location) is not None
+
+
+def _commit_name(version: int) -> str:
+    return f"{version:020d}.json"
+
+
+@dataclass
+class _Entry:
+    size: int
+    records: int | None
+
+
+def _file_hash(path: str, size: int) -> int:
+    return int.from_bytes(hashlib.sha256(f"{path}\t{size}".encode()).digest(), "big")
+
+
+def digest_of(files: Iterable[tuple[str, int]]) -> str:
+    """An order-independent digest of a version's file list: the sum, modulo 2^256, of the
+    SHA-256 of each (path, size). A sum can be kept up to date as the log is replayed."""
+    return f"{sum(_file_hash(p, s) for p, s in files) % (1 << 256):064x}"
+
+
+@dataclass
+class VersionRecord:
+    """One backed-up version of a table."""
+
+    version: int
+    committed_at: str | None  # ISO 8601 UTC of the commit
+    operation: str | None
+    rows: int | None
+    files: int
+    bytes: int
+    digest: str
+    backed_up_at: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "committed_at": self.committed_at, "operation": self.operation, "rows": self.rows,
+            "files": self.files, "bytes": self.bytes, "digest": self.digest,
+            "backed_up_at": self.backed_up_at,
+        }  # fmt: skip
+
+    @classmethod
+    def from_json(cls, version: int, data: dict[str, Any]) -> VersionRecord:
+        return cls(version=version, **data)
+
+
+class _State:
+    """A table version's data files, kept up to date while the log is replayed: which files,
+    their sizes and row counts, which are unavailable, the digest and the rows."""
+
+    def __init__(self, available: Callable[[str, int], bool], footer_rows: Callable[[str], int]):
+        self.files: dict[str, _Entry] = {}  # path as in the log (URL-encoded)
+        self.missing: set[str] = set()
+        self.hash = 0
+        self.rows = 0
+        self._available = available
+        self._footer_rows = footer_rows
+
+    def add(self, path: str, size: int, records: int | None) -> None:
+        if path in self.files:
+            self.remove(path)
+        if records is None:
+            records = self._footer_rows(path) if self._available(path, size) else None
+        self.files[path] = _Entry(size, records)
+        self.hash = (self.hash + _file_hash(path, size)) % (1 << 256)
+        if records is not None:
+            self.rows += records
+        if not self._available(path, size):
+            self.missing.add(path)
+
+    def remove(self, path: str) -> None:
+        entry = self.files.pop(path, None)
+        if entry is None:
+            return
+        self.hash = (self.hash - _file_hash(path, entry.size)) % (1 << 256)
+        if entry.records is not None:
+            self.rows -= entry.records
+        self.missing.discard(path)
+
+    @property
+    def counted(self) -> bool:
+        return all(e.records is not None for e in self.files.values())
+
+    def record(self, version: int, commit: dict[str, Any], at: datetime) -> VersionRecord:
+        return VersionRecord(
+            version=version,
+            committed_at=commit.get("committed_at"),
+            operation=commit.get("operation"),
+            rows=self.rows if self.counted else None,
+            files=len(self.files),
+            bytes=sum(e.size for e in self.files.values()),
+            digest=f"{self.hash:064x}",
+            backed_up_at=at.isoformat(),
+        )
+
+
+def _stats_records(stats: Any) -> int | None:
+    if not stats:
+        return None
+    try:
+        value = json.loads(stats).get("numRecords") if isinstance(stats, str) else None
+    except ValueError:
+        return None
+    return int(value) if value is not None else None
+
+
+def _apply_commit(state: _State, text: str, table: str, version: int) -> dict[str, Any]:
+    """Apply one commit file's actions to `state`; return its commit time and operation."""
+    info: dict[str, Any] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        action = json.loads(line)
+        if add := action.get("add"):
+            if add.get("deletionVector"):
+                raise BackupError(
+                    f"{table}: version {version} uses deletion vectors, which backups do not "
+                    "support yet"
+                )
+            state.add(str(add["path"]), int(add["size"]), _stats_records(add.get("stats")))
+        elif remove := action.get("remove"):
+            state.remove(str(remove["path"]))
+        elif commit := action.get("commitInfo"):
+            moment = commit.get("inCommitTimestamp") or commit.get("timestamp")
+            if moment is not None:
+                stamp = datetime.fromtimestamp(int(moment) / 1000, UTC)
+                info["committed_at"] = stamp.replace(tzinfo=None).isoformat()
+            info["operation"] = commit.get("operation")
+    return info
+
+
+def _commit_info(store: _Store, log: _Log, version: int) -> dict[str, Any]:
+    """Commit time and operation of a version whose state came from a checkpoint."""
+    if version not in log.commits:
+        return {}
+    scratch = _State(lambda _p, _s: True, lambda _p: 0)
+    text = store.read(f"{LOG_DIR}/{_commit_name(version)}").decode("utf-8")
+    return _apply_commit(scratch, text, "", version)
+
+
+def _load_into(state: _State, location: Location, version: int) -> None:
+    """Fill `state` with the files of `version` as delta-rs reads them."""
+    table = DeltaTable(location.uri, version=version, storage_options=location.storage_options())
+    actions = pa.table(table.get_add_actions(flatten=True)).to_pydict()
+    if any(v is not None for k, col in actions.items() if k.startswith("deletion") for v in col):
+        raise BackupError(
+            f"{location.uri}: version {version} uses deletion vectors, which backups do not "
+            "support yet"
+        )
+    records = actions.get("num_records") or [None] * len(actions["path"])
+    for path, size, n in zip(actions["path"], actions["size_bytes"], records, strict=True):
+        state.add(str(path), int(size), None if n is None else int(n))
+
+
+def _digest_of_table(table: DeltaTable) -> str:
+    actions = pa.table(table.get_add_actions(flatten=True)).to_pydict()
+    return digest_of(zip(map(str, actions["path"]), map(int, actions["size_bytes"]), strict=True))
+
+
+def _snapshot(location: Location, version: int | None = None) -> tuple[int, str, int]:
+    """Version, file-list digest and rows of a version (the latest by default) as delta-rs
+    reads them: the independent check of a replayed state and of a copy."""
+    options = location.storage_options()
+    table = DeltaTable(location.uri, version=version, storage_options=options)
+    rows = int(query_delta(table, "SELECT count(*) AS n FROM t").column("n")[0].as_py())
+    return int(table.version()), _digest_of_table(table), rows
+
+
+# -- the manifest -----------------------------------------------------------------------------
+@dataclass
+class Manifest:
+    """What the backup of one table holds (`manifest.json`)."""
+
+    table: str
+    source: str
+    table_id: str
+    importance: str
+    versions: dict[int, VersionRecord] = field(default_factory=dict)
+    files: dict[str, FileRecord] = field(default_factory=dict)  # data files, storage paths
+    log: dict[str, FileRecord] = field(default_factory=dict)  # names below _delta_log/
+    runs: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def last_backup_at(self) -> datetime | None:
+        return datetime.fromisoformat(self.runs[-1]["at"]) if self.runs else None
+
+    @property
+    def latest_version(self) -> int | None:
+        return max(self.versions) if self.versions else None
+
+    def to_json(self) -> str:
+        data = {
+            "format": MANIFEST_FORMAT,
+            "table": self.table,
+            "source": self.source,
+            "table_id": self.table_id,
+            "importance": self.importance,
+            "versions": {str(v): r.to_json() for v, r in sorted(self.versions.items())},
+            "files": {p: [r.size, r.sha256] for p, r in sorted(self.files.items())},
+            "log": {p: [r.size, r.sha256] for p, r in sorted(self.log.items())},
+            "runs": self.runs,
+        }
+        return json.dumps(data, ensure_ascii=False, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        data = json.loads(text)
+        if data.get("format") != MANIFEST_FORMAT:
+            raise BackupError(f"unknown backup manifest format {data.get('format')!r}")
+        return cls(
+            table=data["table"],
+            source=data["source"],
+            table_id=data["table_id"],
+            importance=data["importance"],
+            versions={
+                int(v): VersionRecord.from_json(int(v), r) for v, r in data["versions"].items()
+            },
+            files={p: FileRecord(int(s), h) for p, (s, h) in data["files"].items()},
+            log={p: FileRecord(int(s), h) for p, (s, h) in data["log"].items()},
+            runs=list(data["runs"]),
+        )
+
+
+def read_manifest(target: BackupTarget, root: Location) -> Manifest | None:
+    store = _Store(target.backup_location(root))
+    try:
+        return Manifest.from_json(store.read(MANIFEST).decode("utf-8"))
+    except FileNotFoundError:
+        return None
+
+
+def version_ranges(versions: Iterable[int]) -> str:
+    """`[0, 1, 2, 5]` -> "0–2, 5"."""
+    runs: list[list[int]] = []
+    for v in sorted(versions):
+        if runs and v == runs[-1][-1] + 1:
+            runs[-1].append(v)
+        else:
+            runs.append([v])
+    return ", ".join(str(r[0]) if len(r) == 1 else f"{r[0]}–{r[-1]}" for r in runs) or "none"
+
+
+# -- backup -----------------------------------------------------------------------------------
+BackupOutcome = Literal["backed_up", "unchanged", "not_due", "no_table", "failed"]
+
+
+@dataclass
+class TableBackup:
+    """What a backup run did with one table."""
+
+    table: str
+    importance: str
+    outcome: BackupOutcome
+    version: int | None = None  # the version backed up (pinned)
+    versions_added: list[int] = field(default_factory=list)
+    files_copied: int = 0
+    bytes_copied: int = 0
+    rows: int | None = None
+    next_due: datetime | None = None
+    error: str | None = None
+
+
+@dataclass
+class BackupReport:
+    at: datetime
+    location: str
+    tables: list[TableBackup]
+
+    @property
+    def failed(self) -> list[TableBackup]:
+        return [t for t in self.tables if t.outcome == "failed"]
+
+    @property
+    def files_copied(self) -> int:
+        return sum(t.files_copied for t in self.tables)
+
+    @property
+    def bytes_copied(self) -> int:
+        return sum(t.bytes_copied for t in self.tables)
+
+
+def due_at(target: BackupTarget, manifest: Manifest | None) -> datetime | None:
+    """When the table is next due (None: never backed up, due now)."""
+    last = manifest.last_backup_at if manifest else None
+    return None if last is None else last + timedelta(days=target.backup_days)
+
+
+def _backup_table(
+    target: BackupTarget,
+    root: Location,
+    manifest: Manifest | None,
+    *,
+    at: datetime,
+    progress: ProgressCallback | None,
+) -> TableBackup:
+    live, dest = _Store(target.location), _Store(target.backup_location(root))
+    # Pin the version first: everything below is about version V and earlier.
+    pinned = DeltaTable(target.location.uri, storage_options=target.location.storage_options())
+    version, table_id = int(pinned.version()), str(pinned.metadata().id)
+    if manifest is not None and manifest.table_id != table_id:
+        raise BackupError(
+            f"{target.name}: the table at {target.location.uri} (id {table_id}) is not the "
+            f"table backed up at {dest.location.uri} (id {manifest.table_id}): it was "
+            "recreated; move the old backup aside before backing up the new table"
+        )
+    manifest = manifest or Manifest(target.name, target.location.uri, table_id, target.importance)
+    if manifest.latest_version is not None and manifest.latest_version > version:
+        raise BackupError(
+            f"{target.name}: the table is at version {version} but its backup already holds "
+            f"version {manifest.latest_version}: its log went back in time; nothing copied"
+        )
+    source_files = live.listing()  # after pinning: every file of versions <= V still there
+    log = _Log.of(source_files, upto=version)
+    held = dest.listing()
+    in_backup = {p: r for p, r in manifest.files.items() if held.get(p) == r.size}
+
+    def available(path: str, size: int) -> bool:
+        stored = unquote(path)
+        return source_files.get(stored) == size or stored in in_backup
+
+    def footer_rows(path: str) -> int:
+        stored = unquote(path)
+        store = live if source_files.get(stored) is not None else dest
+        with store.fs.open_input_file(store.path(stored)) as handle:
+            return int(pq.ParquetFile(handle).metadata.num_rows)
+
+    # Replay the log from the last backed-up version (or the oldest rebuildable one), noting
+    # each version whose files are all available; the versions claimed are the unbroken run
+    # of such versions that ends at V.
+    state: _State | None = None
+    first = 0
+    if manifest.latest_version is not None:
+        state = _State(available, footer_rows)
+        _load_into(state, dest.location, manifest.latest_version)
+        first = manifest.latest_version + 1
+    elif log.commits or log.checkpoints:
+        first = min(log.commits | log.checkpoints)
+    records: dict[int, VersionRecord] = {}
+    needed: dict[str, int] = {}
+    for v in range(first, version + 1):
+        if state is not None and v in log.commits:
+            text = live.read(f"{LOG_DIR}/{_commit_name(v)}").decode("utf-8")
+            info = _apply_commit(state, text, target.name, v)
+        elif v in log.checkpoints or (v == 0 and 0 in log.commits):
+            state = _State(available, footer_rows)
+            if v in log.checkpoints:
+                _load_into(state, target.location, v)
+                info = _commit_info(live, log, v)
+            else:
+                text = live.read(f"{LOG_DIR}/{_commit_name(v)}").decode("utf-8")
+                info = _apply_commit(state, text, target.name, v)
+        else:
+            state = None  # the log between here and the next checkpoint is gone
+            records.clear()
+            needed.clear()
+            continue
+        if state.missing:
+            records.clear()
+            needed.clear()
+            continue
+        records[v] = state.record(v, info, at)
+        for path, entry in state.files.items():
+            needed[unquote(path)] = entry.size
+    if version not in records and version not in manifest.versions:
+        raise BackupError(
+            f"{target.name}: version {version} cannot be backed up: its data files are not "
+            f"all in {target.location.uri}"
+        )
+    if version in records and records[version].digest != _digest_of_table(pinned):
+        raise BackupError(
+            f"{target.name}: replaying the log does not give the files delta-rs reads at "
+            f"version {version}; nothing copied"
+        )
+
+    copy_data = {p: s for p, s in needed.items() if p not in in_backup}
+    copied = _copy_many(live, dest, copy_data, table=target.name, progress=progress)
+    copy_log = {
+        f"{LOG_DIR}/{name}": size
+        for name, size in log.files.items()
+        if held.get(f"{LOG_DIR}/{name}") != size or name not in manifest.log
+    }
+    for name in copy_log:
+        old = manifest.log.get(name[len(LOG_DIR) + 1 :])
+        if old is not None and held.get(name) is not None and old.size != copy_log[name]:
+            raise BackupError(
+                f"{target.name}: {name} differs from the one backed up: the table was "
+                "rewritten; nothing claimed"
+            )
+    copied_log = _copy_many(live, dest, copy_log, table=target.name, progress=None)
+
+    # Read the copy of V back through delta-rs before the manifest names it.
+    if records:
+        check_version, digest, rows = _snapshot(dest.location, version)
+        expected = records[version]
+        if (
+            check_version != version
+            or digest != expected.digest
+            or (expected.rows is not None and rows != expected.rows)
+        ):
+            raise BackupError(
+                f"{target.name}: the backup of version {version} does not read back as the "
+                f"table did (rows {rows} vs {expected.rows}); nothing claimed"
+            )
+        records[version].rows = rows
+    manifest.versions.update(records)
+    manifest.files.update(copied)
+    manifest.log.update({p[len(LOG_DIR) + 1 :]: r for p, r in copied_log.items()})
+    added = sorted(records)
+    bytes_copied = sum(r.size for r in copied.values()) + sum(r.size for r in copied_log.values())
+    manifest.runs.append({
+        "at": at.isoformat(), "version": version, "versions_added": version_ranges(added),
+        "files_copied": len(copied), "log_files_copied": len(copied_log),
+        "bytes_copied": bytes_copied,
+    })  # fmt: skip
+    dest.write(MANIFEST, manifest.to_json().encode("utf-8"))
+    rows_v = manifest.versions[version].rows if version in manifest.versions else None
+    return TableBackup(
+        target.name, target.importance, "backed_up" if added else "unchanged",
+        version=version, versions_added=added, files_copied=len(copied),
+        bytes_copied=bytes_copied, rows=rows_v,
+        next_due=at + timedelta(days=target.backup_days),
+    )  # fmt: skip
+
+
+def backup(
+    settings: Settings,
+    catalog: Catalog,
+    *,
+    at: datetime,
+    resource: str | None = None,
+    force: bool = False,
+    actor: str = PLATFORM,
+    progress: ProgressCallback | None = None,
+) -> BackupReport:
+    """Back up every table that is due by its importance at `at` (all of them with `force`)
+    to `settings.backup_location`; `resource` narrows it to one catalogued resource's tables
+    (or `"ops"`). A table that fails is reported and journaled; the others go on."""
+    at = naive_utc(at)
+    root = settings.backup_location
+    done: list[TableBackup] = []
+    for target in targets(settings, catalog, resource):
+        try:
+            manifest = read_manifest(target, root)
+            due = due_at(target, manifest)
+            if not force and due is not None and at < due:
+                assert manifest is not None
+                done.append(TableBackup(target.name, target.importance, "not_due",
+                                        version=manifest.latest_version, next_due=due))  # fmt: skip
+                continue
+            if not has_table(target.location):
+                done.append(TableBackup(target.name, target.importance, "no_table"))
+                continue
+            result = _backup_table(target, root, manifest, at=at, progress=progress)
+        except Exception as exc:  # one table's failure must not stop the others' backups
+            result = TableBackup(target.name, target.importance, "failed", error=str(exc))
+        done.append(result)
+        audit.append(
+            settings, at=at, actor=actor, action=BACKUP_ACTION, resource=target.resource,
+            table_name=target.name, version=result.version, rows=result.rows,
+            files=result.files_copied, outcome="error" if result.error else "ok",
+            detail={"to": target.backup_location(root).uri, "importance": target.importance,
+                    "versions_added": version_ranges(result.versions_added),
+                    "bytes_copied": result.bytes_copied,
+                    **({"error": result.error} if result.error else {})},
+        )  # fmt: skip
+    return BackupReport(at, root.uri, done)
+
+
+# -- status -----------------------------------------------------------------------------------
+@dataclass
+class BackupStatus:
+    table: str
+    importance: str
+    backup_days: int
+    table_version: int | None  # the live table's version (None: no such table)
+    last_backup_at: datetime | None
+    backed_up_version: int | None
+    versions: str  # the backed-up versions, as ranges
+    next_due: datetime | None  # None: never backed up
+    due: bool
+    location: str
+
+
+def backup_status(settings: Settings, catalog: Catalog, at: datetime) -> list[BackupStatus]:
+    """Per table: its version, its last backup and when the next one is due at `at`."""
+    at = naive_utc(at)
+    root = settings.backup_location
+    found = []
+    for target in targets(settings, catalog):
+        manifest = read_manifest(target, root)
+        live = latest_version(target.location)
+        due = due_at(target, manifest)
+        found.append(BackupStatus(
+            table=target.name, importance=target.importance, backup_days=target.backup_days,
+            table_version=live, last_backup_at=manifest.last_backup_at if manifest else None,
+            backed_up_version=manifest.latest_version if manifest else None,
+            versions=version_ranges(manifest.versions) if manifest else "none",
+            next_due=due, due=live is not None and (due is None or at >= due),
+            location=target.backup_location(root).uri,
+        ))  # fmt: skip
+    return found
+
+
+# -- restore ----------------------------------------------------------------------------------
+RestoreMode = Literal["recreated", "new_commit", "current"]
+
+
+@dataclass
+class RestoreReport:
+    table: str
+    version: int  # the backed-up version restored
+    mode: RestoreMode  # recreated: the table was gone; new_commit: V became a new version
+    table_version: int  # the table's version afterwards
+    rows: int
+    files_copied: int
+    log_files_copied: int
+    source: str
+
+
+def _backup_states(
+    dest: _Store, log: _Log, manifest: Manifest, upto: int
+) -> Iterator[tuple[int, _State]]:
+    """The states of the backed-up versions up to `upto`, replayed from the backup's log."""
+    state: _State | None = None
+    for v in range(min(manifest.versions), upto + 1):
+        if state is not None and v in log.commits:
+            text = dest.read(f"{LOG_DIR}/{_commit_name(v)}").decode("utf-8")
+            _apply_commit(state, text, manifest.table, v)
+        elif v in manifest.versions:
+            state = _State(lambda _p, _s: True, lambda _p: 0)
+            _load_into(state, dest.location, v)
+        else:
+            state = None
+            continue
+        if v in manifest.versions:
+            yield v, state
+
+
+def _verify_restored(
+    target: BackupTarget, record: VersionRecord, version: int | None, expected_version: int
+) -> tuple[int, int]:
+    found, digest, rows = _snapshot(target.location, version)
+    if (
+        found != expected_version
+        or digest != record.digest
+        or (record.rows is not None and rows != record.rows)
+    ):
+        raise BackupError(
+            f"{target.name}: restored version {found} does not match backed-up version "
+            f"{record.version} (rows {rows} vs {record.rows}, files digest "
+            f"{'equal' if digest == record.digest else 'differs'})"
+        )
+    return found, rows
+
+
+class _Refused(Exception):
+    """Carries a refusal out of `_restore`, so that it is journaled as refused."""
+
+    def __init__(self, error: BackupError):
+        self.error = error
+
+
+def restore(
+    settings: Settings,
+    catalog: Catalog,
+    table_name: str,
+    *,
+    version: int | None = None,
+    at: datetime,
+    actor: str = PLATFORM,
+    progress: ProgressCallback | None = None,
+) -> RestoreReport:
+    """Bring `table_name` (e.g. `population.residents_unconditional`) back to a backed-up
+    version (the latest backed up by default).
+
+    A table that is gone is recreated from the backup: its log up to V, V's files and those of
+    its other backed-up versions up to V, so it reads exactly as version V did, with the same
+    version number and history. A table that exists gets V as a new commit (data files vacuum
+    removed are copied back first), so its newer versions stay readable. Refused
+    (`NotBackedUp`, `RestoreRefused`) when V is not in the backup or the table there is not
+    the one backed up. Every attempt on a known table is journaled (`platform.restore`).
+    """
+    at = naive_utc(at)
+    target = find_target(settings, catalog, table_name)
+    dest = target.backup_location(settings.backup_location)
+    outcome, report = "error", None
+    detail: dict[str, Any] = {}
+    try:
+        report = _restore(target, settings.backup_location, version, progress)
+    except _Refused as refused:
+        outcome, detail = "refused", {"reason": str(refused.error)}
+        raise refused.error from None
+    except Exception as exc:
+        detail = {"error": str(exc)}
+        raise
+    else:
+        outcome = "ok"
+        detail = {"mode": report.mode, "table_version": report.table_version,
+                  "log_files_copied": report.log_files_copied}  # fmt: skip
+        return report
+    finally:
+        audit.append(
+            settings, at=at, actor=actor, action=RESTORE_ACTION, resource=target.resource,
+            table_name=table_name, version=report.version if report else version,
+            rows=report.rows if report else None, files=report.files_copied if report else None,
+            outcome=outcome, detail={"from": dest.uri, **detail},
+        )  # fmt: skip
+
+
+def _restore(
+    target: BackupTarget, root: Location, version: int | None, progress: ProgressCallback | None
+) -> RestoreReport:
+    table_name, dest_location = target.name, target.backup_location(root)
+    manifest = read_manifest(target, root)
+    if manifest is None or not manifest.versions:
+        raise _Refused(NotBackedUp(
+            f"{table_name}: no backup at {dest_location.uri} (run `govlake backup`)"))  # fmt: skip
+    version = manifest.latest_version if version is None else version
+    assert version is not None
+    if version not in manifest.versions:
+        raise _Refused(NotBackedUp(
+            f"{table_name}: version {version} is not in the backup at {dest_location.uri}; "
+            f"backed-up versions: {version_ranges(manifest.versions)}"))  # fmt: skip
+    record = manifest.versions[version]
+    dest, live = _Store(dest_location), _Store(target.location)
+    held = dest.listing()
+    backup_log = _Log.of(held, upto=version)
+    missing = sorted(f"{LOG_DIR}/{n}" for n, r in manifest.log.items()
+                     if n in backup_log.files and held.get(f"{LOG_DIR}/{n}") != r.size)  # fmt: skip
+    if missing or not backup_log.readable(version):
+        raise BackupError(
+            f"{table_name}: the backup at {dest_location.uri} is damaged: "
+            f"{', '.join(missing[:5]) or f'the log of version {version} is incomplete'}"
+        )
+    present = live.listing()
+    live_log = _Log.of(present)
+
+    if not live_log.has_versions:
+        # Gone: bring back the data files of every backed-up version up to V, then the log.
+        wanted: dict[str, int] = {}
+        for _, state in _backup_states(dest, backup_log, manifest, version):
+            for path, entry in state.files.items():
+                wanted[unquote(path)] = entry.size
+        copied = _restore_files(dest, live, manifest, wanted, table_name, progress)
+        if f"{LOG_DIR}/_last_checkpoint" in present:  # left over, it may name a later version
+            live.delete(f"{LOG_DIR}/_last_checkpoint")
+        log_files = {f"{LOG_DIR}/{n}": s for n, s in backup_log.files.items()}
+        copied_log = _copy_many(dest, live, log_files, table=table_name, progress=None)
+        table_version, rows = _verify_restored(target, record, None, version)
+        return RestoreReport(table_name, version, "recreated", table_version, rows,
+                             len(copied), len(copied_log), dest_location.uri)  # fmt: skip
+
+    options = target.location.storage_options()
+    current = DeltaTable(target.location.uri, storage_options=options)
+    latest, table_id = int(current.version()), str(current.metadata().id)
+    if table_id != manifest.table_id:
+        raise _Refused(RestoreRefused(
+            f"{table_name}: the table at {target.location.uri} (id {table_id}) is not the "
+            f"one backed up at {dest_location.uri} (id {manifest.table_id}); move it aside "
+            "to restore the backed-up table"))  # fmt: skip
+    if version > latest:
+        raise _Refused(RestoreRefused(
+            f"{table_name}: the table is at version {latest}, older than backed-up version "
+            f"{version}; delete the table to restore it as it was backed up"))  # fmt: skip
+    if table_name == AUDIT_ARCHIVE and version < latest:
+        raise _Refused(RestoreRefused(
+            f"{table_name}: the audit archive only grows (宝鸡 art. 21): rolling it back from "
+            f"version {latest} to {version} would hide entries; it is restored only when it "
+            "is gone"))  # fmt: skip
+    at_version = _State(lambda _p, _s: True, lambda _p: 0)
+    _load_into(at_version, dest.location, version)
+    wanted = {unquote(p): e.size for p, e in at_version.files.items()}
+    wanted = {p: s for p, s in wanted.items() if present.get(p) != s}
+    copied = _restore_files(dest, live, manifest, wanted, table_name, progress)
+    # A log that no longer rebuilds V (its commits cleaned up) gets the backed-up log files
+    # back; existing log files are never overwritten.
+    log_files = {}
+    if not live_log.readable(version):
+        log_files = {f"{LOG_DIR}/{n}": s for n, s in backup_log.files.items()
+                     if f"{LOG_DIR}/{n}" not in present}  # fmt: skip
+    copied_log = _copy_many(dest, live, log_files, table=table_name, progress=None)
+    if version == latest:
+        table_version, rows = _verify_restored(target, record, latest, latest)
+        mode: RestoreMode = "current"
+    else:
+        table = DeltaTable(target.location.uri, storage_options=options)
+        table.restore(version)
+        new_version = int(table.version())
+        table_version, rows = _verify_restored(target, record, new_version, new_version)
+        mode = "new_commit"
+    return RestoreReport(table_name, version, mode, table_version, rows, len(copied),
+                         len(copied_log), dest_location.uri)  # fmt: skip
+
+
+def _restore_files(
+    dest: _Store,
+    live: _Store,
+    manifest: Manifest,
+    wanted: dict[str, int],
+    table: str,
+    progress: ProgressCallback | None,
+) -> dict[str, FileRecord]:
+    """Copy data files back from the backup; each must match its recorded checksum."""
+    unknown = sorted(p for p in wanted if p not in manifest.files)
+    if unknown:
+        raise BackupError(f"{table}: the backup lacks {len(unknown)} data file(s): {unknown[:3]}")
+    copied = _copy_many(dest, live, wanted, table=table, progress=progress)
+    damaged = sorted(p for p, r in copied.items() if r != manifest.files[p])
+    if damaged:
+        raise BackupError(
+            f"{table}: {len(damaged)} backed-up file(s) do not match their checksum: {damaged[:3]}"
+        )
+    return copied

@@ -1,0 +1,137 @@
+"""FastAPI dependencies shared by the sharing server's routers: settings, catalogue, a
+database transaction, the clock, and the consumer behind the bearer token (checked before
+the body is read: `TokenFirstRoute`), and who a call is journaled under (`caller`).
+
+The application keeps `settings`, `catalog` and `clock` in `app.state`, so tests can run the
+server at a fixed time (`app.state.clock = lambda: datetime(...)`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine, Iterator
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, Request, Response
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from govlake.core.catalog import Catalog
+from govlake.core.settings import Settings
+from govlake.platform.database import Consumer, Token, session
+from govlake.sharing.access import SharingError, authenticate, hash_token
+
+
+def settings(request: Request) -> Settings:
+    found: Settings = request.app.state.settings
+    return found
+
+
+def catalog(request: Request) -> Catalog:
+    found: Catalog = request.app.state.catalog
+    return found
+
+
+def now(request: Request) -> datetime:
+    """The request time, naive UTC (the app's clock)."""
+    moment: datetime = request.app.state.clock()
+    return moment
+
+
+def db(request: Request) -> Iterator[Session]:
+    """One transaction per request: committed when the handler returns, rolled back if it
+    raises."""
+    with session(request.app.state.settings) as s:
+        yield s
+
+
+def bearer_tokens(request: Request) -> list[str]:
+    """The bearer tokens of the call's `Authorization` headers, as given."""
+    found = []
+    for value in request.headers.getlist("authorization"):
+        scheme, _, token = value.strip().partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            found.append(token.strip())
+    return found
+
+
+def bearer_token(request: Request) -> str | None:
+    """The call's one bearer token, None without one; two `Authorization` headers are a bad
+    request (`SharingError`, 400), whichever comes first."""
+    headers = request.headers.getlist("authorization")
+    if len(headers) > 1:
+        raise SharingError(f"give one Authorization header, not {len(headers)}")
+    tokens = bearer_tokens(request)
+    return tokens[0] if tokens else None
+
+
+def token_owner(settings: Settings, tokens: list[str]) -> str | None:
+    """The department `tokens` were issued to, valid or not (expired, revoked), so that a
+    refused call is journaled under its owner: None for no token, tokens nobody was issued,
+    or tokens of two departments."""
+    if not tokens:
+        return None
+    with session(settings) as s:
+        owners = set(s.scalars(
+            select(Token.consumer).where(Token.token_hash.in_([hash_token(t) for t in tokens]))
+        ))  # fmt: skip
+    return owners.pop() if len(owners) == 1 else None
+
+
+def caller(request: Request) -> str | None:
+    """The consumer a call is journaled under: the one its token or signed URL authenticated,
+    else the owner of the token it presented (see `token_owner`)."""
+    known: str | None = getattr(request.state, "consumer", None)
+    if known is not None:
+        return known
+    return token_owner(request.app.state.settings, bearer_tokens(request))
+
+
+def _authenticate(request: Request, s: Session) -> Consumer:
+    found = authenticate(s, bearer_token(request), at=now(request))
+    request.state.consumer = found.code
+    return found
+
+
+def current_consumer(
+    request: Request,
+    s: Annotated[Session, Depends(db)],
+) -> Consumer:
+    """The consumer of the bearer token; raises `Unauthenticated` (401) otherwise."""
+    return _authenticate(request, s)
+
+
+def _needs_token(dependant: Dependant) -> bool:
+    return any(d.call is current_consumer or _needs_token(d) for d in dependant.dependencies)
+
+
+class TokenFirstRoute(APIRoute):
+    """A route that checks the bearer token before FastAPI reads the request body, when the
+    endpoint depends on `current_consumer`: a caller without a valid token is refused (401)
+    before any of its body is read or parsed. (FastAPI reads the body before it solves any
+    dependency.)"""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        if not _needs_token(self.dependant):
+            return handler
+
+        def check(request: Request) -> None:
+            with session(request.app.state.settings) as s:
+                _authenticate(request, s)
+
+        async def route_handler(request: Request) -> Response:
+            await run_in_threadpool(check, request)
+            return await handler(request)
+
+        return route_handler
+
+
+SettingsDep = Annotated[Settings, Depends(settings)]
+CatalogDep = Annotated[Catalog, Depends(catalog)]
+NowDep = Annotated[datetime, Depends(now)]
+DbDep = Annotated[Session, Depends(db)]
+ConsumerDep = Annotated[Consumer, Depends(current_consumer)]

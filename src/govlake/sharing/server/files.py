@@ -1,0 +1,223 @@
+"""The data files the sharing server serves itself (tables on local storage): signed URLs,
+the Range header, and keeping the signatures out of the access log.
+
+- A file URL carries a `FileGrant` (table, file, consumer, expiry) as base64url JSON and its
+  HMAC-SHA256. Anything that is not exactly such a grant under a valid MAC is refused
+  (`InvalidFileUrl`, 403), never a server error. The grant only says what was issued: the
+  server checks the consumer's access again at each download.
+- `byte_range` reads the Range header (RFC 9110 §14) for one file: one byte range is served
+  as 206; an empty header, another unit (which the RFC says to ignore) or several ranges
+  get the whole file (200, as S3 answers several ranges); a malformed byte range is
+  `MalformedRange` (400); a range that starts past the end is `UnsatisfiableRange` (416,
+  with `Content-Range: bytes */<size>`).
+- `SignedUrlFilter` takes the MAC out of every file URL in uvicorn's access log lines.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import logging
+import re
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import unquote
+
+from starlette.responses import FileResponse
+from starlette.types import Receive, Scope, Send
+
+from govlake.lake.deltalog import millis
+from govlake.sharing.access import AccessError
+
+#: The path the server serves files under (`govlake.sharing.server.app`).
+FILES_PATH = "/delta-sharing/files/"
+
+
+# -- signed URLs ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FileGrant:
+    """What a signed local file URL allows: one file of one table, to one consumer, until."""
+
+    table: str
+    path: str
+    consumer: str
+    expires: int  # ms since the epoch
+
+    def expired(self, at: datetime) -> bool:
+        return self.expires <= millis(at)
+
+    @classmethod
+    def from_json(cls, data: bytes) -> FileGrant:
+        """The grant `data` holds, or `ValueError` unless it is exactly one."""
+        found = json.loads(data)
+        fields = {"table": str, "path": str, "consumer": str, "expires": int}
+        if not isinstance(found, dict) or set(found) != set(fields):
+            raise ValueError(f"a file grant has the fields {sorted(fields)}")
+        for name, kind in fields.items():
+            if type(found[name]) is not kind:
+                raise ValueError(f"a file grant's {name} is a {kind.__name__}")
+        return cls(**found)
+
+
+class InvalidFileUrl(AccessError):
+    """A file URL whose signature or content is not one the server issued."""
+
+    def __init__(self) -> None:
+        super().__init__("the file URL is not valid: query the table for its file URLs")
+
+
+class ExpiredFileUrl(AccessError):
+    def __init__(self) -> None:
+        super().__init__("the file URL has expired: query the table again for fresh URLs")
+
+
+_MAC = re.compile(r"[0-9a-f]{64}")
+
+
+class UrlSigner:
+    def __init__(self, key: bytes, ttl: timedelta):
+        self.key, self.ttl = key, ttl
+
+    def _mac(self, body: str) -> str:
+        return hmac.new(self.key, body.encode(), hashlib.sha256).hexdigest()
+
+    def sign(self, grant: FileGrant) -> str:
+        body = base64.urlsafe_b64encode(json.dumps(asdict(grant), sort_keys=True).encode())
+        return f"{body.decode()}.{self._mac(body.decode())}"
+
+    def open(self, token: str) -> FileGrant:
+        """The grant of a token this signer issued, expired or not (the caller checks the
+        expiry once it knows whom to journal); `InvalidFileUrl` for anything else (the
+        token comes from the URL path: any text at all)."""
+        body, _, mac = token.rpartition(".")
+        if not body.isascii() or not _MAC.fullmatch(mac):
+            raise InvalidFileUrl()
+        if not hmac.compare_digest(mac.encode(), self._mac(body).encode()):
+            raise InvalidFileUrl()
+        try:
+            return FileGrant.from_json(base64.urlsafe_b64decode(body.encode()))
+        except (ValueError, binascii.Error) as exc:  # JSON, UTF-8 and base64 errors included
+            raise InvalidFileUrl() from exc
+
+
+# -- Range ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ByteRange:
+    """Bytes `start` to `end` (inclusive) of a file of `size` bytes."""
+
+    start: int
+    end: int
+    size: int
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start + 1
+
+    @property
+    def content_range(self) -> str:
+        return f"bytes {self.start}-{self.end}/{self.size}"
+
+
+class MalformedRange(ValueError):
+    """A Range header in bytes that is not a valid byte range (400)."""
+
+
+class UnsatisfiableRange(Exception):
+    """A byte range that starts past the end of the file (416); `content_range` is the
+    header the answer carries (`bytes */<size>`)."""
+
+    status = 416
+    code = "INVALID_PARAMETER_VALUE"
+
+    def __init__(self, header: str, size: int):
+        super().__init__(f"Range {header!r}: the file has {size} bytes, the range is outside")
+        self.content_range = f"bytes */{size}"
+
+
+_SPEC = re.compile(r"([0-9]+)\s*-\s*([0-9]*)|-\s*([0-9]+)", re.ASCII)
+
+
+def byte_range(header: str | None, size: int) -> ByteRange | None:
+    """The one byte range the Range `header` asks of a file of `size` bytes, or None to
+    send the whole file (no header, an empty one, a unit other than bytes, several ranges).
+
+    Raises `MalformedRange` and `UnsatisfiableRange`."""
+    if header is None or not header.strip():
+        return None
+    unit, equals, ranges = header.partition("=")
+    if unit.strip().lower() != "bytes":
+        return None  # RFC 9110 §14.2: a range unit the server does not understand is ignored
+    specs = [_SPEC.fullmatch(spec.strip()) for spec in ranges.split(",")]
+    if not equals or not all(specs):
+        raise MalformedRange(f"Range {header!r} is not a byte range such as 'bytes=0-1023'")
+    parsed = []
+    for spec in specs:
+        assert spec is not None
+        first, last, suffix = spec.groups()
+        if first is not None and last and int(last) < int(first):
+            raise MalformedRange(f"Range {header!r}: the last byte is before the first")
+        parsed.append((first, last, suffix))
+    if len(parsed) > 1:
+        return None  # several ranges: the whole file, as from S3
+    first, last, suffix = parsed[0]
+    if suffix is not None:
+        if int(suffix) == 0 or size == 0:
+            raise UnsatisfiableRange(header, size)
+        return ByteRange(max(size - int(suffix), 0), size - 1, size)
+    if int(first) >= size:
+        raise UnsatisfiableRange(header, size)
+    return ByteRange(int(first), min(int(last), size - 1) if last else size - 1, size)
+
+
+class FilePart(FileResponse):
+    """The whole file, or the byte range `part` of it, whatever the request's own Range
+    and If-Range headers say: the route has decided, and journaled what it sends."""
+
+    def __init__(self, path: str, part: ByteRange | None, **kwargs: Any):
+        super().__init__(path, **kwargs)
+        self.part = part
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(k, v) for k, v in scope["headers"] if k not in (b"range", b"if-range")]
+        if self.part is not None:
+            headers.append((b"range", f"bytes={self.part.start}-{self.part.end}".encode()))
+        await super().__call__({**scope, "headers": headers}, receive, send)
+
+
+# -- the access log -------------------------------------------------------------------------
+_SIGNED = re.compile(re.escape(FILES_PATH) + r"([^/?#\s\"]*)")
+_BODY = re.compile(r"[A-Za-z0-9_=-]*")
+
+
+def redact(text: str) -> str:
+    """`text` with every signed file URL's MAC replaced: the grant's body stays readable
+    (table, file, consumer, expiry), the URL no longer works."""
+
+    def _without_mac(found: re.Match[str]) -> str:
+        body = unquote(found[1]).partition(".")[0]
+        return FILES_PATH + (f"{body}.<redacted>" if _BODY.fullmatch(body) else "<redacted>")
+
+    return _SIGNED.sub(_without_mac, text)
+
+
+class SignedUrlFilter(logging.Filter):
+    """Redacts signed file URLs in the records of the logger it is attached to."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
+def keep_signatures_out_of_access_log(name: str = "uvicorn.access") -> None:
+    """Attach `SignedUrlFilter` to the access logger (once): uvicorn logs each request's
+    raw path there, and a file URL's path is the credential."""
+    logger = logging.getLogger(name)
+    if not any(isinstance(f, SignedUrlFilter) for f in logger.filters):
+        logger.addFilter(SignedUrlFilter())

@@ -1,0 +1,227 @@
+"""Row rules derived from the catalogue: one definition per rule, as engine column expressions.
+
+Each `RowRule` says when a raw (string) record breaks it and why. The validation transform
+uses them to route records to silver or quarantine; quality suites use the same objects, so
+no rule is written twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from govlake.core import reference
+from govlake.core.catalog import Item, Resource
+from govlake.core.text import REASON_VALUE_CHARS
+from govlake.core.text import quote as quote  # a value already in Python, cut as `quoted` cuts
+from govlake.transforms import checks
+
+Predicate = Callable[[], Column]
+
+
+def quoted(value: Column, *, limit: int = REASON_VALUE_CHARS) -> Column:
+    """`value` as a reason quotes it: `<blank>` for null, the first `limit` characters and the
+    value's length when it is longer (a 1 MB key would otherwise put 1 MB into each reason)."""
+    text = value.cast("string")
+    cut = F.concat(
+        F.substring(text, 1, limit),
+        F.lit("…("),
+        F.char_length(text).cast("string"),
+        F.lit(" chars)"),
+    )
+    return (
+        F.when(text.isNull(), F.lit("<blank>"))
+        .when(F.char_length(text) > limit, cut)
+        .otherwise(text)
+    )
+
+
+@dataclass(frozen=True)
+class RowRule:
+    """A rule one record can break. `broken()` is true when it does, false or null otherwise."""
+
+    item: str
+    rule: str
+    description: str
+    broken: Predicate
+
+    @property
+    def rule_id(self) -> str:
+        return f"{self.item}.{self.rule}"
+
+    def reason(self) -> Column:
+        """`<item>: <rule description>: <the value as delivered, cut to its first characters>`."""
+        return F.concat(F.lit(f"{self.item}: {self.description}: "), quoted(F.col(self.item)))
+
+
+def _blank(name: str) -> Column:
+    return F.col(name).isNull() | (F.trim(F.col(name)) == "")
+
+
+def _typed(name: str, kind: str) -> Column:
+    return F.expr(f"try_cast(`{name}` as {kind})")
+
+
+def _item_rules(item: Item, *, required: bool, as_of: date) -> list[RowRule]:
+    name = item.name
+    rules: list[RowRule] = []
+    if required:
+        rules.append(RowRule(name, "required", "required item is blank", lambda: _blank(name)))
+    if item.type != "string":
+        kind = item.type
+        rules.append(
+            RowRule(
+                name,
+                "type",
+                f"not a valid {kind}",
+                lambda: F.col(name).isNotNull() & _typed(name, kind).isNull(),
+            )
+        )
+    if item.check == "citizen_id":
+        rules.append(
+            RowRule(
+                name,
+                "citizen_id",
+                "not a GB 11643 citizen identity number (format, birth date or check character)",
+                lambda: ~checks.is_valid_citizen_id(name),
+            )
+        )
+    elif item.check == "credit_code":
+        rules.append(
+            RowRule(
+                name,
+                "credit_code",
+                "not a GB 32100 unified social credit code (format or check character)",
+                lambda: ~checks.is_valid_credit_code(name),
+            )
+        )
+    elif item.check == "division_code":
+        codes = sorted(reference.division_codes())
+        rules.append(
+            RowRule(
+                name,
+                "division_code",
+                "not a GB/T 2260 division code in the reference table",
+                lambda: F.col(name).isNotNull() & ~F.col(name).isin(codes),
+            )
+        )
+    elif item.check == "not_future":
+        limit = as_of.isoformat()
+        rules.append(
+            RowRule(
+                name,
+                "not_future",
+                f"date is after the extract date {limit}",
+                lambda: _typed(name, "date") > F.lit(limit).cast("date"),
+            )
+        )
+    bounds = {
+        "china_longitude": reference.CHINA_LONGITUDE,
+        "china_latitude": reference.CHINA_LATITUDE,
+    }.get(item.check or "", (item.minimum, item.maximum))
+    low, high = bounds
+    if low is not None or high is not None:
+        text = f"outside [{'' if low is None else low}, {'' if high is None else high}]"
+
+        def out_of_range(
+            name: str = name, low: float | None = low, high: float | None = high
+        ) -> Column:
+            value = _typed(name, "double")
+            broken = F.lit(False)
+            if low is not None:
+                broken = broken | (value < F.lit(low))
+            if high is not None:
+                broken = broken | (value > F.lit(high))
+            return broken
+
+        rules.append(RowRule(name, "range", text, out_of_range))
+    if item.values:
+        allowed = list(item.values)
+        rules.append(
+            RowRule(
+                name,
+                "values",
+                f"not one of {', '.join(allowed)}",
+                lambda: F.col(name).isNotNull() & ~F.col(name).isin(allowed),
+            )
+        )
+    return rules
+
+
+def row_rules(resource: Resource, provider: str, *, as_of: date) -> list[RowRule]:
+    """The rules a record of `provider`'s extract must keep, in catalogue order."""
+    rules: list[RowRule] = []
+    for name in resource.supplied_items(provider):
+        item = resource.item(name)
+        rules.extend(_item_rules(item, required=item.required, as_of=as_of))
+    return rules
+
+
+KEY_DUPLICATE = "key_duplicate"
+PARSE = "record.parse"
+
+
+def validate(df: DataFrame, resource: Resource, provider: str, *, as_of: date) -> DataFrame:
+    """Add `_rules` (comma-separated rule ids broken, empty when none) and `_reason` (one
+    reason per broken rule naming item, rule and value) to the records of one extract. A
+    reason quotes at most `REASON_VALUE_CHARS` characters of a value (and then its length);
+    the record's columns keep the value as delivered.
+
+    Expects the bronze columns (`_parse_error` marks records the parser could not split).
+    A key that occurs more than once in the extract breaks `key_duplicate` on every record
+    that carries it: the platform cannot tell which is right, so none is applied."""
+    rules = row_rules(resource, provider, as_of=as_of)
+    key_cols = [F.col(k) for k in resource.key]
+    occurrences = F.count(F.lit(1)).over(Window.partitionBy(*key_cols))
+    key_label = ",".join(resource.key)
+    key_text = F.concat_ws(",", *[quoted(c) for c in key_cols])
+    flags = [F.when(rule.broken(), F.lit(rule.rule_id)) for rule in rules]
+    reasons = [F.when(rule.broken(), rule.reason()) for rule in rules]
+    duplicate = occurrences > 1
+    flags.append(F.when(duplicate, F.lit(f"{key_label}.{KEY_DUPLICATE}")))
+    reasons.append(
+        F.when(
+            duplicate,
+            F.concat(
+                F.lit(f"{key_label}: key occurs "),
+                occurrences.cast("string"),
+                F.lit(" times in the extract: "),
+                key_text,
+            ),
+        )
+    )
+    # A record the parser could not split has no items to judge: its only rule is `parse`.
+    unparsed = F.col("_parse_error").isNotNull()
+    return df.withColumn(
+        "_rules", F.when(unparsed, F.lit(PARSE)).otherwise(F.concat_ws(",", *flags))
+    ).withColumn(
+        "_reason",
+        F.when(
+            unparsed,
+            F.concat(
+                F.lit("record: cannot be parsed: "),
+                quoted(F.col("_parse_error"), limit=4 * REASON_VALUE_CHARS),
+                F.lit(": "),
+                quoted(F.col("_raw")),
+            ),
+        ).otherwise(F.concat_ws("; ", *reasons)),
+    )
+
+
+def typed(df: DataFrame, resource: Resource, items: list[str]) -> DataFrame:
+    """Cast validated raw strings to the catalogue's types (keeps other columns)."""
+    return df.select(
+        *[
+            (
+                _typed(name, resource.item(name).type)
+                if resource.item(name).type != "string"
+                else F.col(name)
+            ).alias(name)
+            for name in items
+        ],
+        *[c for c in df.columns if c not in items],
+    )
