@@ -46,6 +46,7 @@ from numpy.typing import NDArray
 
 from govlake.core import reference
 from govlake.core.catalog import Catalog, Item, Resource
+from govlake.core.errors import GovlakeError
 from govlake.core.location import Location
 
 Encoding = Literal["utf-8", "gbk"]
@@ -281,7 +282,7 @@ class GeneratedExtract:
     defects: dict[str, int] = field(default_factory=dict)  # rule name -> rows injected
 
 
-class GeneratorError(ValueError):
+class GeneratorError(GovlakeError, ValueError):
     """The generator cannot produce what was asked (bad argument or unknown catalogue item)."""
 
 

@@ -28,6 +28,7 @@ import psycopg
 from psycopg import sql
 from sqlalchemy.engine import URL
 
+from govlake.core.errors import GovlakeError
 from govlake.core.net import free_port
 
 #: The superuser the cluster is created with, and its first database.
@@ -48,7 +49,7 @@ _SETTINGS = {
 _NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
-class PostgresServerError(RuntimeError):
+class PostgresServerError(GovlakeError, RuntimeError):
     """PostgreSQL could not be found, started or asked to create a database."""
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from govlake.core.errors import GovlakeError
 from govlake.core.net import free_ports
 
 REGION = "us-east-1"
@@ -32,7 +33,7 @@ _PORTS = (
 )  # fmt: skip
 
 
-class S3ServerError(RuntimeError):
+class S3ServerError(GovlakeError, RuntimeError):
     """SeaweedFS could not be started."""
 
 

@@ -25,13 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from govlake.core.errors import GovlakeError
 from govlake.core.settings import Settings
 
 USER = "admin"
 PASSWORDS_FILE = "simple_auth_manager_passwords.json.generated"
 
 
-class StandaloneError(RuntimeError):
+class StandaloneError(GovlakeError, RuntimeError):
     """Airflow standalone could not be started."""
 
 

@@ -17,6 +17,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from govlake.core.errors import GovlakeError
+
 Sharing = Literal["unconditional", "conditional", "not_shared"]
 Purpose = Literal[
     "administrative_basis", "work_reference", "data_verification", "business_collaboration"
@@ -56,7 +58,7 @@ CYCLE_HOURS: dict[str, float] = {
 _OPENNESS = {"unconditional": 0, "conditional": 1, "not_shared": 2}
 
 
-class CatalogError(ValueError):
+class CatalogError(GovlakeError, ValueError):
     """A catalogue file cannot be read or does not describe a valid resource."""
 
 

@@ -62,6 +62,7 @@ import pyarrow.parquet as pq
 from deltalake import DeltaTable
 
 from govlake.core.catalog import BACKUP_DAYS, Catalog, Importance
+from govlake.core.errors import GovlakeError
 from govlake.core.location import Location
 from govlake.core.runs import naive_utc
 from govlake.core.settings import Settings
@@ -95,7 +96,7 @@ _COMPACTED = re.compile(r"^(\d{20})\.(\d{20})\.compacted\.json$")
 _SIDECAR = "_sidecars/"
 
 
-class BackupError(RuntimeError):
+class BackupError(GovlakeError, RuntimeError):
     """A backup or restore that cannot be done as asked; the message names the table."""
 
 

@@ -18,10 +18,11 @@ from typing import Any
 import pyarrow as pa
 from deltalake import DeltaTable
 
+from govlake.core.errors import GovlakeError
 from govlake.core.location import Location
 
 
-class VersionError(ValueError):
+class VersionError(GovlakeError, ValueError):
     """A version or timestamp the table's history does not have."""
 
 

@@ -25,6 +25,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from govlake.core.catalog import Resource
+from govlake.core.errors import GovlakeError
 from govlake.core.location import Location
 from govlake.core.text import quote_list
 
@@ -33,7 +34,7 @@ _CHUNK = 1 << 20
 _BATCH_ROWS = 100_000
 
 
-class ExtractRejected(Exception):
+class ExtractRejected(GovlakeError):
     """A landed file that cannot be read at all; `reason` says why, for the `.reason.json`."""
 
     def __init__(self, file: Location, reason: str, rule: str):

@@ -44,6 +44,7 @@ from sqlalchemy import delete, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from govlake.core.catalog import Catalog
+from govlake.core.errors import GovlakeError
 from govlake.core.location import Location
 from govlake.core.runs import naive_utc
 from govlake.core.settings import Settings
@@ -106,7 +107,7 @@ ARCHIVE_SCHEMA = pa.schema(
 ExportFormat = Literal["csv", "jsonl"]
 
 
-class AuditError(ValueError):
+class AuditError(GovlakeError, ValueError):
     """The journal refuses an operation: an unknown action, an early purge, an unarchived range."""
 
 

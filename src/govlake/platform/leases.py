@@ -26,6 +26,7 @@ from sqlalchemy import DateTime, String, delete
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from govlake.core.errors import GovlakeError
 from govlake.core.runs import naive_utc
 from govlake.core.settings import Settings
 from govlake.platform.database import Base, engine, session
@@ -44,7 +45,7 @@ class PipelineLease(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime)
 
 
-class LeaseBusy(RuntimeError):
+class LeaseBusy(GovlakeError, RuntimeError):
     """The resource's lease stayed with another run for longer than this run would wait."""
 
 

@@ -12,10 +12,11 @@ import ssl
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
+from govlake.core.errors import GovlakeError
 from govlake.core.settings import Settings
 
 
-class MailError(RuntimeError):
+class MailError(GovlakeError, RuntimeError):
     """The mail server could not be reached or refused the report."""
 
 

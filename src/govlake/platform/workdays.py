@@ -28,6 +28,8 @@ from pathlib import Path
 import chinese_calendar
 import yaml
 
+from govlake.core.errors import GovlakeError
+
 log = logging.getLogger(__name__)
 
 #: The authority's holiday file, relative to the catalogue folder.
@@ -41,7 +43,7 @@ CHINA = timezone(timedelta(hours=8), "CST")
 _MAX_DAYS = 3660
 
 
-class CalendarError(ValueError):
+class CalendarError(GovlakeError, ValueError):
     """The holiday file cannot be read or does not describe a year's calendar."""
 
 

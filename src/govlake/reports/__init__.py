@@ -13,6 +13,8 @@ from datetime import date, datetime, timedelta
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
+from govlake.core.errors import GovlakeError
+
 if TYPE_CHECKING:  # the CLI imports this module at start: keep Spark and Jinja out of it
     import jinja2
     from pyspark.sql import SparkSession
@@ -20,7 +22,7 @@ if TYPE_CHECKING:  # the CLI imports this module at start: keep Spark and Jinja 
     from govlake.lake.tables import Table
 
 
-class ReportError(ValueError):
+class ReportError(GovlakeError, ValueError):
     """A report cannot be made as asked (unknown department, empty period, bad year)."""
 
 

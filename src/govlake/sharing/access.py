@@ -24,6 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from govlake.core.catalog import Catalog, Resource, SharingClass
+from govlake.core.errors import GovlakeError
 from govlake.core.location import Location
 from govlake.core.settings import Settings
 from govlake.lake.tables import TableSet
@@ -32,7 +33,7 @@ from govlake.platform.database import Base, Consumer, Grant, Suspension, Token, 
 DEFAULT_TOKEN_DAYS = 90
 
 
-class AccessError(Exception):
+class AccessError(GovlakeError):
     """A refusal with the protocol's status and error code."""
 
     status = 403
@@ -44,7 +45,7 @@ class Unauthenticated(AccessError):
     code = "UNAUTHENTICATED"
 
 
-class SharingError(ValueError):
+class SharingError(GovlakeError, ValueError):
     """A request to the platform that breaks a rule (unknown consumer, bad grant, ...)."""
 
 

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import httpcore
 import httpx
 
+from govlake.core.errors import GovlakeError
 from govlake.core.settings import Settings
 from govlake.sharing.access import SharingError
 
@@ -40,7 +41,7 @@ _NOT_PUBLIC = (
 _SETTING = "GOVLAKE_WEBHOOK_ALLOWED_RECEIVERS"
 
 
-class ReceiverRefused(Exception):
+class ReceiverRefused(GovlakeError):
     """The platform does not send webhooks to this address (raised while connecting)."""
 
 

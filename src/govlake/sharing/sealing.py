@@ -25,6 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
+from govlake.core.errors import GovlakeError
 from govlake.core.settings import Settings
 from govlake.platform import audit
 from govlake.platform.database import Subscription, session
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 PREFIX = "fernet:"
 
 
-class SealingError(RuntimeError):
+class SealingError(GovlakeError, RuntimeError):
     """No usable key: none configured for a server database, a malformed key, or a stored
     secret that no configured key opens. An operator's problem, never a consumer's."""
 

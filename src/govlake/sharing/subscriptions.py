@@ -64,6 +64,7 @@ from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from govlake.core.catalog import Catalog, CatalogError, Resource, SharingClass
+from govlake.core.errors import GovlakeError
 from govlake.core.runs import naive_utc
 from govlake.core.settings import Settings
 from govlake.platform import audit
@@ -131,7 +132,7 @@ class SubscriptionNotFound(AccessError):
     code = "RESOURCE_DOES_NOT_EXIST"
 
 
-class SignatureError(ValueError):
+class SignatureError(GovlakeError, ValueError):
     """A webhook request whose signature or timestamp does not verify."""
 
 

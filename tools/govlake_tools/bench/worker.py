@@ -12,10 +12,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from govlake.core.errors import GovlakeError
 from govlake_tools.bench.results import peak_rss_bytes
 
 
-class TaskFailed(RuntimeError):
+class TaskFailed(GovlakeError, RuntimeError):
     """A benchmark task's process exited with an error; the log file has the details."""
 
 

@@ -30,6 +30,7 @@ from urllib.parse import unquote
 from starlette.responses import FileResponse
 from starlette.types import Receive, Scope, Send
 
+from govlake.core.errors import GovlakeError
 from govlake.lake.deltalog import millis
 from govlake.sharing.access import AccessError
 
@@ -122,11 +123,11 @@ class ByteRange:
         return f"bytes {self.start}-{self.end}/{self.size}"
 
 
-class MalformedRange(ValueError):
+class MalformedRange(GovlakeError, ValueError):
     """A Range header in bytes that is not a valid byte range (400)."""
 
 
-class UnsatisfiableRange(Exception):
+class UnsatisfiableRange(GovlakeError):
     """A byte range that starts past the end of the file (416); `content_range` is the
     header the answer carries (`bytes */<size>`)."""
 
