@@ -56,10 +56,13 @@ bench: $(STAMP) ## Benchmark: ingest, merge, sharing reads and load against thei
 	$(BIN)/python -m govlake_tools.bench --out reports/bench
 
 .PHONY: check
-check: $(STAMP) ## Lint and type-check (ruff + mypy)
-	$(BIN)/ruff check src jobs dags expectations tests
-	$(BIN)/ruff format --check src jobs dags expectations tests
+check: $(STAMP) ## Lint, type-check, import contracts (floors, no cycles), dead code, dependencies
+	$(BIN)/ruff check src jobs dags expectations tests tools
+	$(BIN)/ruff format --check src jobs dags expectations tests tools
 	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(BIN)/vulture
+	$(BIN)/deptry .
 
 .PHONY: clean
 clean: ## Remove the local lakehouse, landing zone, reports, Airflow home and S3 demo (not .venv)
