@@ -41,6 +41,9 @@ refused with a clear error.
 
 Each backed-up table and each restore is an entry in the audit journal
 (`platform.backup`, `platform.restore`).
+
+The log is read through `govlake.lake.deltalog`, the reader the sharing server uses too: its
+files, its commit files and a replay of them over the backup's `_State` of a version.
 """
 
 from __future__ import annotations

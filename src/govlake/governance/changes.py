@@ -42,7 +42,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from govlake.core.catalog import Catalog, CatalogError, Department, Resource, widens
 from govlake.core.settings import Settings
 from govlake.platform import audit
-from govlake.platform.database import Base, Notification, engine
+from govlake.platform.database import Base, Notification, engine, session
 from govlake.platform.mail import MailError, send_mail
 from govlake.platform.workdays import add_working_days, china_date, default_holidays_file
 
@@ -615,8 +615,6 @@ def upkeep(s: Session, catalog: Catalog, *, at: datetime) -> list[Upkeep]:
 def check_entry(settings: Settings, resource: Resource, *, at: datetime) -> None:
     """Before a pipeline writes `resource`'s tables: register the entry if it is new, and
     refuse a breaking edit that was not published as a new resource version."""
-    from govlake.platform.database import session
-
     ensure_tables(settings)
     with session(settings) as s:
         previous = latest(s, resource.qualified_name)

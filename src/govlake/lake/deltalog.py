@@ -59,6 +59,8 @@ def millis(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
+LOG_DIR = "_delta_log"
+
 #: Versions whose metadata and file lists are kept, over all tables.
 SNAPSHOTS = 256
 Snapshot = tuple[dict[str, Any], list["DataFile"]]
@@ -234,10 +236,10 @@ class DeltaLog:
         return DataFile(path, size, _stats_records(body), version, timestamp, kind)
 
     # -- the log itself, for the backups ------------------------------------------------------
-    def log_files(self, *, upto: int | None = None) -> LogFiles:
-        """The files of the table's `_delta_log/` folder (up to version `upto`)."""
+    def log_files(self) -> LogFiles:
+        """The files of the table's `_delta_log/` folder."""
         found = self.location.child(LOG_DIR).listing()
-        return LogFiles.of({f"{LOG_DIR}/{name}": size for name, size in found.items()}, upto=upto)
+        return LogFiles.of({f"{LOG_DIR}/{name}": size for name, size in found.items()})
 
     def commit_file(self, version: int) -> CommitFile:
         """The add and remove actions and the commit information of one commit file."""
@@ -265,7 +267,6 @@ class DeltaLog:
 
 
 # -- the files of the log ---------------------------------------------------------------------
-LOG_DIR = "_delta_log"
 _COMMIT = re.compile(r"^(\d{20})\.json$")
 _CHECKPOINT = re.compile(r"^(\d{20})\.checkpoint\.parquet$")
 _CHECKPOINT_PART = re.compile(r"^(\d{20})\.checkpoint\.(\d{10})\.(\d{10})\.parquet$")
