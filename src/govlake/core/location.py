@@ -76,6 +76,18 @@ class Location:
         for info in infos:
             yield self.child(info.path[len(root) + 1 :])
 
+    def listing(self) -> dict[str, int]:
+        """Every file below this directory (path relative to it) with its size; nothing if
+        it does not exist. Directory markers are left out."""
+        fs, path = self._fs()
+        root = path.rstrip("/")
+        selector = pafs.FileSelector(root, recursive=True, allow_not_found=True)
+        return {
+            info.path[len(root) + 1 :]: int(info.size or 0)
+            for info in fs.get_file_info(selector)
+            if info.type == pafs.FileType.File
+        }
+
     def size(self) -> int:
         fs, path = self._fs()
         return int(fs.get_file_info(path).size or 0)

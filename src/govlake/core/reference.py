@@ -14,8 +14,6 @@ from functools import cache
 from pathlib import Path
 from typing import Literal
 
-DIVISION_SOURCE = "cpca 0.5.5, cpca/resources/adcodes.csv (GB/T 2260 codes with centroids)"
-
 Level = Literal["province", "prefecture", "county"]
 
 

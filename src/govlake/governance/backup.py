@@ -41,22 +41,23 @@ refused with a clear error.
 
 Each backed-up table and each restore is an entry in the audit journal
 (`platform.backup`, `platform.restore`).
+
+The log is read through `govlake.lake.deltalog`, the reader the sharing server uses too: its
+files, its commit files and a replay of them over the backup's `_State` of a version.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import unquote
 
-import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from deltalake import DeltaTable
@@ -66,6 +67,7 @@ from govlake.core.errors import GovlakeError
 from govlake.core.location import Location
 from govlake.core.runs import naive_utc
 from govlake.core.settings import Settings
+from govlake.lake.deltalog import LOG_DIR, CommitFile, DataFile, DeltaLog, LogFiles
 from govlake.lake.reads import query_delta
 from govlake.lake.tables import TableSet, ops_tables, quality_tables
 from govlake.platform import audit
@@ -80,20 +82,11 @@ OPS_IMPORTANCE: Importance = "core"
 #: The audit archive only ever grows (宝鸡 art. 21): it may be recreated from a backup when
 #: it is gone, never rolled back while it exists.
 AUDIT_ARCHIVE = "ops.audit_journal"
-LOG_DIR = "_delta_log"
 COPY_THREADS = 8
 _CHUNK = 8 * 1024 * 1024
 
 #: Called while files are copied: (table, files done, files to copy).
 ProgressCallback = Callable[[str, int, int], None]
-
-_COMMIT = re.compile(r"^(\d{20})\.json$")
-_CHECKPOINT = re.compile(r"^(\d{20})\.checkpoint\.parquet$")
-_CHECKPOINT_PART = re.compile(r"^(\d{20})\.checkpoint\.(\d{10})\.(\d{10})\.parquet$")
-_CHECKPOINT_V2 = re.compile(r"^(\d{20})\.checkpoint\.[0-9a-fA-F-]{36}\.(json|parquet)$")
-_CRC = re.compile(r"^(\d{20})\.crc$")
-_COMPACTED = re.compile(r"^(\d{20})\.(\d{20})\.compacted\.json$")
-_SIDECAR = "_sidecars/"
 
 
 class BackupError(GovlakeError, RuntimeError):
@@ -205,13 +198,7 @@ class _Store:
 
     def listing(self) -> dict[str, int]:
         """Every file below the folder with its size (directory markers left out)."""
-        selector = pafs.FileSelector(self.root, recursive=True, allow_not_found=True)
-        start = len(self.root) + 1
-        return {
-            info.path[start:]: int(info.size or 0)
-            for info in self.fs.get_file_info(selector)
-            if info.type == pafs.FileType.File
-        }
+        return self.location.listing()
 
     def read(self, relative: str) -> bytes:
         with self.fs.open_input_stream(self.path(relative)) as handle:
@@ -302,84 +289,16 @@ def _copy_many(
 
 
 # -- the log ----------------------------------------------------------------------------------
-def _log_version(name: str) -> int | None:
-    """The version a file of `_delta_log/` belongs to (None: not a file of a version)."""
-    for pattern in (_COMMIT, _CHECKPOINT, _CHECKPOINT_PART, _CHECKPOINT_V2, _CRC):
-        if match := pattern.match(name):
-            return int(match.group(1))
-    if match := _COMPACTED.match(name):
-        return int(match.group(2))
-    return None
-
-
-@dataclass
-class _Log:
-    """The `_delta_log/` files of a table folder up to a version."""
-
-    files: dict[str, int]  # name below _delta_log/ -> size
-    commits: set[int]
-    checkpoints: set[int]
-
-    @classmethod
-    def of(cls, listing: dict[str, int], *, upto: int | None = None) -> _Log:
-        files: dict[str, int] = {}
-        commits: set[int] = set()
-        parts: dict[tuple[int, int], set[int]] = {}
-        checkpoints: set[int] = set()
-        for path, size in listing.items():
-            if not path.startswith(LOG_DIR + "/"):
-                continue
-            name = path[len(LOG_DIR) + 1 :]
-            if name.startswith(_SIDECAR):  # files of v2 checkpoints, named by uuid
-                files[name] = size
-                continue
-            version = _log_version(name)
-            if version is None or (upto is not None and version > upto):
-                continue  # _last_checkpoint, temporary files, later versions
-            files[name] = size
-            if _COMMIT.match(name):
-                commits.add(version)
-            elif _CHECKPOINT.match(name) or _CHECKPOINT_V2.match(name):
-                checkpoints.add(version)
-            elif match := _CHECKPOINT_PART.match(name):
-                parts.setdefault((version, int(match.group(3))), set()).add(int(match.group(2)))
-        for (version, total), seen in parts.items():
-            if len(seen) == total:  # a multi-part checkpoint counts once all parts are there
-                checkpoints.add(version)
-        return cls(files, commits, checkpoints)
-
-    def readable(self, version: int) -> bool:
-        """Whether the state of `version` can be rebuilt from these files."""
-        starts = [c for c in self.checkpoints if c <= version]
-        start = max(starts) if starts else -1
-        return all(v in self.commits for v in range(start + 1, version + 1))
-
-    @property
-    def has_versions(self) -> bool:
-        return bool(self.commits or self.checkpoints)
-
-
-def _log_names(location: Location) -> list[str]:
-    fs, root = _filesystem(location.child(LOG_DIR))
-    selector = pafs.FileSelector(root, recursive=False, allow_not_found=True)
-    return [i.path.rsplit("/", 1)[-1] for i in fs.get_file_info(selector)]
-
-
 def latest_version(location: Location) -> int | None:
     """The table's latest committed version from a listing of its log (no log replay);
     None when no table is there."""
-    log = _Log.of({f"{LOG_DIR}/{name}": 0 for name in _log_names(location)})
-    return max(log.commits | log.checkpoints) if log.has_versions else None
+    return DeltaLog(location).log_files().latest
 
 
 def has_table(location: Location) -> bool:
     """Whether a Delta table is there: its log holds a commit or a checkpoint (an empty or
     leftover `_delta_log/` folder is no table)."""
     return latest_version(location) is not None
-
-
-def _commit_name(version: int) -> str:
-    return f"{version:020d}.json"
 
 
 @dataclass
@@ -423,11 +342,25 @@ class VersionRecord:
         return cls(version=version, **data)
 
 
+def _everything_available(_path: str, _size: int) -> bool:
+    return True
+
+
+def _no_footer(_path: str) -> int:
+    return 0
+
+
 class _State:
     """A table version's data files, kept up to date while the log is replayed: which files,
     their sizes and row counts, which are unavailable, the digest and the rows."""
 
-    def __init__(self, available: Callable[[str, int], bool], footer_rows: Callable[[str], int]):
+    def __init__(
+        self,
+        table: str,
+        available: Callable[[str, int], bool] = _everything_available,
+        footer_rows: Callable[[str], int] = _no_footer,
+    ):
+        self.table = table
         self.files: dict[str, _Entry] = {}  # path as in the log (URL-encoded)
         self.missing: set[str] = set()
         self.hash = 0
@@ -435,7 +368,13 @@ class _State:
         self._available = available
         self._footer_rows = footer_rows
 
-    def add(self, path: str, size: int, records: int | None) -> None:
+    def add(self, file: DataFile) -> None:
+        if file.deletion_vector:
+            raise BackupError(
+                f"{self.table}: version {file.version} uses deletion vectors, which backups do "
+                "not support yet"
+            )
+        path, size, records = file.path, file.size, file.records
         if path in self.files:
             self.remove(path)
         if records is None:
@@ -460,11 +399,12 @@ class _State:
     def counted(self) -> bool:
         return all(e.records is not None for e in self.files.values())
 
-    def record(self, version: int, commit: dict[str, Any], at: datetime) -> VersionRecord:
+    def record(self, version: int, commit: CommitFile | None, at: datetime) -> VersionRecord:
+        moment = commit.timestamp if commit else None
         return VersionRecord(
             version=version,
-            committed_at=commit.get("committed_at"),
-            operation=commit.get("operation"),
+            committed_at=None if moment is None else _naive_iso(moment),
+            operation=commit.operation if commit else None,
             rows=self.rows if self.counted else None,
             files=len(self.files),
             bytes=sum(e.size for e in self.files.values()),
@@ -472,77 +412,33 @@ class _State:
             backed_up_at=at.isoformat(),
         )
 
-
-def _stats_records(stats: Any) -> int | None:
-    if not stats:
-        return None
-    try:
-        value = json.loads(stats).get("numRecords") if isinstance(stats, str) else None
-    except ValueError:
-        return None
-    return int(value) if value is not None else None
-
-
-def _apply_commit(state: _State, text: str, table: str, version: int) -> dict[str, Any]:
-    """Apply one commit file's actions to `state`; return its commit time and operation."""
-    info: dict[str, Any] = {}
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        action = json.loads(line)
-        if add := action.get("add"):
-            if add.get("deletionVector"):
-                raise BackupError(
-                    f"{table}: version {version} uses deletion vectors, which backups do not "
-                    "support yet"
-                )
-            state.add(str(add["path"]), int(add["size"]), _stats_records(add.get("stats")))
-        elif remove := action.get("remove"):
-            state.remove(str(remove["path"]))
-        elif commit := action.get("commitInfo"):
-            moment = commit.get("inCommitTimestamp") or commit.get("timestamp")
-            if moment is not None:
-                stamp = datetime.fromtimestamp(int(moment) / 1000, UTC)
-                info["committed_at"] = stamp.replace(tzinfo=None).isoformat()
-            info["operation"] = commit.get("operation")
-    return info
+    def load(self, location: Location, version: int) -> _State:
+        """Fill the state with the files of `version` as delta-rs reads them."""
+        files = DeltaLog(location).files(version)
+        if any(f.deletion_vector for f in files):
+            raise BackupError(
+                f"{location.uri}: version {version} uses deletion vectors, which backups do not "
+                "support yet"
+            )
+        for file in files:
+            self.add(file)
+        return self
 
 
-def _commit_info(store: _Store, log: _Log, version: int) -> dict[str, Any]:
-    """Commit time and operation of a version whose state came from a checkpoint."""
-    if version not in log.commits:
-        return {}
-    scratch = _State(lambda _p, _s: True, lambda _p: 0)
-    text = store.read(f"{LOG_DIR}/{_commit_name(version)}").decode("utf-8")
-    return _apply_commit(scratch, text, "", version)
+def _naive_iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).replace(tzinfo=None).isoformat()
 
 
-def _load_into(state: _State, location: Location, version: int) -> None:
-    """Fill `state` with the files of `version` as delta-rs reads them."""
-    table = DeltaTable(location.uri, version=version, storage_options=location.storage_options())
-    actions = pa.table(table.get_add_actions(flatten=True)).to_pydict()
-    if any(v is not None for k, col in actions.items() if k.startswith("deletion") for v in col):
-        raise BackupError(
-            f"{location.uri}: version {version} uses deletion vectors, which backups do not "
-            "support yet"
-        )
-    records = actions.get("num_records") or [None] * len(actions["path"])
-    for path, size, n in zip(actions["path"], actions["size_bytes"], records, strict=True):
-        state.add(str(path), int(size), None if n is None else int(n))
-
-
-def _digest_of_table(table: DeltaTable) -> str:
-    actions = pa.table(table.get_add_actions(flatten=True)).to_pydict()
-    return digest_of(zip(map(str, actions["path"]), map(int, actions["size_bytes"]), strict=True))
+def _digest_of_table(location: Location, table: DeltaTable) -> str:
+    return digest_of((f.path, f.size) for f in DeltaLog(location).files(table=table))
 
 
 def _snapshot(location: Location, version: int | None = None) -> tuple[int, str, int]:
     """Version, file-list digest and rows of a version (the latest by default) as delta-rs
     reads them: the independent check of a replayed state and of a copy."""
-    options = location.storage_options()
-    table = DeltaTable(location.uri, version=version, storage_options=options)
+    table = DeltaLog(location).table(version)
     rows = int(query_delta(table, "SELECT count(*) AS n FROM t").column("n")[0].as_py())
-    return int(table.version()), _digest_of_table(table), rows
+    return int(table.version()), _digest_of_table(location, table), rows
 
 
 # -- the manifest -----------------------------------------------------------------------------
@@ -664,17 +560,37 @@ def due_at(target: BackupTarget, manifest: Manifest | None) -> datetime | None:
     return None if last is None else last + timedelta(days=target.backup_days)
 
 
-def _backup_table(
-    target: BackupTarget,
-    root: Location,
-    manifest: Manifest | None,
-    *,
-    at: datetime,
-    progress: ProgressCallback | None,
-) -> TableBackup:
-    live, dest = _Store(target.location), _Store(target.backup_location(root))
-    # Pin the version first: everything below is about version V and earlier.
-    pinned = DeltaTable(target.location.uri, storage_options=target.location.storage_options())
+@dataclass
+class _Sources:
+    """Where a backup run finds the data files it replays: the live table's files, listed
+    after pinning (every file of versions up to the pinned one still there), and the files
+    the backup already holds intact."""
+
+    live: _Store
+    dest: _Store
+    listing: dict[str, int]
+    in_backup: dict[str, FileRecord]
+
+    def available(self, path: str, size: int) -> bool:
+        stored = unquote(path)
+        return self.listing.get(stored) == size or stored in self.in_backup
+
+    def footer_rows(self, path: str) -> int:
+        stored = unquote(path)
+        store = self.live if self.listing.get(stored) is not None else self.dest
+        with store.fs.open_input_file(store.path(stored)) as handle:
+            return int(pq.ParquetFile(handle).metadata.num_rows)
+
+    def state(self, table: str) -> _State:
+        return _State(table, self.available, self.footer_rows)
+
+
+def _pin(
+    target: BackupTarget, dest: _Store, manifest: Manifest | None
+) -> tuple[DeltaTable, Manifest]:
+    """The table at its current version V, which everything after is about; the manifest to
+    add to (a new one at the first backup)."""
+    pinned = DeltaLog(target.location).table()
     version, table_id = int(pinned.version()), str(pinned.metadata().id)
     if manifest is not None and manifest.table_id != table_id:
         raise BackupError(
@@ -688,71 +604,72 @@ def _backup_table(
             f"{target.name}: the table is at version {version} but its backup already holds "
             f"version {manifest.latest_version}: its log went back in time; nothing copied"
         )
-    source_files = live.listing()  # after pinning: every file of versions <= V still there
-    log = _Log.of(source_files, upto=version)
-    held = dest.listing()
-    in_backup = {p: r for p, r in manifest.files.items() if held.get(p) == r.size}
+    return pinned, manifest
 
-    def available(path: str, size: int) -> bool:
-        stored = unquote(path)
-        return source_files.get(stored) == size or stored in in_backup
 
-    def footer_rows(path: str) -> int:
-        stored = unquote(path)
-        store = live if source_files.get(stored) is not None else dest
-        with store.fs.open_input_file(store.path(stored)) as handle:
-            return int(pq.ParquetFile(handle).metadata.num_rows)
-
-    # Replay the log from the last backed-up version (or the oldest rebuildable one), noting
-    # each version whose files are all available; the versions claimed are the unbroken run
-    # of such versions that ends at V.
-    state: _State | None = None
-    first = 0
+def _replay_live(
+    target: BackupTarget,
+    sources: _Sources,
+    manifest: Manifest,
+    log: LogFiles,
+    *,
+    version: int,
+    at: datetime,
+) -> tuple[dict[int, VersionRecord], dict[str, int]]:
+    """Replay the log from the last backed-up version (or the oldest rebuildable one), noting
+    each version whose files are all available; the versions claimed are the unbroken run of
+    such versions that ends at V. Returns their records and the data files they need."""
+    start: _State | None = None
+    first = min(log.commits | log.checkpoints) if log.has_versions else 0
     if manifest.latest_version is not None:
-        state = _State(available, footer_rows)
-        _load_into(state, dest.location, manifest.latest_version)
+        start = sources.state(target.name).load(sources.dest.location, manifest.latest_version)
         first = manifest.latest_version + 1
-    elif log.commits or log.checkpoints:
-        first = min(log.commits | log.checkpoints)
+
+    def restart(v: int, commit: CommitFile | None) -> _State | None:
+        if v in log.checkpoints:
+            return sources.state(target.name).load(target.location, v)
+        if v == 0 and commit is not None:
+            state = sources.state(target.name)
+            commit.apply(state)
+            return state
+        return None  # the log between here and the next checkpoint is gone
+
     records: dict[int, VersionRecord] = {}
     needed: dict[str, int] = {}
-    for v in range(first, version + 1):
-        if state is not None and v in log.commits:
-            text = live.read(f"{LOG_DIR}/{_commit_name(v)}").decode("utf-8")
-            info = _apply_commit(state, text, target.name, v)
-        elif v in log.checkpoints or (v == 0 and 0 in log.commits):
-            state = _State(available, footer_rows)
-            if v in log.checkpoints:
-                _load_into(state, target.location, v)
-                info = _commit_info(live, log, v)
-            else:
-                text = live.read(f"{LOG_DIR}/{_commit_name(v)}").decode("utf-8")
-                info = _apply_commit(state, text, target.name, v)
-        else:
-            state = None  # the log between here and the next checkpoint is gone
+    replay = DeltaLog(target.location).replay(range(first, version + 1), log, start, restart)
+    for v, state, commit in replay:
+        if state is None or state.missing:
             records.clear()
             needed.clear()
             continue
-        if state.missing:
-            records.clear()
-            needed.clear()
-            continue
-        records[v] = state.record(v, info, at)
+        records[v] = state.record(v, commit, at)
         for path, entry in state.files.items():
             needed[unquote(path)] = entry.size
+    return records, needed
+
+
+def _check_replayed(
+    target: BackupTarget, pinned: DeltaTable, records: dict[int, VersionRecord], manifest: Manifest
+) -> None:
+    """V can be backed up (or already is), and the replay gives the files delta-rs reads."""
+    version = int(pinned.version())
     if version not in records and version not in manifest.versions:
         raise BackupError(
             f"{target.name}: version {version} cannot be backed up: its data files are not "
             f"all in {target.location.uri}"
         )
-    if version in records and records[version].digest != _digest_of_table(pinned):
+    if version in records and records[version].digest != _digest_of_table(target.location, pinned):
         raise BackupError(
             f"{target.name}: replaying the log does not give the files delta-rs reads at "
             f"version {version}; nothing copied"
         )
 
-    copy_data = {p: s for p, s in needed.items() if p not in in_backup}
-    copied = _copy_many(live, dest, copy_data, table=target.name, progress=progress)
+
+def _copy_log(
+    target: BackupTarget, sources: _Sources, log: LogFiles, manifest: Manifest, held: dict[str, int]
+) -> dict[str, FileRecord]:
+    """Copy the log files the backup lacks; one that differs from its backed-up copy means
+    the table was rewritten."""
     copy_log = {
         f"{LOG_DIR}/{name}": size
         for name, size in log.files.items()
@@ -765,22 +682,37 @@ def _backup_table(
                 f"{target.name}: {name} differs from the one backed up: the table was "
                 "rewritten; nothing claimed"
             )
-    copied_log = _copy_many(live, dest, copy_log, table=target.name, progress=None)
+    return _copy_many(sources.live, sources.dest, copy_log, table=target.name, progress=None)
 
-    # Read the copy of V back through delta-rs before the manifest names it.
-    if records:
-        check_version, digest, rows = _snapshot(dest.location, version)
-        expected = records[version]
-        if (
-            check_version != version
-            or digest != expected.digest
-            or (expected.rows is not None and rows != expected.rows)
-        ):
-            raise BackupError(
-                f"{target.name}: the backup of version {version} does not read back as the "
-                f"table did (rows {rows} vs {expected.rows}); nothing claimed"
-            )
-        records[version].rows = rows
+
+def _read_back(
+    target: BackupTarget, dest: _Store, version: int, records: dict[int, VersionRecord]
+) -> None:
+    """Read the copy of V back through delta-rs before the manifest names it."""
+    if not records:
+        return
+    expected = records[version]
+    _, _, rows, same = _read_as(dest.location, version, expected, version)
+    if not same:
+        raise BackupError(
+            f"{target.name}: the backup of version {version} does not read back as the "
+            f"table did (rows {rows} vs {expected.rows}); nothing claimed"
+        )
+    records[version].rows = rows
+
+
+def _claim(
+    target: BackupTarget,
+    dest: _Store,
+    manifest: Manifest,
+    records: dict[int, VersionRecord],
+    copied: dict[str, FileRecord],
+    copied_log: dict[str, FileRecord],
+    *,
+    version: int,
+    at: datetime,
+) -> TableBackup:
+    """Write the manifest naming what was copied and checked; what the run did."""
     manifest.versions.update(records)
     manifest.files.update(copied)
     manifest.log.update({p[len(LOG_DIR) + 1 :]: r for p, r in copied_log.items()})
@@ -799,6 +731,32 @@ def _backup_table(
         bytes_copied=bytes_copied, rows=rows_v,
         next_due=at + timedelta(days=target.backup_days),
     )  # fmt: skip
+
+
+def _backup_table(
+    target: BackupTarget,
+    root: Location,
+    manifest: Manifest | None,
+    *,
+    at: datetime,
+    progress: ProgressCallback | None,
+) -> TableBackup:
+    live, dest = _Store(target.location), _Store(target.backup_location(root))
+    # Pin the version first: everything below is about version V and earlier.
+    pinned, manifest = _pin(target, dest, manifest)
+    version = int(pinned.version())
+    listing = live.listing()  # after pinning: every file of versions <= V still there
+    log = LogFiles.of(listing, upto=version)
+    held = dest.listing()
+    in_backup = {p: r for p, r in manifest.files.items() if held.get(p) == r.size}
+    sources = _Sources(live, dest, listing, in_backup)
+    records, needed = _replay_live(target, sources, manifest, log, version=version, at=at)
+    _check_replayed(target, pinned, records, manifest)
+    copy_data = {p: s for p, s in needed.items() if p not in in_backup}
+    copied = _copy_many(live, dest, copy_data, table=target.name, progress=progress)
+    copied_log = _copy_log(target, sources, log, manifest, held)
+    _read_back(target, dest, version, records)
+    return _claim(target, dest, manifest, records, copied, copied_log, version=version, at=at)
 
 
 def backup(
@@ -896,34 +854,41 @@ class RestoreReport:
     source: str
 
 
-def _backup_states(
-    dest: _Store, log: _Log, manifest: Manifest, upto: int
-) -> Iterator[tuple[int, _State]]:
-    """The states of the backed-up versions up to `upto`, replayed from the backup's log."""
-    state: _State | None = None
-    for v in range(min(manifest.versions), upto + 1):
-        if state is not None and v in log.commits:
-            text = dest.read(f"{LOG_DIR}/{_commit_name(v)}").decode("utf-8")
-            _apply_commit(state, text, manifest.table, v)
-        elif v in manifest.versions:
-            state = _State(lambda _p, _s: True, lambda _p: 0)
-            _load_into(state, dest.location, v)
-        else:
-            state = None
-            continue
-        if v in manifest.versions:
-            yield v, state
+def _backed_up_files(dest: _Store, log: LogFiles, manifest: Manifest, upto: int) -> dict[str, int]:
+    """The data files (storage path -> size) of the backed-up versions up to `upto`, replayed
+    from the backup's log."""
+
+    def restart(v: int, _commit: CommitFile | None) -> _State | None:
+        return _State(manifest.table).load(dest.location, v) if v in manifest.versions else None
+
+    wanted: dict[str, int] = {}
+    versions = range(min(manifest.versions), upto + 1)
+    for v, state, _ in DeltaLog(dest.location).replay(versions, log, None, restart):
+        if state is not None and v in manifest.versions:
+            for path, entry in state.files.items():
+                wanted[unquote(path)] = entry.size
+    return wanted
+
+
+def _read_as(
+    location: Location, version: int | None, record: VersionRecord, expected_version: int
+) -> tuple[int, str, int, bool]:
+    """Version, file-list digest and rows of a copy (a version, the latest by default) as
+    delta-rs reads it, and whether they are those of `record` at `expected_version`."""
+    found, digest, rows = _snapshot(location, version)
+    same = (
+        found == expected_version
+        and digest == record.digest
+        and (record.rows is None or rows == record.rows)
+    )
+    return found, digest, rows, same
 
 
 def _verify_restored(
     target: BackupTarget, record: VersionRecord, version: int | None, expected_version: int
 ) -> tuple[int, int]:
-    found, digest, rows = _snapshot(target.location, version)
-    if (
-        found != expected_version
-        or digest != record.digest
-        or (record.rows is not None and rows != record.rows)
-    ):
+    found, digest, rows, same = _read_as(target.location, version, record, expected_version)
+    if not same:
         raise BackupError(
             f"{target.name}: restored version {found} does not match backed-up version "
             f"{record.version} (rows {rows} vs {record.rows}, files digest "
@@ -986,89 +951,131 @@ def restore(
         )  # fmt: skip
 
 
-def _restore(
-    target: BackupTarget, root: Location, version: int | None, progress: ProgressCallback | None
-) -> RestoreReport:
-    table_name, dest_location = target.name, target.backup_location(root)
+def _backed_up(target: BackupTarget, root: Location, version: int | None) -> tuple[Manifest, int]:
+    """The backup's manifest and the version to restore (its latest by default)."""
+    dest_location = target.backup_location(root)
     manifest = read_manifest(target, root)
     if manifest is None or not manifest.versions:
         raise _Refused(NotBackedUp(
-            f"{table_name}: no backup at {dest_location.uri} (run `govlake backup`)"))  # fmt: skip
+            f"{target.name}: no backup at {dest_location.uri} (run `govlake backup`)"))  # fmt: skip
     version = manifest.latest_version if version is None else version
     assert version is not None
     if version not in manifest.versions:
         raise _Refused(NotBackedUp(
-            f"{table_name}: version {version} is not in the backup at {dest_location.uri}; "
+            f"{target.name}: version {version} is not in the backup at {dest_location.uri}; "
             f"backed-up versions: {version_ranges(manifest.versions)}"))  # fmt: skip
-    record = manifest.versions[version]
-    dest, live = _Store(dest_location), _Store(target.location)
-    held = dest.listing()
-    backup_log = _Log.of(held, upto=version)
-    missing = sorted(f"{LOG_DIR}/{n}" for n, r in manifest.log.items()
-                     if n in backup_log.files and held.get(f"{LOG_DIR}/{n}") != r.size)  # fmt: skip
-    if missing or not backup_log.readable(version):
-        raise BackupError(
-            f"{table_name}: the backup at {dest_location.uri} is damaged: "
-            f"{', '.join(missing[:5]) or f'the log of version {version} is incomplete'}"
-        )
-    present = live.listing()
-    live_log = _Log.of(present)
+    return manifest, version
 
-    if not live_log.has_versions:
-        # Gone: bring back the data files of every backed-up version up to V, then the log.
-        wanted: dict[str, int] = {}
-        for _, state in _backup_states(dest, backup_log, manifest, version):
-            for path, entry in state.files.items():
-                wanted[unquote(path)] = entry.size
-        copied = _restore_files(dest, live, manifest, wanted, table_name, progress)
+
+@dataclass
+class _Restore:
+    """Bringing one table back to one backed-up version."""
+
+    target: BackupTarget
+    manifest: Manifest
+    version: int
+    dest: _Store  # the backup
+    live: _Store  # the table
+    progress: ProgressCallback | None
+
+    @property
+    def record(self) -> VersionRecord:
+        return self.manifest.versions[self.version]
+
+    def backup_log(self) -> LogFiles:
+        """The backup's log up to the version, refused when damaged."""
+        held = self.dest.listing()
+        log = LogFiles.of(held, upto=self.version)
+        missing = sorted(f"{LOG_DIR}/{n}" for n, r in self.manifest.log.items()
+                         if n in log.files and held.get(f"{LOG_DIR}/{n}") != r.size)  # fmt: skip
+        if missing or not log.readable(self.version):
+            raise BackupError(
+                f"{self.target.name}: the backup at {self.dest.location.uri} is damaged: "
+                f"{', '.join(missing[:5]) or f'the log of version {self.version} is incomplete'}"
+            )
+        return log
+
+    def report(
+        self, mode: RestoreMode, found: tuple[int, int], copied: int, copied_log: int
+    ) -> RestoreReport:
+        table_version, rows = found
+        return RestoreReport(self.target.name, self.version, mode, table_version, rows,
+                             copied, copied_log, self.dest.location.uri)  # fmt: skip
+
+    def recreate(self, backup_log: LogFiles, present: dict[str, int]) -> RestoreReport:
+        """The table is gone: bring back the data files of every backed-up version up to V,
+        then the log."""
+        wanted = _backed_up_files(self.dest, backup_log, self.manifest, self.version)
+        copied = _restore_files(self.dest, self.live, self.manifest, wanted, self.target.name,
+                                self.progress)  # fmt: skip
         if f"{LOG_DIR}/_last_checkpoint" in present:  # left over, it may name a later version
-            live.delete(f"{LOG_DIR}/_last_checkpoint")
+            self.live.delete(f"{LOG_DIR}/_last_checkpoint")
         log_files = {f"{LOG_DIR}/{n}": s for n, s in backup_log.files.items()}
-        copied_log = _copy_many(dest, live, log_files, table=table_name, progress=None)
-        table_version, rows = _verify_restored(target, record, None, version)
-        return RestoreReport(table_name, version, "recreated", table_version, rows,
-                             len(copied), len(copied_log), dest_location.uri)  # fmt: skip
+        copied_log = _copy_many(self.dest, self.live, log_files, table=self.target.name,
+                                progress=None)  # fmt: skip
+        found = _verify_restored(self.target, self.record, None, self.version)
+        return self.report("recreated", found, len(copied), len(copied_log))
 
-    options = target.location.storage_options()
-    current = DeltaTable(target.location.uri, storage_options=options)
-    latest, table_id = int(current.version()), str(current.metadata().id)
-    if table_id != manifest.table_id:
-        raise _Refused(RestoreRefused(
-            f"{table_name}: the table at {target.location.uri} (id {table_id}) is not the "
-            f"one backed up at {dest_location.uri} (id {manifest.table_id}); move it aside "
-            "to restore the backed-up table"))  # fmt: skip
-    if version > latest:
-        raise _Refused(RestoreRefused(
-            f"{table_name}: the table is at version {latest}, older than backed-up version "
-            f"{version}; delete the table to restore it as it was backed up"))  # fmt: skip
-    if table_name == AUDIT_ARCHIVE and version < latest:
-        raise _Refused(RestoreRefused(
-            f"{table_name}: the audit archive only grows (宝鸡 art. 21): rolling it back from "
-            f"version {latest} to {version} would hide entries; it is restored only when it "
-            "is gone"))  # fmt: skip
-    at_version = _State(lambda _p, _s: True, lambda _p: 0)
-    _load_into(at_version, dest.location, version)
-    wanted = {unquote(p): e.size for p, e in at_version.files.items()}
-    wanted = {p: s for p, s in wanted.items() if present.get(p) != s}
-    copied = _restore_files(dest, live, manifest, wanted, table_name, progress)
-    # A log that no longer rebuilds V (its commits cleaned up) gets the backed-up log files
-    # back; existing log files are never overwritten.
-    log_files = {}
-    if not live_log.readable(version):
-        log_files = {f"{LOG_DIR}/{n}": s for n, s in backup_log.files.items()
-                     if f"{LOG_DIR}/{n}" not in present}  # fmt: skip
-    copied_log = _copy_many(dest, live, log_files, table=table_name, progress=None)
-    if version == latest:
-        table_version, rows = _verify_restored(target, record, latest, latest)
-        mode: RestoreMode = "current"
-    else:
-        table = DeltaTable(target.location.uri, storage_options=options)
-        table.restore(version)
+    def refuse_replacing(self, current: DeltaTable) -> None:
+        """Refused: a different table in the way, a log that went back in time, an audit
+        archive rolled back."""
+        name, version = self.target.name, self.version
+        latest, table_id = int(current.version()), str(current.metadata().id)
+        if table_id != self.manifest.table_id:
+            raise _Refused(RestoreRefused(
+                f"{name}: the table at {self.target.location.uri} (id {table_id}) is not the "
+                f"one backed up at {self.dest.location.uri} (id {self.manifest.table_id}); "
+                "move it aside to restore the backed-up table"))  # fmt: skip
+        if version > latest:
+            raise _Refused(RestoreRefused(
+                f"{name}: the table is at version {latest}, older than backed-up version "
+                f"{version}; delete the table to restore it as it was backed up"))  # fmt: skip
+        if name == AUDIT_ARCHIVE and version < latest:
+            raise _Refused(RestoreRefused(
+                f"{name}: the audit archive only grows (宝鸡 art. 21): rolling it back from "
+                f"version {latest} to {version} would hide entries; it is restored only when "
+                "it is gone"))  # fmt: skip
+
+    def onto_existing(self, backup_log: LogFiles, present: dict[str, int]) -> RestoreReport:
+        """The table exists: V becomes a new commit, after the data files vacuum removed are
+        copied back."""
+        current = DeltaLog(self.target.location).table()
+        self.refuse_replacing(current)
+        latest = int(current.version())
+        at_version = _State(self.manifest.table).load(self.dest.location, self.version)
+        wanted = {unquote(p): e.size for p, e in at_version.files.items()}
+        wanted = {p: s for p, s in wanted.items() if present.get(p) != s}
+        copied = _restore_files(self.dest, self.live, self.manifest, wanted, self.target.name,
+                                self.progress)  # fmt: skip
+        # A log that no longer rebuilds V (its commits cleaned up) gets the backed-up log files
+        # back; existing log files are never overwritten.
+        log_files = {}
+        if not LogFiles.of(present).readable(self.version):
+            log_files = {f"{LOG_DIR}/{n}": s for n, s in backup_log.files.items()
+                         if f"{LOG_DIR}/{n}" not in present}  # fmt: skip
+        copied_log = _copy_many(self.dest, self.live, log_files, table=self.target.name,
+                                progress=None)  # fmt: skip
+        if self.version == latest:
+            found = _verify_restored(self.target, self.record, latest, latest)
+            return self.report("current", found, len(copied), len(copied_log))
+        table = DeltaLog(self.target.location).table()
+        table.restore(self.version)
         new_version = int(table.version())
-        table_version, rows = _verify_restored(target, record, new_version, new_version)
-        mode = "new_commit"
-    return RestoreReport(table_name, version, mode, table_version, rows, len(copied),
-                         len(copied_log), dest_location.uri)  # fmt: skip
+        found = _verify_restored(self.target, self.record, new_version, new_version)
+        return self.report("new_commit", found, len(copied), len(copied_log))
+
+
+def _restore(
+    target: BackupTarget, root: Location, version: int | None, progress: ProgressCallback | None
+) -> RestoreReport:
+    manifest, version = _backed_up(target, root, version)
+    dest, live = _Store(target.backup_location(root)), _Store(target.location)
+    job = _Restore(target, manifest, version, dest, live, progress)
+    backup_log = job.backup_log()
+    present = live.listing()
+    if not LogFiles.of(present).has_versions:
+        return job.recreate(backup_log, present)
+    return job.onto_existing(backup_log, present)
 
 
 def _restore_files(

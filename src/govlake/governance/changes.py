@@ -39,10 +39,11 @@ from dateutil.relativedelta import relativedelta
 from sqlalchemy import Date, DateTime, Integer, String, Text, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from govlake.core.catalog import Catalog, CatalogError, Resource, widens
+from govlake.core.catalog import Catalog, CatalogError, Department, Resource, widens
 from govlake.core.settings import Settings
 from govlake.platform import audit
-from govlake.platform.database import Base, Notification, engine
+from govlake.platform.database import Base, Notification, engine, session
+from govlake.platform.mail import MailError, send_mail
 from govlake.platform.workdays import add_working_days, china_date, default_holidays_file
 
 log = logging.getLogger(__name__)
@@ -420,8 +421,6 @@ def register_duty_change(
     """Register a change in law or in `provider`'s duties: each entry it is responsible for is
     due for update within 15 working days. Its steward is told by mail (a failing mail server
     is recorded on the notification; the registration stands)."""
-    from govlake.platform.mail import MailError, send_mail
-
     department = catalog.department(provider)
     entries = [r.qualified_name for r in catalog if r.provider == provider]
     if not entries:
@@ -445,26 +444,55 @@ def register_duty_change(
     )
     s.add(change)
     s.flush()
-    subject = f"[govlake] catalogue entries of {provider} due for update by {due.due_on}"
-    body = "\n".join(
+    notice = _notify_steward(s, settings, department, change, entries)
+    audit.record(
+        s,
+        at=at,
+        actor=by,
+        action="catalog.duty_change",
+        detail={
+            "duty_change": change.id,
+            "provider": provider,
+            "basis": change.basis,
+            "effective_on": effective_on.isoformat(),
+            "due_on": change.due_on.isoformat(),
+            "resources": entries,
+            "notified": notice.recipient,
+            "mailed": notice.sent,
+        },
+    )
+    return change
+
+
+def _duty_change_body(department: Department, change: DutyChange, entries: list[str]) -> str:
+    return "\n".join(
         [
             f"Dear {department.steward.name},",
             "",
-            f"A change in law or duties was registered for {department.name} ({provider}):",
+            f"A change in law or duties was registered for {department.name} ({change.provider}):",
             f"  basis:     {change.basis}",
             f"  reason:    {change.reason}",
-            f"  effective: {effective_on}",
+            f"  effective: {change.effective_on}",
             "",
             f"Update these catalogue entries within {UPDATE_WORKING_DAYS} working days, by "
-            f"{due.due_on} (51号 art. 8), or record a review if they need no change:",
+            f"{change.due_on} (51号 art. 8), or record a review if they need no change:",
             *(f"  - {name}" for name in entries),
             "",
             "  govlake catalog change RESOURCE --reason … --effective YYYY-MM-DD",
             "  govlake catalog review RESOURCE --by NAME",
         ]
     )
+
+
+def _notify_steward(
+    s: Session, settings: Settings, department: Department, change: DutyChange, entries: list[str]
+) -> Notification:
+    """The notification of a duty change to the department's steward, mailed; a mail that
+    fails is recorded on it."""
+    subject = f"[govlake] catalogue entries of {change.provider} due for update by {change.due_on}"
+    body = _duty_change_body(department, change, entries)
     notice = Notification(
-        created_at=at,
+        created_at=change.registered_at,
         kind="catalog.duty_change",
         recipient=department.steward.email,
         subject=subject,
@@ -480,23 +508,7 @@ def register_duty_change(
         notice.error = str(exc)
     else:
         notice.sent = True
-    audit.record(
-        s,
-        at=at,
-        actor=by,
-        action="catalog.duty_change",
-        detail={
-            "duty_change": change.id,
-            "provider": provider,
-            "basis": change.basis,
-            "effective_on": effective_on.isoformat(),
-            "due_on": due.due_on.isoformat(),
-            "resources": entries,
-            "notified": notice.recipient,
-            "mailed": notice.sent,
-        },
-    )
-    return change
+    return notice
 
 
 def duty_changes(s: Session, provider: str | None = None) -> list[DutyChange]:
@@ -603,8 +615,6 @@ def upkeep(s: Session, catalog: Catalog, *, at: datetime) -> list[Upkeep]:
 def check_entry(settings: Settings, resource: Resource, *, at: datetime) -> None:
     """Before a pipeline writes `resource`'s tables: register the entry if it is new, and
     refuse a breaking edit that was not published as a new resource version."""
-    from govlake.platform.database import session
-
     ensure_tables(settings)
     with session(settings) as s:
         previous = latest(s, resource.qualified_name)

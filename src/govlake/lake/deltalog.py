@@ -1,6 +1,8 @@
-"""What the sharing server needs from a Delta table, read with delta-rs and from the log:
-versions and their commit times, the schema and metadata of a version, the data files of a
-version with their row counts, and the files added and removed between two versions.
+"""The one reader of Delta tables' logs, for the sharing server and the backups, with
+delta-rs and from the log itself: versions and their commit times, the schema and metadata
+of a version, the data files of a version with their row counts, the files added and removed
+between two versions, the files of the `_delta_log/` folder (which versions a listing can
+rebuild) and a replay of the log's commits over a state the caller keeps.
 
 A version never changes once committed, so its metadata and file list are kept (the most
 recently used `SNAPSHOTS`); finding the latest version reads only the log's new commits.
@@ -9,11 +11,13 @@ recently used `SNAPSHOTS`); finding the latest version reads only the log's new 
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import pyarrow as pa
 from deltalake import DeltaTable
@@ -38,6 +42,7 @@ class DataFile:
     version: int | None = None  # for changes: the commit that added or removed it
     timestamp: int | None = None  # for changes: that commit's time, ms since the epoch
     change: str = "add"  # add | remove
+    deletion_vector: bool = False  # the file has rows deleted by a deletion vector
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,8 @@ def millis(moment: datetime) -> int:
         moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp() * 1000)
 
+
+LOG_DIR = "_delta_log"
 
 #: Versions whose metadata and file lists are kept, over all tables.
 SNAPSHOTS = 256
@@ -184,10 +191,14 @@ class DeltaLog:
         table = table or self.table(version)
         actions = pa.table(table.get_add_actions(flatten=True)).to_pydict()
         records = actions.get("num_records") or [None] * len(actions["path"])
-        return [
-            DataFile(str(path), int(size), None if n is None else int(n))
-            for path, size, n in zip(actions["path"], actions["size_bytes"], records, strict=True)
-        ]
+        vectors = [col for name, col in actions.items() if name.startswith("deletion")]
+        columns = zip(actions["path"], actions["size_bytes"], records, strict=True)
+        found = []
+        for i, (path, size, n) in enumerate(columns):
+            vector = any(col[i] is not None for col in vectors)
+            found.append(DataFile(str(path), int(size), None if n is None else int(n),
+                                  deletion_vector=vector))  # fmt: skip
+        return found
 
     def changes(self, start: int, end: int | None = None) -> list[DataFile]:
         """Files added and removed by the commits `start`..`end` (inclusive), from the commit
@@ -202,30 +213,194 @@ class DeltaLog:
         timestamps = {c.version: c.timestamp for c in self.commits()}
         found: list[DataFile] = []
         for version in range(start, end + 1):
-            log = self.location.child("_delta_log", f"{version:020d}.json")
-            if not log.exists():
+            if not self.location.child(LOG_DIR, commit_name(version)).exists():
                 raise ChangesUnavailable(
                     f"the commit of version {version} is no longer in the table's log"
                 )
-            for line in log.read_text().splitlines():
-                action = json.loads(line) if line.strip() else {}
-                for kind in ("add", "remove"):
-                    body = action.get(kind)
-                    if not body or not body.get("dataChange", True):
-                        continue
-                    path = str(body["path"])
-                    if kind == "remove" and not self.location.child(path).exists():
-                        raise ChangesUnavailable(
-                            f"a file removed at version {version} was vacuumed: the change "
-                            "cannot be served any more"
-                        )
-                    stats = json.loads(body["stats"]) if body.get("stats") else {}
-                    size = body.get("size")
-                    found.append(DataFile(
-                        path, int(size) if size is not None else self.location.child(path).size(),
-                        stats.get("numRecords"), version, timestamps.get(version), kind,
-                    ))  # fmt: skip
+            for kind, body in self.commit_file(version).actions:
+                if body.get("dataChange", True):
+                    found.append(self._changed(kind, body, version, timestamps.get(version)))
         return found
+
+    def _changed(
+        self, kind: str, body: dict[str, Any], version: int, timestamp: int | None
+    ) -> DataFile:
+        path = str(body["path"])
+        if kind == "remove" and not self.location.child(path).exists():
+            raise ChangesUnavailable(
+                f"a file removed at version {version} was vacuumed: the change cannot be "
+                "served any more"
+            )
+        size = body.get("size")
+        size = int(size) if size is not None else self.location.child(path).size()
+        return DataFile(path, size, _stats_records(body), version, timestamp, kind)
+
+    # -- the log itself, for the backups ------------------------------------------------------
+    def log_files(self) -> LogFiles:
+        """The files of the table's `_delta_log/` folder."""
+        found = self.location.child(LOG_DIR).listing()
+        return LogFiles.of({f"{LOG_DIR}/{name}": size for name, size in found.items()})
+
+    def commit_file(self, version: int) -> CommitFile:
+        """The add and remove actions and the commit information of one commit file."""
+        text = self.location.child(LOG_DIR, commit_name(version)).read_text()
+        return CommitFile.parse(version, text)
+
+    def replay(
+        self,
+        versions: range,
+        log: LogFiles,
+        state: S | None,
+        restart: Callable[[int, CommitFile | None], S | None],
+    ) -> Iterator[tuple[int, S | None, CommitFile | None]]:
+        """Walk `versions` in order, keeping `state` (a version's data files) up to date: a
+        version whose commit file `log` holds is applied to the state; any other version, or
+        one without a state to apply to, starts from `restart(version, its commit or None)`
+        (None: that version cannot be rebuilt). Yields each version, its state and commit."""
+        for version in versions:
+            commit = self.commit_file(version) if version in log.commits else None
+            if state is not None and commit is not None:
+                commit.apply(state)
+            else:
+                state = restart(version, commit)
+            yield version, state, commit
+
+
+# -- the files of the log ---------------------------------------------------------------------
+_COMMIT = re.compile(r"^(\d{20})\.json$")
+_CHECKPOINT = re.compile(r"^(\d{20})\.checkpoint\.parquet$")
+_CHECKPOINT_PART = re.compile(r"^(\d{20})\.checkpoint\.(\d{10})\.(\d{10})\.parquet$")
+_CHECKPOINT_V2 = re.compile(r"^(\d{20})\.checkpoint\.[0-9a-fA-F-]{36}\.(json|parquet)$")
+_CRC = re.compile(r"^(\d{20})\.crc$")
+_COMPACTED = re.compile(r"^(\d{20})\.(\d{20})\.compacted\.json$")
+_SIDECAR = "_sidecars/"
+
+
+def commit_name(version: int) -> str:
+    return f"{version:020d}.json"
+
+
+def _log_version(name: str) -> int | None:
+    """The version a file of `_delta_log/` belongs to (None: not a file of a version)."""
+    for pattern in (_COMMIT, _CHECKPOINT, _CHECKPOINT_PART, _CHECKPOINT_V2, _CRC):
+        if match := pattern.match(name):
+            return int(match.group(1))
+    if match := _COMPACTED.match(name):
+        return int(match.group(2))
+    return None
+
+
+@dataclass
+class LogFiles:
+    """The `_delta_log/` files of a table folder up to a version."""
+
+    files: dict[str, int]  # name below _delta_log/ -> size
+    commits: set[int]
+    checkpoints: set[int]
+
+    @classmethod
+    def of(cls, listing: dict[str, int], *, upto: int | None = None) -> LogFiles:
+        """From a listing of the table folder (path relative to it -> size)."""
+        files: dict[str, int] = {}
+        commits: set[int] = set()
+        parts: dict[tuple[int, int], set[int]] = {}
+        checkpoints: set[int] = set()
+        for path, size in listing.items():
+            if not path.startswith(LOG_DIR + "/"):
+                continue
+            name = path[len(LOG_DIR) + 1 :]
+            if name.startswith(_SIDECAR):  # files of v2 checkpoints, named by uuid
+                files[name] = size
+                continue
+            version = _log_version(name)
+            if version is None or (upto is not None and version > upto):
+                continue  # _last_checkpoint, temporary files, later versions
+            files[name] = size
+            if _COMMIT.match(name):
+                commits.add(version)
+            elif _CHECKPOINT.match(name) or _CHECKPOINT_V2.match(name):
+                checkpoints.add(version)
+            elif match := _CHECKPOINT_PART.match(name):
+                parts.setdefault((version, int(match.group(3))), set()).add(int(match.group(2)))
+        for (version, total), seen in parts.items():
+            if len(seen) == total:  # a multi-part checkpoint counts once all parts are there
+                checkpoints.add(version)
+        return cls(files, commits, checkpoints)
+
+    def readable(self, version: int) -> bool:
+        """Whether the state of `version` can be rebuilt from these files."""
+        starts = [c for c in self.checkpoints if c <= version]
+        start = max(starts) if starts else -1
+        return all(v in self.commits for v in range(start + 1, version + 1))
+
+    @property
+    def has_versions(self) -> bool:
+        return bool(self.commits or self.checkpoints)
+
+    @property
+    def latest(self) -> int | None:
+        """The latest version a commit or checkpoint is there for (None: no table)."""
+        return max(self.commits | self.checkpoints) if self.has_versions else None
+
+
+# -- one commit file ---------------------------------------------------------------------------
+class FileState(Protocol):
+    """A version's data files, kept up to date while the log is replayed."""
+
+    def add(self, file: DataFile) -> None: ...
+
+    def remove(self, path: str) -> None: ...
+
+
+S = TypeVar("S", bound=FileState)
+
+
+@dataclass(frozen=True)
+class CommitFile:
+    """One commit file: its add and remove actions in order, and its commit information."""
+
+    version: int
+    actions: list[tuple[str, dict[str, Any]]]  # ("add" | "remove", the action's body)
+    timestamp: int | None  # the commitInfo's (in-commit) timestamp, ms since the epoch
+    operation: str | None
+
+    @classmethod
+    def parse(cls, version: int, text: str) -> CommitFile:
+        actions: list[tuple[str, dict[str, Any]]] = []
+        timestamp, operation = None, None
+        for line in text.splitlines():
+            action = json.loads(line) if line.strip() else {}
+            for kind in ("add", "remove"):
+                if body := action.get(kind):
+                    actions.append((kind, body))
+            if commit := action.get("commitInfo"):
+                moment = commit.get("inCommitTimestamp") or commit.get("timestamp")
+                timestamp = None if moment is None else int(moment)
+                operation = commit.get("operation")
+        return cls(version, actions, timestamp, operation)
+
+    def apply(self, state: FileState) -> None:
+        """Apply the adds and removes, in order, to `state`."""
+        for kind, body in self.actions:
+            if kind == "remove":
+                state.remove(str(body["path"]))
+                continue
+            state.add(DataFile(
+                str(body["path"]), int(body["size"]), _stats_records(body), self.version,
+                deletion_vector=bool(body.get("deletionVector")),
+            ))  # fmt: skip
+
+
+def _stats_records(body: dict[str, Any]) -> int | None:
+    """The row count in an add or remove action's statistics, when they give one."""
+    stats = body.get("stats")
+    if not stats or not isinstance(stats, str):
+        return None
+    try:
+        value = json.loads(stats).get("numRecords")
+    except ValueError:
+        return None
+    return int(value) if value is not None else None
 
 
 def _iso(ms: int) -> str:

@@ -54,7 +54,6 @@ class Lease:
     resource: str
     holder: str
     stage: str
-    waited: float  # seconds spent waiting for it
 
 
 def _now() -> datetime:
@@ -149,7 +148,7 @@ def hold(settings: Settings, resource: str, *, stage: str, poll: float = 0.5) ->
             log.info("%s: waiting for %s (%s stage) to finish", resource, busy.holder, busy.stage)
             announced = True
         time.sleep(poll)
-    lease = Lease(resource, holder, stage, time.monotonic() - started)
+    lease = Lease(resource, holder, stage)
     try:
         yield lease
     finally:

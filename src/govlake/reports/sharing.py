@@ -187,10 +187,6 @@ class ResourceProvision:
         return sum(len(t.versions) for t in self.tables)
 
     @property
-    def last_run(self) -> PublicationRun | None:
-        return self.runs[-1] if self.runs else None
-
-    @property
     def last_rows(self) -> int | None:
         return self.runs[-1].rows if self.runs else None
 
@@ -206,10 +202,6 @@ class ResourceProvision:
     def publication_on_time_share(self) -> float | None:
         measured = self.publications_measured
         return self.publications_on_time / measured if measured else None
-
-    @property
-    def delivery_on_time_share(self) -> float | None:
-        return self.delivery.score if self.delivery.extracts else None
 
     @property
     def quality_share(self) -> float | None:
@@ -272,16 +264,8 @@ class RequestTally:
     def overdue(self) -> int:
         return sum(line.overdue for line in self.lines)
 
-    @property
-    def on_time_share(self) -> float | None:
-        return self.answered_on_time / self.answered if self.answered else None
-
     def of(self, resource: str) -> RequestTally:
         return RequestTally(tuple(line for line in self.lines if line.resource == resource))
-
-    @property
-    def refusals(self) -> tuple[RequestLine, ...]:
-        return tuple(line for line in self.lines if line.outcome == "refused")
 
 
 ACCESS_OUTCOMES = ("approved", "refused", "pending")
@@ -375,10 +359,6 @@ class DepartmentReport:
     @property
     def refused_received(self) -> int:
         return sum(t.refused for t in self.refused_readers)
-
-    @property
-    def consumers_served(self) -> tuple[str, ...]:
-        return tuple(sorted({t.counterpart for t in self.readers if t.counterpart}))
 
     def readers_of(self, resource: str) -> tuple[ReadTally, ...]:
         return tuple(t for t in self.readers if t.resource == resource)

@@ -66,6 +66,64 @@ def _typed(name: str, kind: str) -> Column:
     return F.expr(f"try_cast(`{name}` as {kind})")
 
 
+def _check_rule(item: Item, *, as_of: date) -> RowRule | None:
+    """The rule of the item's named check (citizen ID, credit code, division code, no future
+    date), if it has one of these."""
+    name = item.name
+    found: tuple[str, Predicate]
+    match item.check:
+        case "citizen_id":
+            found = (
+                "not a GB 11643 citizen identity number (format, birth date or check character)",
+                lambda: ~checks.is_valid_citizen_id(name),
+            )
+        case "credit_code":
+            found = (
+                "not a GB 32100 unified social credit code (format or check character)",
+                lambda: ~checks.is_valid_credit_code(name),
+            )
+        case "division_code":
+            codes = sorted(reference.division_codes())
+            found = (
+                "not a GB/T 2260 division code in the reference table",
+                lambda: F.col(name).isNotNull() & ~F.col(name).isin(codes),
+            )
+        case "not_future":
+            limit = as_of.isoformat()
+            found = (
+                f"date is after the extract date {limit}",
+                lambda: _typed(name, "date") > F.lit(limit).cast("date"),
+            )
+        case _:
+            return None
+    return RowRule(name, item.check, *found)
+
+
+def _range_rule(item: Item) -> RowRule | None:
+    """The rule of the item's bounds: China's longitude or latitude, or its minimum and
+    maximum."""
+    low, high = {
+        "china_longitude": reference.CHINA_LONGITUDE,
+        "china_latitude": reference.CHINA_LATITUDE,
+    }.get(item.check or "", (item.minimum, item.maximum))
+    if low is None and high is None:
+        return None
+    text = f"outside [{'' if low is None else low}, {'' if high is None else high}]"
+
+    def out_of_range(
+        name: str = item.name, low: float | None = low, high: float | None = high
+    ) -> Column:
+        value = _typed(name, "double")
+        broken = F.lit(False)
+        if low is not None:
+            broken = broken | (value < F.lit(low))
+        if high is not None:
+            broken = broken | (value > F.lit(high))
+        return broken
+
+    return RowRule(item.name, "range", text, out_of_range)
+
+
 def _item_rules(item: Item, *, required: bool, as_of: date) -> list[RowRule]:
     name = item.name
     rules: list[RowRule] = []
@@ -81,64 +139,7 @@ def _item_rules(item: Item, *, required: bool, as_of: date) -> list[RowRule]:
                 lambda: F.col(name).isNotNull() & _typed(name, kind).isNull(),
             )
         )
-    if item.check == "citizen_id":
-        rules.append(
-            RowRule(
-                name,
-                "citizen_id",
-                "not a GB 11643 citizen identity number (format, birth date or check character)",
-                lambda: ~checks.is_valid_citizen_id(name),
-            )
-        )
-    elif item.check == "credit_code":
-        rules.append(
-            RowRule(
-                name,
-                "credit_code",
-                "not a GB 32100 unified social credit code (format or check character)",
-                lambda: ~checks.is_valid_credit_code(name),
-            )
-        )
-    elif item.check == "division_code":
-        codes = sorted(reference.division_codes())
-        rules.append(
-            RowRule(
-                name,
-                "division_code",
-                "not a GB/T 2260 division code in the reference table",
-                lambda: F.col(name).isNotNull() & ~F.col(name).isin(codes),
-            )
-        )
-    elif item.check == "not_future":
-        limit = as_of.isoformat()
-        rules.append(
-            RowRule(
-                name,
-                "not_future",
-                f"date is after the extract date {limit}",
-                lambda: _typed(name, "date") > F.lit(limit).cast("date"),
-            )
-        )
-    bounds = {
-        "china_longitude": reference.CHINA_LONGITUDE,
-        "china_latitude": reference.CHINA_LATITUDE,
-    }.get(item.check or "", (item.minimum, item.maximum))
-    low, high = bounds
-    if low is not None or high is not None:
-        text = f"outside [{'' if low is None else low}, {'' if high is None else high}]"
-
-        def out_of_range(
-            name: str = name, low: float | None = low, high: float | None = high
-        ) -> Column:
-            value = _typed(name, "double")
-            broken = F.lit(False)
-            if low is not None:
-                broken = broken | (value < F.lit(low))
-            if high is not None:
-                broken = broken | (value > F.lit(high))
-            return broken
-
-        rules.append(RowRule(name, "range", text, out_of_range))
+    rules.extend(r for r in (_check_rule(item, as_of=as_of), _range_rule(item)) if r)
     if item.values:
         allowed = list(item.values)
         rules.append(

@@ -1,0 +1,67 @@
+"""Names `vulture` cannot see used, each with who uses it: Jinja templates, Great
+Expectations' registry, typer's option names, the platform database's columns, the tests.
+
+vulture reads this file beside the code (it is one of its `paths` in pyproject.toml); nothing
+imports it. Framework callbacks (typer commands, FastAPI routes, validators, event listeners,
+Airflow tasks) are left out by their decorators in `[tool.vulture]` instead.
+"""
+
+# ruff: noqa: B018
+
+from expectations import custom, runner
+from govlake.core.catalog import Catalog, Resource
+from govlake.governance.changes import DutyChange
+from govlake.platform.database import AuditEntry, Grant, Token, WebhookDelivery
+from govlake.reports import quality
+from govlake.reports.scorecard import QualityPass
+from govlake.reports.sharing import DepartmentReport, PlatformSummary, ResourceProvision
+
+# Great Expectations registers metric providers and expectations when their classes are
+# defined, finds them by name and reads these class attributes.
+custom.ColumnValuesKeepRowRule
+custom.ExpectColumnValuesToKeepRowRule
+custom.ColumnValuesValidCitizenId
+custom.ExpectColumnValuesToBeValidCitizenId
+custom.ColumnValuesValidCreditCode
+custom.ExpectColumnValuesToBeValidCreditCode
+custom.ColumnValuesKeepRowRule.condition_metric_name
+custom.ColumnValuesKeepRowRule.condition_value_keys
+custom.ColumnValuesKeepRowRule.filter_column_isnull
+custom.ExpectColumnValuesToKeepRowRule.map_metric
+custom.ExpectColumnValuesToKeepRowRule.success_keys
+custom.ExpectColumnValuesToKeepRowRule.args_keys
+custom.ExpectColumnValuesToKeepRowRule.library_metadata
+runner._context().variables.progress_bars  # read by the data context
+
+# Catalogue fields `govlake catalog show` reads by name; Catalog.themes: tests/test_catalog.py.
+Resource.category
+Resource.purposes
+Resource.sharing_method
+Catalog.themes
+
+# Columns of the platform database: written by the code, read by SQL and by operators.
+DutyChange.registered_by
+Token.issued_at
+Grant.revoke_reason
+WebhookDelivery.last_attempt_at
+AuditEntry.prev_hash
+
+# Read by the report templates (src/govlake/reports/templates).
+QualityPass.by_dimension  # scorecard.html.j2
+ResourceProvision.role  # sharing.html.j2
+ResourceProvision.state_at_end  # sharing.html.j2
+DepartmentReport.has_activity  # sharing.html.j2
+PlatformSummary.top_resources  # sharing_platform.html.j2
+quality.DimensionFigure.pass_rate  # quality.html.j2, as ResourceQuality and QualityReport
+quality.DimensionFigure.row_pass_rate  # quality.html.j2
+quality.QuarantineRule.example  # quality.html.j2
+quality.FindingExample.authority_value  # quality.html.j2
+quality.FindingExample.provider_value  # quality.html.j2
+quality.Finding.new_in_period  # quality.html.j2
+quality.Finding.examples  # quality.html.j2
+quality.ResourceQuality.failures_total  # quality.html.j2
+quality.ResourceQuality.failing_rules  # quality.html.j2
+quality.QualityReport.disagreeing  # quality.html.j2
+# The shares a resource's line would show, asserted by tests/test_sharing_report.py.
+ResourceProvision.publication_on_time_share
+ResourceProvision.quality_share
