@@ -3,8 +3,9 @@ database transaction, the clock, and the consumer behind the bearer token (check
 the body is read: `TokenFirstRoute`), and who a call is journaled under (`caller`); and the
 route class of the `/govlake/v1` APIs (`InvalidParameterRoute`).
 
-The application keeps `settings`, `catalog` and `clock` in `app.state`, so tests can run the
-server at a fixed time (`app.state.clock = lambda: datetime(...)`).
+The application keeps `settings`, `catalog` and `clock` in `app.state` (and, for the
+protocol's routes, the URL `signer` and the shared `tables`), so tests can run the server
+at a fixed time (`app.state.clock = lambda: datetime(...)`).
 """
 
 from __future__ import annotations

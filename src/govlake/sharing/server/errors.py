@@ -44,6 +44,8 @@ STATUSES: dict[type[Exception], tuple[int, str]] = {
 #: Error codes of HTTP's own errors (unknown path, oversized body or headers); any other is
 #: `INVALID_PARAMETER_VALUE`.
 HTTP_CODES = {404: NOT_FOUND, 413: TOO_LARGE, 431: TOO_LARGE}
+#: The status journaled for a call whose application neither answered nor raised.
+NO_ANSWER = 500
 #: The errors the application answers with `answer_for`; any other is an incident.
 ANSWERED: tuple[type[Exception], ...] = (*STATUSES, RequestValidationError, HTTPException)
 
@@ -96,10 +98,6 @@ def internal_error(incident: str) -> Answer:
     """The answer to an unexpected error: its incident id, nothing of the error itself."""
     message = f"internal error (incident {incident}); the operators have its details"
     return Answer(500, "INTERNAL_ERROR", message)
-
-
-#: The status of a call whose application neither answered nor raised.
-NO_ANSWER = 500
 
 
 # -- refusals of the request itself ---------------------------------------------------------

@@ -6,13 +6,13 @@ access log.
   a table on S3 (the store serves it).
 - A file URL carries a `FileGrant` (table, file, consumer, expiry) as base64url JSON and its
   HMAC-SHA256. Anything that is not exactly such a grant under a valid MAC is refused
-  (`InvalidFileUrl`, refused), never a server error. The grant only says what was issued:
-  the server checks the consumer's access again at each download (`granted_file`).
+  (`InvalidFileUrl`), never a server error. The grant only says what was issued: the
+  server checks the consumer's access again at each download (`granted_file`).
 - `byte_range` reads the Range header (RFC 9110 §14) for one file: one byte range is served
-  as 206; an empty header, another unit (which the RFC says to ignore) or several ranges
-  get the whole file (as S3 answers several ranges); a malformed byte range is
-  `MalformedRange`; a range that starts past the end is `UnsatisfiableRange` (answered with
-  `Content-Range: bytes */<size>`).
+  as partial content; an empty header, another unit (which the RFC says to ignore) or
+  several ranges get the whole file (as S3 answers several ranges); a malformed byte range
+  is `MalformedRange`; a range that starts past the end is `UnsatisfiableRange` (answered
+  with `Content-Range: bytes */<size>`).
 - `SignedUrlFilter` takes the MAC out of every file URL in uvicorn's access log lines.
 """
 

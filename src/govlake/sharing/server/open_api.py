@@ -46,6 +46,10 @@ OPEN_ACTIONS = frozenset({"open.catalog", "open.notice", "open.download"})
 router = APIRouter(prefix=PREFIX, tags=["open data"])
 
 
+class OpenTableNotFound(NameNotFound):
+    """A name that is no open table, or one not published yet."""
+
+
 @dataclass(frozen=True)
 class OpenTable:
     resource: Resource
@@ -85,10 +89,6 @@ def _lookup(request: Request, settings: Settings, catalog: Catalog, theme: str, 
             raise OpenTableNotFound(f"{theme}.{name} is not an open table")
         raise OpenTableNotFound(f"open table {theme}.{name} has not been published yet")
     return found, published
-
-
-class OpenTableNotFound(NameNotFound):
-    """A name that is no open table, or one not published yet."""
 
 
 @router.get("/catalog.jsonld", name="open_catalog")

@@ -101,7 +101,7 @@ class ApproveBody(Body):
         # The platform stores naive UTC; an aware time would not compare with it.
         try:
             return None if value is None else naive_utc(value)
-        except OverflowError as exc:  # pydantic turns only a ValueError into a 400
+        except OverflowError as exc:  # pydantic reports only a ValueError as invalid
             raise ValueError("expires_at is out of the calendar's range in UTC") from exc
 
 

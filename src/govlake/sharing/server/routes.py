@@ -48,12 +48,12 @@ PROTOCOL = {"protocol": {"minReaderVersion": 1}}
 router = APIRouter(prefix=PREFIX, route_class=TokenFirstRoute)
 
 
-def shared_tables(request: Request) -> SharedTables:
+def shared(request: Request) -> SharedTables:
     found: SharedTables = request.app.state.tables
     return found
 
 
-TablesDep = Annotated[SharedTables, Depends(shared_tables)]
+TablesDep = Annotated[SharedTables, Depends(shared)]
 MaxResults = Query(default=None, alias="maxResults", ge=1)
 PageToken = Query(default=None, alias="pageToken")
 
