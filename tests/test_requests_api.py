@@ -17,6 +17,7 @@ from govlake.core.settings import Settings
 from govlake.platform.database import session
 from govlake.sharing import access
 from govlake.sharing.access import AccessError, SharingError, decide, shared_tables
+from govlake.sharing.server.errors import answer_for
 from govlake.sharing.server.requests_api import router
 
 #: Every test that uses `settings` runs on SQLite and on PostgreSQL.
@@ -48,7 +49,7 @@ def _app(settings: Settings, catalog: Catalog, clock: list[datetime]) -> FastAPI
 
     @app.exception_handler(AccessError)
     async def _refused(request: Request, exc: AccessError) -> JSONResponse:
-        return JSONResponse({"errorCode": exc.code, "message": str(exc)}, status_code=exc.status)
+        return answer_for(exc).response()
 
     @app.exception_handler(SharingError)
     async def _invalid(request: Request, exc: SharingError) -> JSONResponse:

@@ -43,6 +43,7 @@ from govlake.platform.database import (
 from govlake.sharing import access, sealing
 from govlake.sharing import subscriptions as subs
 from govlake.sharing.access import AccessError, SharingError
+from govlake.sharing.server.errors import answer_for
 from govlake.sharing.server.subscriptions_api import router
 from govlake.sharing.subscriptions import PublishedVersion
 from govlake_app.cli.subscriptions import subscription_app
@@ -685,7 +686,7 @@ def _app(settings: Settings, catalog: Catalog) -> FastAPI:
 
     @app.exception_handler(AccessError)
     async def _refused(request: Request, exc: AccessError) -> JSONResponse:
-        return JSONResponse({"errorCode": exc.code, "message": str(exc)}, status_code=exc.status)
+        return answer_for(exc).response()
 
     @app.exception_handler(SharingError)
     async def _invalid(request: Request, exc: SharingError) -> JSONResponse:

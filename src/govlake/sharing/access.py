@@ -34,15 +34,11 @@ DEFAULT_TOKEN_DAYS = 90
 
 
 class AccessError(GovlakeError):
-    """A refusal with the protocol's status and error code."""
-
-    status = 403
-    code = "PERMISSION_DENIED"
+    """A refusal: the caller may not do or see what it asks."""
 
 
 class Unauthenticated(AccessError):
-    status = 401
-    code = "UNAUTHENTICATED"
+    """No bearer token, or one that does not (or no longer) authenticates a consumer."""
 
 
 class SharingError(GovlakeError, ValueError):

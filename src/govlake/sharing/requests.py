@@ -49,6 +49,7 @@ from govlake.platform.database import (
 )
 from govlake.platform.mail import MailError, send_mail
 from govlake.platform.workdays import (
+    Due,
     add_working_days,
     china_date,
     default_holidays_file,
@@ -79,9 +80,6 @@ VERIFICATION_OUTCOMES: tuple[str, ...] = get_args(Outcome)
 
 class RequestNotFound(AccessError):
     """No such request, or none the caller may see."""
-
-    status = 404
-    code = "RESOURCE_DOES_NOT_EXIST"
 
 
 # -- shared checks --------------------------------------------------------------------------
@@ -190,51 +188,19 @@ def file_access_request(
             "conditional table already"
         )
     chosen = _conditional_items(entry, items)
-    if usage_scope not in USAGE_SCOPES:
-        raise SharingError(
-            f"usage scope {usage_scope!r} is not one of {', '.join(USAGE_SCOPES)} (使用范围)"
-        )
-    if usage_scope == "other" and _blank(usage_scope_other):
-        raise SharingError("usage scope 'other' needs usage_scope_other saying what the use is")
-    if usage_scope != "other" and not _blank(usage_scope_other):
-        raise SharingError("usage_scope_other is only for usage scope 'other'")
-    _require(
-        {
-            "applicant_name": applicant_name,
-            "applicant_phone": applicant_phone,
-            "applicant_email": applicant_email,
-            "using_department": using_department,
-            "using_contact": using_contact,
-            "service_scenario": service_scenario,
-            "business_system": business_system,
-            "justification": justification,
-        },
-        "an access request",
-    )
-    _fits(
-        AccessRequest,
-        "an access request",
-        applicant_name=applicant_name,
-        applicant_phone=applicant_phone,
-        applicant_email=applicant_email,
-        using_department=using_department,
-        using_contact=using_contact,
-        business_system=business_system,
-    )
-    if "@" not in applicant_email:
-        raise SharingError(f"applicant_email {applicant_email!r} is not a mail address")
-    pending = s.scalar(
-        select(AccessRequest).where(
-            AccessRequest.consumer == who.code,
-            AccessRequest.resource == entry.qualified_name,
-            AccessRequest.status == "pending",
-        )
-    )
-    if pending is not None:
-        raise SharingError(
-            f"{who.code} already has request {pending.id} for {entry.qualified_name} pending "
-            f"(due {pending.due_on})"
-        )
+    _check_usage_scope(usage_scope, usage_scope_other)
+    form = {
+        "applicant_name": applicant_name,
+        "applicant_phone": applicant_phone,
+        "applicant_email": applicant_email,
+        "using_department": using_department,
+        "using_contact": using_contact,
+        "service_scenario": service_scenario,
+        "business_system": business_system,
+        "justification": justification,
+    }
+    _check_form(form)
+    _none_pending(s, who.code, entry)
     due = add_working_days(
         china_date(at),
         ACCESS_DUE_WORKING_DAYS,
@@ -245,16 +211,9 @@ def file_access_request(
         provider=entry.provider,
         items=json.dumps(chosen),
         consumer=who.code,
-        applicant_name=applicant_name.strip(),
-        applicant_phone=applicant_phone.strip(),
-        applicant_email=applicant_email.strip(),
-        using_department=using_department.strip(),
-        using_contact=using_contact.strip(),
-        service_scenario=service_scenario.strip(),
+        **{name: value.strip() for name, value in form.items()},
         usage_scope=usage_scope,
         usage_scope_other=usage_scope_other.strip() if usage_scope_other else None,
-        business_system=business_system.strip(),
-        justification=justification.strip(),
         filed_at=at,
         due_on=due.due_on,
         due_basis=due.basis[:200],
@@ -262,35 +221,70 @@ def file_access_request(
     )
     s.add(request)
     s.flush()
+    _journal_filing(s, request, chosen, due, at=at)
+    return request
+
+
+def _check_usage_scope(usage_scope: str, usage_scope_other: str | None) -> None:
+    if usage_scope not in USAGE_SCOPES:
+        raise SharingError(
+            f"usage scope {usage_scope!r} is not one of {', '.join(USAGE_SCOPES)} (使用范围)"
+        )
+    if usage_scope == "other" and _blank(usage_scope_other):
+        raise SharingError("usage scope 'other' needs usage_scope_other saying what the use is")
+    if usage_scope != "other" and not _blank(usage_scope_other):
+        raise SharingError("usage_scope_other is only for usage scope 'other'")
+
+
+def _check_form(form: Mapping[str, str]) -> None:
+    """The application form's text: each field given, none longer than its column, and a
+    mail address that looks like one."""
+    _require(form, "an access request")
+    _fits(AccessRequest, "an access request", **form)
+    if "@" not in form["applicant_email"]:
+        raise SharingError(f"applicant_email {form['applicant_email']!r} is not a mail address")
+
+
+def _none_pending(s: Session, consumer: str, entry: Resource) -> None:
+    """Refuse a second request of `consumer` for `entry` while one is pending."""
+    pending = s.scalar(
+        select(AccessRequest).where(
+            AccessRequest.consumer == consumer,
+            AccessRequest.resource == entry.qualified_name,
+            AccessRequest.status == "pending",
+        )
+    )
+    if pending is not None:
+        raise SharingError(
+            f"{consumer} already has request {pending.id} for {entry.qualified_name} pending "
+            f"(due {pending.due_on})"
+        )
+
+
+def _journal_filing(
+    s: Session, request: AccessRequest, chosen: list[str], due: Due, *, at: datetime
+) -> None:
     audit.record(
         s,
         at=at,
-        actor=who.code,
+        actor=request.consumer,
         action="request.file",
-        consumer=who.code,
-        purpose=usage_scope,
-        resource=entry.qualified_name,
+        consumer=request.consumer,
+        purpose=request.usage_scope,
+        resource=request.resource,
         detail={
             "request": request.id,
             "items": chosen,
-            "provider": entry.provider,
+            "provider": request.provider,
             "due_on": due.due_on.isoformat(),
             "due_basis": due.basis,
         },
     )
-    return request
 
 
 def request_items(request: AccessRequest) -> list[str]:
     items: list[str] = json.loads(request.items)
     return items
-
-
-def access_request(s: Session, request_id: int) -> AccessRequest:
-    found = s.get(AccessRequest, request_id)
-    if found is None:
-        raise RequestNotFound(f"no access request {request_id}")
-    return found
 
 
 def _decidable(s: Session, request_id: int, provider: str, by: str) -> AccessRequest:
@@ -740,13 +734,6 @@ def file_verification(
         },
     )
     return request
-
-
-def verification_request(s: Session, request_id: int) -> VerificationRequest:
-    found = s.get(VerificationRequest, request_id)
-    if found is None:
-        raise RequestNotFound(f"no verification request {request_id}")
-    return found
 
 
 def answer_verification(

@@ -122,14 +122,11 @@ Channel = Literal["email", "webhook", "none"]
 
 
 class SubscriptionRefused(AccessError):
-    """The consumer may not read what it asks to be notified of (403)."""
+    """The consumer may not read what it asks to be notified of."""
 
 
 class SubscriptionNotFound(AccessError):
-    """No such subscription, or none of the caller's (404)."""
-
-    status = 404
-    code = "RESOURCE_DOES_NOT_EXIST"
+    """No such subscription, or none of the caller's."""
 
 
 class SignatureError(GovlakeError, ValueError):
@@ -267,46 +264,14 @@ def subscribe(
     who = access.consumer(s, consumer)
     entry = _resource(catalog, resource)
     name = entry.qualified_name
-    if not who.active:
-        raise SharingError(f"consumer {consumer} is not active: it cannot subscribe to {name}")
-    if not entry.sharing_classes:
-        raise SharingError(f"{name} is not shared: nothing of it is published to subscribe to")
-    if sharing_class is not None and sharing_class not in entry.sharing_classes:
-        raise SharingError(
-            f"{name} publishes no {sharing_class} table (it publishes: "
-            f"{', '.join(entry.sharing_classes)})"
-        )
-    decisions = readable(
-        s, catalog, settings, consumer=who, resource=name, sharing_class=sharing_class, at=at
-    )
-    allowed = [table.full_name for table, decision in decisions if decision.allowed]
-    if not allowed:
-        what = name if sharing_class is None else f"the {sharing_class} table of {name}"
-        reasons = "; ".join(dict.fromkeys(decision.reason for _, decision in decisions))
-        raise SubscriptionRefused(
-            f"{consumer} may not subscribe to {what}: it may read none of it ({reasons})"
-        )
+    allowed = _readable_now(s, catalog, settings, who, entry, sharing_class, at=at)
     address = _email(email if email is not None else who.contact_email)
     url = _webhook_url(webhook_url) if webhook_url is not None else None
     actor = (by or consumer).strip()
     _fits(email=address, webhook_url=url, created_by=actor)
     if url is not None:
         receivers.check_url(settings, url)
-    duplicate = s.scalar(
-        select(Subscription).where(
-            Subscription.consumer == consumer,
-            Subscription.resource == name,
-            _same(Subscription.sharing_class, sharing_class),
-            Subscription.email == address,
-            _same(Subscription.webhook_url, url),
-            Subscription.cancelled_at.is_(None),
-        )
-    )
-    if duplicate is not None:
-        raise SharingError(
-            f"{consumer} already subscribes to {name} with these notices (subscription "
-            f"{duplicate.id})"
-        )
+    _no_duplicate(s, consumer, name, sharing_class, address, url)
     secret = secrets.token_urlsafe(32) if url is not None else None
     made = Subscription(
         consumer=consumer,
@@ -336,6 +301,67 @@ def subscribe(
         },
     )
     return made, secret
+
+
+def _readable_now(
+    s: Session,
+    catalog: Catalog,
+    settings: Settings,
+    who: Consumer,
+    entry: Resource,
+    sharing_class: SharingClass | None,
+    *,
+    at: datetime,
+) -> list[str]:
+    """The tables of `entry` (of `sharing_class`, or all) that `who` may read now, by their
+    protocol names; `SharingError` or `SubscriptionRefused` when it may subscribe to none."""
+    name = entry.qualified_name
+    if not who.active:
+        raise SharingError(f"consumer {who.code} is not active: it cannot subscribe to {name}")
+    if not entry.sharing_classes:
+        raise SharingError(f"{name} is not shared: nothing of it is published to subscribe to")
+    if sharing_class is not None and sharing_class not in entry.sharing_classes:
+        raise SharingError(
+            f"{name} publishes no {sharing_class} table (it publishes: "
+            f"{', '.join(entry.sharing_classes)})"
+        )
+    decisions = readable(
+        s, catalog, settings, consumer=who, resource=name, sharing_class=sharing_class, at=at
+    )
+    allowed = [table.full_name for table, decision in decisions if decision.allowed]
+    if not allowed:
+        what = name if sharing_class is None else f"the {sharing_class} table of {name}"
+        reasons = "; ".join(dict.fromkeys(decision.reason for _, decision in decisions))
+        raise SubscriptionRefused(
+            f"{who.code} may not subscribe to {what}: it may read none of it ({reasons})"
+        )
+    return allowed
+
+
+def _no_duplicate(
+    s: Session,
+    consumer: str,
+    resource: str,
+    sharing_class: SharingClass | None,
+    address: str,
+    url: str | None,
+) -> None:
+    """Refuse a second subscription in force with the same notices."""
+    duplicate = s.scalar(
+        select(Subscription).where(
+            Subscription.consumer == consumer,
+            Subscription.resource == resource,
+            _same(Subscription.sharing_class, sharing_class),
+            Subscription.email == address,
+            _same(Subscription.webhook_url, url),
+            Subscription.cancelled_at.is_(None),
+        )
+    )
+    if duplicate is not None:
+        raise SharingError(
+            f"{consumer} already subscribes to {resource} with these notices (subscription "
+            f"{duplicate.id})"
+        )
 
 
 def unsubscribe(

@@ -1,9 +1,11 @@
 """FastAPI dependencies shared by the sharing server's routers: settings, catalogue, a
 database transaction, the clock, and the consumer behind the bearer token (checked before
-the body is read: `TokenFirstRoute`), and who a call is journaled under (`caller`).
+the body is read: `TokenFirstRoute`), and who a call is journaled under (`caller`); and the
+route class of the `/govlake/v1` APIs (`InvalidParameterRoute`).
 
-The application keeps `settings`, `catalog` and `clock` in `app.state`, so tests can run the
-server at a fixed time (`app.state.clock = lambda: datetime(...)`).
+The application keeps `settings`, `catalog` and `clock` in `app.state` (and, for the
+protocol's routes, the URL `signer` and the shared `tables`), so tests can run the server
+at a fixed time (`app.state.clock = lambda: datetime(...)`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request, Response
 from fastapi.dependencies.models import Dependant
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -23,6 +26,10 @@ from govlake.core.catalog import Catalog
 from govlake.core.settings import Settings
 from govlake.platform.database import Consumer, Token, session
 from govlake.sharing.access import SharingError, authenticate, hash_token
+from govlake.sharing.server.errors import validation_problems
+
+#: `request.state` key of the consumer the call's bearer token authenticated.
+_AUTHENTICATED = "authenticated"
 
 
 def settings(request: Request) -> Settings:
@@ -60,7 +67,7 @@ def bearer_tokens(request: Request) -> list[str]:
 
 def bearer_token(request: Request) -> str | None:
     """The call's one bearer token, None without one; two `Authorization` headers are a bad
-    request (`SharingError`, 400), whichever comes first."""
+    request (`SharingError`), whichever comes first."""
     headers = request.headers.getlist("authorization")
     if len(headers) > 1:
         raise SharingError(f"give one Authorization header, not {len(headers)}")
@@ -93,6 +100,7 @@ def caller(request: Request) -> str | None:
 def _authenticate(request: Request, s: Session) -> Consumer:
     found = authenticate(s, bearer_token(request), at=now(request))
     request.state.consumer = found.code
+    setattr(request.state, _AUTHENTICATED, found.code)
     return found
 
 
@@ -100,7 +108,12 @@ def current_consumer(
     request: Request,
     s: Annotated[Session, Depends(db)],
 ) -> Consumer:
-    """The consumer of the bearer token; raises `Unauthenticated` (401) otherwise."""
+    """The consumer of the bearer token; raises `Unauthenticated` otherwise. A token
+    `TokenFirstRoute` has checked already is not checked again."""
+    code = getattr(request.state, _AUTHENTICATED, None)
+    found = s.get(Consumer, code) if code is not None else None
+    if found is not None and found.active:
+        return found
     return _authenticate(request, s)
 
 
@@ -110,7 +123,7 @@ def _needs_token(dependant: Dependant) -> bool:
 
 class TokenFirstRoute(APIRoute):
     """A route that checks the bearer token before FastAPI reads the request body, when the
-    endpoint depends on `current_consumer`: a caller without a valid token is refused (401)
+    endpoint depends on `current_consumer`: a caller without a valid token is refused
     before any of its body is read or parsed. (FastAPI reads the body before it solves any
     dependency.)"""
 
@@ -126,6 +139,23 @@ class TokenFirstRoute(APIRoute):
         async def route_handler(request: Request) -> Response:
             await run_in_threadpool(check, request)
             return await handler(request)
+
+        return route_handler
+
+
+class InvalidParameterRoute(TokenFirstRoute):
+    """Reports a body or parameter that fails validation as `SharingError` (answered as the
+    sharing protocol answers an invalid parameter), not as FastAPI's 422; checks the bearer
+    token before the body is read (`TokenFirstRoute`)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route_handler(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError as exc:
+                raise SharingError(f"invalid request: {validation_problems(exc)}") from exc
 
         return route_handler
 

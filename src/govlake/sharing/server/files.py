@@ -1,14 +1,17 @@
-"""The data files the sharing server serves itself (tables on local storage): signed URLs,
-the Range header, and keeping the signatures out of the access log.
+"""The data files of a query's answer: their URLs, and the files the sharing server serves
+itself (tables on local storage) with the Range header, keeping the signatures out of the
+access log.
 
+- `file_entry` issues a data file's URL: signed here for a local table, SigV4-presigned for
+  a table on S3 (the store serves it).
 - A file URL carries a `FileGrant` (table, file, consumer, expiry) as base64url JSON and its
   HMAC-SHA256. Anything that is not exactly such a grant under a valid MAC is refused
-  (`InvalidFileUrl`, 403), never a server error. The grant only says what was issued: the
-  server checks the consumer's access again at each download.
+  (`InvalidFileUrl`), never a server error. The grant only says what was issued: the
+  server checks the consumer's access again at each download (`granted_file`).
 - `byte_range` reads the Range header (RFC 9110 §14) for one file: one byte range is served
-  as 206; an empty header, another unit (which the RFC says to ignore) or several ranges
-  get the whole file (200, as S3 answers several ranges); a malformed byte range is
-  `MalformedRange` (400); a range that starts past the end is `UnsatisfiableRange` (416,
+  as partial content; an empty header, another unit (which the RFC says to ignore) or
+  several ranges get the whole file (as S3 answers several ranges); a malformed byte range
+  is `MalformedRange`; a range that starts past the end is `UnsatisfiableRange` (answered
   with `Content-Range: bytes */<size>`).
 - `SignedUrlFilter` takes the MAC out of every file URL in uvicorn's access log lines.
 """
@@ -21,20 +24,27 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import unquote
 
+from sqlalchemy.orm import Session
+from starlette.requests import Request
 from starlette.responses import FileResponse
 from starlette.types import Receive, Scope, Send
 
 from govlake.core.errors import GovlakeError
-from govlake.lake.deltalog import millis
-from govlake.sharing.access import AccessError
+from govlake.lake.deltalog import DataFile, millis
+from govlake.platform.database import Consumer
+from govlake.sharing.access import AccessError, SharedTable, decide
 
-#: The path the server serves files under (`govlake.sharing.server.app`).
+#: The path the server serves files under (`govlake.sharing.server.routes`).
 FILES_PATH = "/delta-sharing/files/"
 
 
@@ -105,6 +115,94 @@ class UrlSigner:
             raise InvalidFileUrl() from exc
 
 
+class DataFileNotFound(GovlakeError, LookupError):
+    """A file a signed URL names that is not a data file of its table (any more)."""
+
+
+# -- the URLs of a query's files ------------------------------------------------------------
+def file_entry(request: Request, table: SharedTable, f: DataFile, consumer: str) -> dict[str, Any]:
+    """The protocol's entry for one data file of `table`, with its URL for `consumer`: signed
+    here (served by `download_file`) for a local table, presigned for S3; valid for the
+    signer's time to live from now."""
+    state = request.app.state
+    signer: UrlSigner = state.signer
+    expires = millis(state.clock() + signer.ttl)
+    if table.location.is_local:
+        token = signer.sign(FileGrant(table.full_name, f.path, consumer, expires))
+        url = str(request.url_for("download_file", token=token))
+    else:
+        url = presign(table, f.path, signer.ttl, state.settings.sharing_s3_endpoint)
+    entry: dict[str, Any] = {
+        "url": url,
+        "id": hashlib.sha256(f"{table.full_name}/{f.path}".encode()).hexdigest(),
+        "partitionValues": {},
+        "size": f.size,
+        "expirationTimestamp": expires,
+    }
+    if f.records is not None:
+        entry["stats"] = json.dumps({"numRecords": f.records})
+    return entry
+
+
+@lru_cache(maxsize=8)
+def _s3_client(endpoint: str | None, access_key: str | None) -> Any:
+    """One boto3 client per endpoint and key: building one costs more than presigning a
+    thousand URLs. Credentials come from the `AWS_*` variables, as for the engine.
+    SigV4 (boto3 presigns SigV2 unless told, and the client then fails); path-style keys."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(signature_version="s3v4", s3={"addressing_style": "path"})
+    return boto3.client("s3", endpoint_url=endpoint, config=config)
+
+
+def presign(table: SharedTable, path: str, ttl: timedelta, endpoint: str | None) -> str:
+    """A SigV4 presigned GET of one file of an S3 table, valid for `ttl`, on `endpoint` (the
+    store as consumers reach it) or else the platform's own `AWS_ENDPOINT_URL`."""
+    bucket, _, prefix = table.location.uri.removeprefix("s3://").partition("/")
+    key = f"{prefix.rstrip('/')}/{path}" if prefix else path
+    endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL")
+    client = _s3_client(endpoint, os.environ.get("AWS_ACCESS_KEY_ID"))
+    return str(client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key},
+                                             ExpiresIn=int(ttl.total_seconds())))  # fmt: skip
+
+
+# -- serving a local file -------------------------------------------------------------------
+def granted_file(s: Session, grant: FileGrant, table: SharedTable | None,
+                 at: datetime) -> tuple[str, str | None]:  # fmt: skip
+    """The file `grant` names in `table` (None: no longer shared) and the purpose its
+    consumer reads it under, if that consumer may still read the table at `at`: else
+    `ExpiredFileUrl`, `DataFileNotFound` or `AccessError`."""
+    if grant.expired(at):
+        raise ExpiredFileUrl()
+    if table is None or ".." in grant.path.split("/"):
+        raise DataFileNotFound("no such file")
+    who = s.get(Consumer, grant.consumer)
+    if who is None or not who.active:
+        raise AccessError(f"consumer {grant.consumer} is not active")
+    decision = decide(s, who, table, at=at)
+    if not decision.allowed:
+        raise AccessError(decision.reason)
+    target = table.location.child(grant.path).uri
+    if not os.path.isfile(target):
+        raise DataFileNotFound("the file is no longer in the table (vacuumed)")
+    return target, decision.purpose
+
+
+def file_reply(target: str, headers: Mapping[str, str]) -> FilePart:
+    """The local file `target`, whole or the one byte range the request `headers` ask for
+    (Range), whole again when the file changed since the client's first part (If-Range)."""
+    stat = os.stat(target)
+    reply = FilePart(target, None, stat_result=stat, media_type="application/octet-stream")
+    part = byte_range(headers.get("range"), stat.st_size)
+    if_range = headers.get("if-range")
+    validators = (reply.headers["etag"], reply.headers["last-modified"])
+    if part is not None and if_range is not None and if_range not in validators:
+        part = None  # the file changed since the client's first part: all of it (RFC 9110)
+    reply.part = part
+    return reply
+
+
 # -- Range ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ByteRange:
@@ -124,15 +222,12 @@ class ByteRange:
 
 
 class MalformedRange(GovlakeError, ValueError):
-    """A Range header in bytes that is not a valid byte range (400)."""
+    """A Range header in bytes that is not a valid byte range."""
 
 
 class UnsatisfiableRange(GovlakeError):
-    """A byte range that starts past the end of the file (416); `content_range` is the
-    header the answer carries (`bytes */<size>`)."""
-
-    status = 416
-    code = "INVALID_PARAMETER_VALUE"
+    """A byte range that starts past the end of the file; `content_range` is the header the
+    answer carries (`bytes */<size>`)."""
 
     def __init__(self, header: str, size: int):
         super().__init__(f"Range {header!r}: the file has {size} bytes, the range is outside")
@@ -181,6 +276,17 @@ class FilePart(FileResponse):
     def __init__(self, path: str, part: ByteRange | None, **kwargs: Any):
         super().__init__(path, **kwargs)
         self.part = part
+
+    @property
+    def status(self) -> int:
+        """The status the answer goes out with: partial content for a part."""
+        return int(HTTPStatus.PARTIAL_CONTENT) if self.part else self.status_code
+
+    @property
+    def length(self) -> int:
+        """The bytes the answer carries (to a GET)."""
+        assert self.stat_result is not None
+        return self.part.length if self.part else self.stat_result.st_size
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = [(k, v) for k, v in scope["headers"] if k not in (b"range", b"if-range")]

@@ -1,10 +1,11 @@
 """What every call to the sharing server passes through: exactly one audit journal entry per
-call, a bounded request body, a JSON answer for an unexpected error, and uvicorn's own
-refusals of malformed requests answered as JSON and journaled too.
+call, a bounded request body, refusals answered and journaled (`refused`), a JSON answer for
+an unexpected error, and uvicorn's own refusals of malformed requests answered as JSON and
+journaled too. The answers themselves are `govlake.sharing.server.errors`'.
 
-A route journals its call itself (`journal`, or `journaled` after a domain function recorded
-the entry in the route's transaction); `CallJournal` writes the entry for every call that
-left none: unknown paths, redirects, uncaught errors.
+A route journals its call itself (`journal_call`, `journal`, or `journaled` after a domain
+function recorded the entry in the route's transaction); `CallJournal` writes the entry for
+every call that left none: unknown paths, redirects, uncaught errors.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import json
 import logging
 import secrets
 import sys
-from collections.abc import Mapping
 from typing import Any
 
 import h11
@@ -26,7 +26,9 @@ from uvicorn.protocols.http.h11_impl import STATUS_PHRASES, H11Protocol
 
 from govlake.core.settings import Settings
 from govlake.platform import audit
+from govlake.sharing.server import errors
 from govlake.sharing.server.deps import caller
+from govlake.sharing.server.errors import BodyTooLarge, HeadersTooLarge, NulInPath, NulInQuery
 from govlake.sharing.server.files import redact
 
 log = logging.getLogger(__name__)
@@ -36,12 +38,34 @@ UNKNOWN = "share.unknown"
 #: `request.state` key set once the call's entry is written.
 _JOURNALED = "journaled"
 
+#: Route name → audit action.
+ACTIONS = {
+    # the Delta Sharing protocol (govlake.sharing.server.routes)
+    "list_shares": "share.list_shares", "get_share": "share.get_share",
+    "list_schemas": "share.list_schemas", "list_tables": "share.list_tables",
+    "list_all_tables": "share.list_tables", "table_version": "share.version",
+    "table_metadata": "share.metadata", "query_table": "share.query",
+    "table_changes": "share.changes", "download_file": "share.file",
+    # the requests API (govlake.sharing.server.requests_api): its refusals are audited here
+    "file_access_request": "request.file", "approve_access_request": "request.approve",
+    "refuse_access_request": "request.refuse", "list_access_requests": "request.view",
+    "get_access_request": "request.view", "file_verification_request": "verification.file",
+    "answer_verification_request": "verification.answer",
+    "list_verification_requests": "request.view", "get_verification_request": "request.view",
+    # the subscriptions API (govlake.sharing.server.subscriptions_api)
+    "create_subscription": "subscription.create", "cancel_subscription": "subscription.cancel",
+    "list_subscriptions": "request.view", "get_subscription": "request.view",
+    "list_deliveries": "request.view",
+    # the open data routes (govlake.sharing.server.open_api)
+    "open_catalog": "open.catalog", "open_download": "open.download",
+    "open_notice": "open.notice", "open_schema": "open.notice",
+}  # fmt: skip
 
-def outcome_of(status: int) -> str:
-    """The journal outcome of an HTTP status."""
-    if status < 400:
-        return "ok"
-    return {401: "refused", 403: "refused", 404: "not_found"}.get(status, "error")
+
+def action_of(request: Request) -> str:
+    """The journal action of the call's route (`UNKNOWN` if none matched)."""
+    route = request.scope.get("route")
+    return ACTIONS.get(getattr(route, "name", ""), UNKNOWN)
 
 
 def journaled(request: Request) -> None:
@@ -53,22 +77,39 @@ def journaled(request: Request) -> None:
 def journal(request: Request, action: str, outcome: str = "ok", *, actor: str | None = None,
             **fields: Any) -> audit.AuditEntry:  # fmt: skip
     """Append the call's entry, with its method and path, and mark the call journaled. The
-    consumer is the caller's (`deps.caller`) unless given; the actor is the consumer, else
-    `anonymous`."""
+    consumer is the caller's (`deps.caller`) unless given; the actor is the one given, else
+    the one the route named (`request.state.actor`), else the consumer, else `anonymous`."""
     consumer = fields.pop("consumer", None) or caller(request)
+    actor = actor or getattr(request.state, "actor", None) or consumer or "anonymous"
     # A file URL's path is its credential: the journal keeps the grant, not the signature.
     detail = {"method": request.method, "path": redact(request.url.path),
               **fields.pop("detail", {})}  # fmt: skip
     entry = audit.append(request.app.state.settings, at=request.app.state.clock(),
-                         actor=actor or consumer or "anonymous", action=action,
-                         consumer=consumer, outcome=outcome, detail=detail, **fields)  # fmt: skip
+                         actor=actor, action=action, consumer=consumer, outcome=outcome,
+                         detail=detail, **fields)  # fmt: skip
     journaled(request)
     return entry
 
 
-class BodyTooLarge(HTTPException):
-    def __init__(self, limit: int):
-        super().__init__(413, f"the request body is larger than {limit} bytes")
+def journal_call(request: Request, outcome: str = "ok", **fields: Any) -> audit.AuditEntry:
+    """Append the call's entry under its route's action (`ACTIONS`)."""
+    return journal(request, action_of(request), outcome, **fields)
+
+
+def journal_answer(request: Request, status: int, **detail: Any) -> audit.AuditEntry:
+    """Append the entry of a call answered with `status` (a refusal, a failure), naming the
+    table it asked for if known."""
+    return journal_call(request, errors.outcome_of(status),
+                        table_name=getattr(request.state, "table", None),
+                        detail={"status": status, **detail})  # fmt: skip
+
+
+async def refused(request: Request, exc: Exception) -> JSONResponse:
+    """The application's exception handler for the errors it answers (`errors.ANSWERED`):
+    the call is journaled with the answer's status and message."""
+    answer = errors.answer_for(exc)
+    journal_answer(request, answer.status, message=answer.message)
+    return answer.response()
 
 
 def _bounded(receive: Receive, scope: Scope, limit: int) -> Receive:
@@ -92,34 +133,30 @@ def _bounded(receive: Receive, scope: Scope, limit: int) -> Receive:
     return bounded
 
 
-def _refusal(scope: Scope, header_limit: int) -> tuple[int, str, str] | None:
-    """Status, error code and message of a request refused before routing, if it is: a
-    request line and headers over `header_limit` bytes (uvicorn's h11 limit holds only while a
-    request is still arriving, not for one read whole), or a NUL character in the path (404)
-    or the query (400): no name, id or value has one, and PostgreSQL could not store it."""
+def _refusal(scope: Scope, header_limit: int) -> HTTPException | None:
+    """Why a request is refused before routing, if it is: a request line and headers over
+    `header_limit` bytes (uvicorn's h11 limit holds only while a request is still arriving,
+    not for one read whole), or a NUL character in the path (a name with one names nothing)
+    or the query: no name, id or value has one, and PostgreSQL could not store it."""
     size = len(scope["method"]) + len(scope.get("raw_path") or b"") + len(scope["query_string"])
     size += sum(len(name) + len(value) + 4 for name, value in scope["headers"])
     if size > header_limit:
-        return 431, "REQUEST_TOO_LARGE", headers_too_large(header_limit)
-    if "\x00" in scope["path"]:  # a name with a NUL names nothing
-        return 404, "RESOURCE_DOES_NOT_EXIST", "no such path: it holds a NUL character"
+        return HeadersTooLarge(header_limit)
+    if "\x00" in scope["path"]:
+        return NulInPath()
     if "%00" in scope["query_string"].decode("latin-1"):
-        return 400, "INVALID_PARAMETER_VALUE", "the query holds a NUL character"
+        return NulInQuery()
     return None
-
-
-def headers_too_large(limit: int) -> str:
-    return f"the request line and headers are larger than {limit} bytes"
 
 
 class CallJournal:
     """ASGI middleware: refuses oversized headers and NUL characters (`_refusal`), bounds the
     request body (`_bounded`) and makes sure each call leaves one journal entry. An uncaught
-    error is logged with an incident id, journaled, and answered 500 `INTERNAL_ERROR` with
-    that id and nothing of the error itself."""
+    error is logged with an incident id, journaled, and answered with that id and nothing of
+    the error itself (`errors.internal_error`)."""
 
-    def __init__(self, app: ASGIApp, *, actions: Mapping[str, str]):
-        self.app, self.actions = app, actions
+    def __init__(self, app: ASGIApp):
+        self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -130,9 +167,10 @@ class CallJournal:
         settings = request.app.state.settings
         refused = _refusal(scope, settings.sharing_max_header_bytes)
         if refused is not None:
-            status, code, message = refused
-            await run_in_threadpool(self._journal, request, status, {"message": message})
-            await _error(status, code, message)(scope, receive, send)
+            answer = errors.answer_for(refused)
+            await run_in_threadpool(self._journal, request, answer.status,
+                                    {"message": answer.message})  # fmt: skip
+            await answer.response()(scope, receive, send)
             return
 
         started = False
@@ -153,31 +191,24 @@ class CallJournal:
                           redact(scope["path"]))  # fmt: skip
             # The route may have journaled its call before it failed: the failure is journaled
             # too, so the trail does not end on a success the caller never got.
-            await run_in_threadpool(self._journal, request, 500, {"incident": incident})
+            failure = errors.internal_error(incident)
+            await run_in_threadpool(self._journal, request, failure.status,
+                                    {"incident": incident})  # fmt: skip
             if started:  # the answer is under way: only the connection can end now
                 raise
-            message = f"internal error (incident {incident}); the operators have its details"
-            await _error(500, "INTERNAL_ERROR", message)(scope, receive, send)
+            await failure.response()(scope, receive, send)
             return
         if not getattr(request.state, _JOURNALED, False):
-            status = getattr(request.state, "status", 500)
+            status = getattr(request.state, "status", errors.NO_ANSWER)
             await run_in_threadpool(self._journal, request, status, {})
 
     def _journal(self, request: Request, status: int, detail: dict[str, Any]) -> None:
         """The call's entry, by the action of its route if one matched."""
-        route = request.scope.get("route")
-        action = self.actions.get(getattr(route, "name", ""), UNKNOWN)
         try:
-            journal(request, action, outcome_of(status),
-                    table_name=getattr(request.state, "table", None),
-                    detail={"status": status, **detail})  # fmt: skip
+            journal_answer(request, status, **detail)
         except Exception:  # the journal itself is down: the caller still gets its answer
             log.exception("%s %s (status %s) could not be journaled", request.method,
                           redact(request.url.path), status)  # fmt: skip
-
-
-def _error(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"errorCode": code, "message": message}, status_code=status)
 
 
 # -- uvicorn --------------------------------------------------------------------------------
@@ -204,24 +235,19 @@ def _journaling_h11(app: FastAPI) -> type[H11Protocol]:
 
         def send_400_response(self, msg: str) -> None:
             # Called inside uvicorn's `except h11.RemoteProtocolError`: the error is at hand.
-            error = sys.exc_info()[1]
-            status = error.error_status_hint if isinstance(error, h11.RemoteProtocolError) else 400
-            if status == 431:
-                code = "REQUEST_TOO_LARGE"
-                message = headers_too_large(app.state.settings.sharing_max_header_bytes)
-            else:
-                status = 400
-                code, message = "INVALID_PARAMETER_VALUE", f"not a valid HTTP request: {error}"
+            answer = errors.malformed_http(sys.exc_info()[1],
+                                           app.state.settings.sharing_max_header_bytes)  # fmt: skip
             entry = {"at": app.state.clock(), "actor": "anonymous", "action": UNKNOWN,
-                     "outcome": outcome_of(status),
-                     "detail": {"status": status, "message": message,
+                     "outcome": answer.outcome,
+                     "detail": {"status": answer.status, "message": answer.message,
                                 "client": self.client[0] if self.client else None}}  # fmt: skip
             # Off the event loop, as the application journals: a database write (or a wait for
             # SQLite's lock) here would hold up every other connection.
             self.loop.run_in_executor(None, _append_quietly, app.state.settings, entry)
-            body = json.dumps({"errorCode": code, "message": message}).encode()
+            body = json.dumps(answer.body()).encode()
             headers = [(b"content-type", b"application/json"), (b"connection", b"close"),
                        (b"content-length", str(len(body)).encode())]  # fmt: skip
+            status = answer.status
             for event in (
                 h11.Response(status_code=status, headers=headers, reason=STATUS_PHRASES[status]),
                 h11.Data(data=body),

@@ -3,15 +3,16 @@
 - `GET /open/catalog.jsonld`: the open catalogue as DCAT-AP JSON-LD (`govlake.governance.dcat`);
 - `GET /open/{theme}/{table}.csv`: an open table as UTF-8 CSV with a header row, streamed
   batch by batch: the version last recorded in `ops.publications` (header
-  `delta-table-version`, a `Link` to the licence and to the notice); 404 before the first;
+  `delta-table-version`, a `Link` to the licence and to the notice); not found before the
+  first;
 - `GET /open/{theme}/{table}`: the table's notice: usage notice (使用须知), licence, columns
   with their de-identification rules, and the latest published version if any;
 - `GET /open/{theme}/{table}/schema.json`: the CSV's Frictionless Table Schema.
 
 Only the open tables (`<theme>.<resource>_open` of resources whose open attribute is open)
-are served; any other name is 404, whatever exists in the lakehouse. Every call, refusals
-included, goes into the audit journal with actor `public`: `open.catalog`, `open.notice`,
-`open.download` (with the version and rows served).
+are served; any other name is not found (`OpenTableNotFound`), whatever exists in the
+lakehouse. Every call, refusals included, goes into the audit journal with actor `public`:
+`open.catalog`, `open.notice`, `open.download` (with the version and rows served).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from govlake.lake.reads import delta_schema, scan_delta
 from govlake.lake.tables import Table, TableSet
 from govlake.sharing.server.deps import CatalogDep, SettingsDep
 from govlake.sharing.server.gate import journal
+from govlake.sharing.server.tables import NameNotFound
 
 PREFIX = "/open"
 ACTOR = "public"
@@ -42,6 +44,10 @@ ACTOR = "public"
 OPEN_ACTIONS = frozenset({"open.catalog", "open.notice", "open.download"})
 
 router = APIRouter(prefix=PREFIX, tags=["open data"])
+
+
+class OpenTableNotFound(NameNotFound):
+    """A name that is no open table, or one not published yet."""
 
 
 @dataclass(frozen=True)
@@ -68,27 +74,20 @@ def _record(request: Request, settings: Settings, action: str, outcome: str = "o
     journal(request, action, outcome, actor=ACTOR, **fields)
 
 
-def _lookup(request: Request, settings: Settings, catalog: Catalog, theme: str, name: str,
-            action: str, *, published_only: bool,
-            ) -> tuple[OpenTable, dcat.OpenPublication | None] | JSONResponse:  # fmt: skip
+def _lookup(request: Request, settings: Settings, catalog: Catalog, theme: str, name: str, *,
+            published_only: bool) -> tuple[OpenTable, dcat.OpenPublication | None]:  # fmt: skip
     """The open table `theme.name` and its latest publication in `ops.publications` (None
-    before the first), else the 404 answer (audited): not an open table, or, with
-    `published_only`, not published yet."""
+    before the first), else `OpenTableNotFound` (journaled as the public's): not an open
+    table, or, with `published_only`, not published yet."""
     found = open_tables(catalog, settings).get((theme, name))
     published = None
     if found is not None:
         published = dcat.open_publications(settings).get(found.resource.qualified_name)
     if found is None or (published_only and published is None):
-        message = (
-            f"open table {theme}.{name} has not been published yet"
-            if found is not None
-            else f"{theme}.{name} is not an open table"
-        )
-        _record(request, settings, action, "not_found", table_name=f"{theme}.{name}",
-                detail={"status": 404, "message": message})  # fmt: skip
-        return JSONResponse(
-            {"errorCode": "RESOURCE_DOES_NOT_EXIST", "message": message}, status_code=404
-        )
+        request.state.table, request.state.actor = f"{theme}.{name}", ACTOR
+        if found is None:
+            raise OpenTableNotFound(f"{theme}.{name} is not an open table")
+        raise OpenTableNotFound(f"open table {theme}.{name} has not been published yet")
     return found, published
 
 
@@ -103,11 +102,7 @@ def open_catalog(request: Request, settings: SettingsDep, catalog: CatalogDep) -
 @router.get("/{theme}/{name}.csv", name="open_download")
 def open_download(request: Request, theme: str, name: str, settings: SettingsDep,
                   catalog: CatalogDep) -> Response:  # fmt: skip
-    looked_up = _lookup(request, settings, catalog, theme, name, "open.download",
-                        published_only=True)  # fmt: skip
-    if isinstance(looked_up, JSONResponse):
-        return looked_up
-    found, published = looked_up
+    found, published = _lookup(request, settings, catalog, theme, name, published_only=True)
     assert published is not None
     # The version last recorded as published, whatever a publication under way has written.
     version = published.version
@@ -185,11 +180,7 @@ def notice(found: OpenTable, published: dcat.OpenPublication | None) -> dict[str
 @router.get("/{theme}/{name}/schema.json", name="open_schema")
 def open_schema(request: Request, theme: str, name: str, settings: SettingsDep,
                 catalog: CatalogDep) -> Response:  # fmt: skip
-    looked_up = _lookup(request, settings, catalog, theme, name, "open.notice",
-                        published_only=False)  # fmt: skip
-    if isinstance(looked_up, JSONResponse):
-        return looked_up
-    found, _ = looked_up
+    found, _ = _lookup(request, settings, catalog, theme, name, published_only=False)
     fields = [
         {"name": c["name"], "title": c["title"], "type": _frictionless(c["type"]),
          "description": c["description"]}
@@ -203,11 +194,7 @@ def open_schema(request: Request, theme: str, name: str, settings: SettingsDep,
 @router.get("/{theme}/{name}", name="open_notice")
 def open_notice(request: Request, theme: str, name: str, settings: SettingsDep,
                 catalog: CatalogDep) -> Response:  # fmt: skip
-    looked_up = _lookup(request, settings, catalog, theme, name, "open.notice",
-                        published_only=False)  # fmt: skip
-    if isinstance(looked_up, JSONResponse):
-        return looked_up
-    found, published = looked_up
+    found, published = _lookup(request, settings, catalog, theme, name, published_only=False)
     body = notice(found, published)
     _record(request, settings, "open.notice", resource=found.resource.qualified_name,
             table_name=found.table.qualified_name, version=published and published.version,

@@ -2,22 +2,19 @@
 Delta Sharing paths). The bearer token's department files as itself and decides as the
 provider; it sees its own requests and those addressed to it, nothing else.
 
-Errors: a broken rule or a bad body is 400 `INVALID_PARAMETER_VALUE` (raised here as
-`SharingError`), a decision by anyone but the provider 403 `PERMISSION_DENIED`
-(`AccessError`), a request the caller may not see 404 `RESOURCE_DOES_NOT_EXIST`
-(`RequestNotFound`); the application maps them with its handlers for `AccessError` (by its
-`status` and `code`) and `SharingError`. Each call is journaled once: a change by the domain
-function's entry in the route's transaction (`journaled`), a read as `request.view`.
+Errors are domain errors, answered by the application (`govlake.sharing.server.errors`): a
+broken rule or a bad body is `SharingError`, a decision by anyone but the provider
+`AccessError`, a request the caller may not see `RequestNotFound`. Each call is journaled
+once: a change by the domain function's entry in the route's transaction (`journaled`), a
+read as `request.view`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
 from datetime import date, datetime
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
-from fastapi.exceptions import RequestValidationError
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -26,21 +23,20 @@ from govlake.core.catalog import Catalog, CatalogError
 from govlake.core.runs import naive_utc
 from govlake.platform.database import USAGE_SCOPES, AccessRequest, Grant, VerificationRequest
 from govlake.sharing import requests as domain
-from govlake.sharing.access import SharingError
 from govlake.sharing.server.deps import (
     CatalogDep,
     ConsumerDep,
     DbDep,
+    InvalidParameterRoute,
     NowDep,
     SettingsDep,
-    TokenFirstRoute,
 )
 from govlake.sharing.server.gate import journal, journaled
 
 PREFIX = "/govlake/v1"
 #: The largest row id the platform database holds: ids are `Integer` columns, 32-bit on
 #: PostgreSQL (which refuses a larger parameter) and 64-bit on SQLite (an OverflowError).
-#: A larger id in a path names nothing: 404, not a database error.
+#: A larger id in a path names nothing (not found), rather than a database error.
 MAX_ID = 2**31 - 1
 
 
@@ -48,28 +44,7 @@ def in_id_range(row_id: int) -> bool:
     return 0 < row_id <= MAX_ID
 
 
-class _InvalidParameterRoute(TokenFirstRoute):
-    """Reports a body or parameter that fails validation as `SharingError` (400
-    `INVALID_PARAMETER_VALUE`, as the sharing protocol does), not FastAPI's 422; checks the
-    bearer token before the body is read (`TokenFirstRoute`)."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def route_handler(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except RequestValidationError as exc:
-                problems = "; ".join(
-                    f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}"
-                    for error in exc.errors()
-                )
-                raise SharingError(f"invalid request: {problems}") from exc
-
-        return route_handler
-
-
-router = APIRouter(prefix=PREFIX, tags=["requests"], route_class=_InvalidParameterRoute)
+router = APIRouter(prefix=PREFIX, tags=["requests"], route_class=InvalidParameterRoute)
 
 
 # -- bodies ---------------------------------------------------------------------------------
@@ -85,7 +60,7 @@ def _has_nul(value: Any) -> bool:
 
 class Body(BaseModel):
     """A request body: no unknown fields, and no NUL character in any text (PostgreSQL
-    cannot store one: a 400 here rather than a database error)."""
+    cannot store one: an invalid body here rather than a database error)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -126,7 +101,7 @@ class ApproveBody(Body):
         # The platform stores naive UTC; an aware time would not compare with it.
         try:
             return None if value is None else naive_utc(value)
-        except OverflowError as exc:  # pydantic turns only a ValueError into a 400
+        except OverflowError as exc:  # pydantic reports only a ValueError as invalid
             raise ValueError("expires_at is out of the calendar's range in UTC") from exc
 
 

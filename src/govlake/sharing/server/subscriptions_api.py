@@ -2,10 +2,9 @@
 bearer token's department subscribes itself to a resource it may read, lists and cancels
 its own subscriptions and sees their webhook deliveries; nothing of another department's.
 
-Errors as in `requests_api`: a bad body or a broken rule is 400 `INVALID_PARAMETER_VALUE`
-(`SharingError`), a resource the caller may not read 403 `PERMISSION_DENIED`
-(`SubscriptionRefused`), another department's or an unknown subscription 404
-`RESOURCE_DOES_NOT_EXIST` (`SubscriptionNotFound`). The webhook secret is in the answer to
+Errors as in `requests_api`: a bad body or a broken rule is `SharingError`, a resource the
+caller may not read `SubscriptionRefused`, another department's or an unknown subscription
+`SubscriptionNotFound`. The webhook secret is in the answer to
 the POST and nowhere else. Of a delivery the consumer sees whether it went through and the
 class of the receiver's last answer (`2xx`…`5xx`, or `unreachable`), never the error or the
 exact code: those would tell it how an address it named answers the platform. Operators find
@@ -24,11 +23,12 @@ from sqlalchemy.orm import Session
 from govlake.core.catalog import SharingClass
 from govlake.platform.database import Subscription, WebhookDelivery
 from govlake.sharing import subscriptions as domain
+from govlake.sharing.server import deps
 from govlake.sharing.server.deps import CatalogDep, ConsumerDep, DbDep, NowDep, SettingsDep
 from govlake.sharing.server.gate import journal, journaled
-from govlake.sharing.server.requests_api import PREFIX, Body, _InvalidParameterRoute, in_id_range
+from govlake.sharing.server.requests_api import PREFIX, Body, in_id_range
 
-router = APIRouter(prefix=PREFIX, tags=["subscriptions"], route_class=_InvalidParameterRoute)
+router = APIRouter(prefix=PREFIX, tags=["subscriptions"], route_class=deps.InvalidParameterRoute)
 
 
 class SubscriptionBody(Body):
@@ -125,7 +125,7 @@ def _delivery_view(d: WebhookDelivery) -> DeliveryView:
 
 def _checked(subscription_id: int) -> int:
     """`subscription_id`, if the database can hold it: beyond its range, no subscription
-    (404) rather than a database error."""
+    rather than a database error."""
     if not in_id_range(subscription_id):
         raise domain.SubscriptionNotFound(f"no subscription {subscription_id}")
     return subscription_id

@@ -1,0 +1,218 @@
+"""The routes of the Delta Sharing protocol, under `/delta-sharing`: list shares, get share,
+list schemas, list tables (per schema and all), table version (with `startingTimestamp`),
+metadata, query (`version`, `timestamp`, `limitHint`), changes (`startingVersion`/
+`endingVersion` or timestamps, from the table's log while it still holds them) and the
+local files' downloads.
+
+Each route is short: names, versions and pages come from `tables`, file URLs and file
+answers from `files`; the route journals its call and answers. A refusal is raised as a
+domain error, which the application answers and journals (`gate.refused`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from sqlalchemy.orm import Session
+
+from govlake.lake.deltalog import DeltaLog
+from govlake.platform.database import Consumer
+from govlake.sharing.access import SharedTable
+from govlake.sharing.server.deps import ConsumerDep, DbDep, NowDep, TokenFirstRoute
+from govlake.sharing.server.files import FilePart, file_entry, file_reply, granted_file
+from govlake.sharing.server.gate import journal_call
+from govlake.sharing.server.tables import (
+    QueryBody,
+    SharedTables,
+    changed_files,
+    changes_range,
+    enough,
+    page,
+    queried_version,
+    share_id,
+    starting_version,
+    table_item,
+)
+
+PREFIX = "/delta-sharing"
+NDJSON = "application/x-ndjson"
+#: The path of one table.
+TABLE = "/shares/{share}/schemas/{schema}/tables/{name}"
+PROTOCOL = {"protocol": {"minReaderVersion": 1}}
+
+router = APIRouter(prefix=PREFIX, route_class=TokenFirstRoute)
+
+
+def shared(request: Request) -> SharedTables:
+    found: SharedTables = request.app.state.tables
+    return found
+
+
+TablesDep = Annotated[SharedTables, Depends(shared)]
+MaxResults = Query(default=None, alias="maxResults", ge=1)
+PageToken = Query(default=None, alias="pageToken")
+
+
+def _about(table: SharedTable, purpose: str | None) -> dict[str, Any]:
+    return {"resource": table.resource.qualified_name, "table_name": table.full_name,
+            "purpose": purpose}  # fmt: skip
+
+
+def _ndjson(lines: Iterable[dict[str, Any]], version: int) -> StreamingResponse:
+    def body() -> Iterator[bytes]:
+        for line in lines:
+            yield (json.dumps(line, ensure_ascii=False) + "\n").encode()
+
+    return StreamingResponse(body(), media_type=NDJSON,
+                             headers={"delta-table-version": str(version)})  # fmt: skip
+
+
+# -- listing --------------------------------------------------------------------------------
+@router.get("/shares", name="list_shares")
+def list_shares(request: Request, who: ConsumerDep, s: DbDep, at: NowDep, tables: TablesDep,
+                max_results: int | None = MaxResults,
+                page_token: str | None = PageToken) -> dict[str, Any]:  # fmt: skip
+    shares = tables.shares(s, who, at)
+    result = page([{"name": n, "id": share_id(n)} for n in shares], max_results, page_token)
+    journal_call(request, detail={"shares": len(result["items"])})
+    return result
+
+
+@router.get("/shares/{share}", name="get_share")
+def get_share(request: Request, share: str, who: ConsumerDep, s: DbDep, at: NowDep,
+              tables: TablesDep) -> dict[str, Any]:  # fmt: skip
+    tables.in_share(s, who, at, share)
+    journal_call(request, detail={"share": share})
+    return {"share": {"name": share, "id": share_id(share)}}
+
+
+@router.get("/shares/{share}/schemas", name="list_schemas")
+def list_schemas(request: Request, share: str, who: ConsumerDep, s: DbDep, at: NowDep,
+                 tables: TablesDep, max_results: int | None = MaxResults,
+                 page_token: str | None = PageToken) -> dict[str, Any]:  # fmt: skip
+    schemas = sorted({t.schema for t in tables.in_share(s, who, at, share)})
+    result = page([{"name": n, "share": share} for n in schemas], max_results, page_token)
+    journal_call(request, detail={"share": share})
+    return result
+
+
+@router.get("/shares/{share}/schemas/{schema}/tables", name="list_tables")
+def list_tables(request: Request, share: str, schema: str, who: ConsumerDep, s: DbDep,
+                at: NowDep, tables: TablesDep, max_results: int | None = MaxResults,
+                page_token: str | None = PageToken) -> dict[str, Any]:  # fmt: skip
+    mine = tables.in_schema(s, who, at, share, schema)
+    result = page([table_item(t) for t in mine], max_results, page_token)
+    journal_call(request, detail={"share": share, "tables": len(result["items"])})
+    return result
+
+
+@router.get("/shares/{share}/all-tables", name="list_all_tables")
+def list_all_tables(request: Request, share: str, who: ConsumerDep, s: DbDep, at: NowDep,
+                    tables: TablesDep, max_results: int | None = MaxResults,
+                    page_token: str | None = PageToken) -> dict[str, Any]:  # fmt: skip
+    mine = sorted(tables.in_share(s, who, at, share), key=lambda t: (t.schema, t.name))
+    result = page([table_item(t) for t in mine], max_results, page_token)
+    journal_call(request, detail={"share": share, "tables": len(result["items"])})
+    return result
+
+
+# -- one table ------------------------------------------------------------------------------
+def _readable(request: Request, tables: SharedTables, who: Consumer, s: Session, at: datetime,
+              share: str, schema: str, name: str) -> tuple[SharedTable, str | None]:  # fmt: skip
+    """The table the path names, which the call is about (journaled also when refused)."""
+    request.state.table = f"{share}.{schema}.{name}"
+    return tables.readable(s, who, at, request.state.table)
+
+
+@router.get(f"{TABLE}/version", name="table_version")
+def table_version(request: Request, share: str, schema: str, name: str, who: ConsumerDep,
+                  s: DbDep, at: NowDep, tables: TablesDep,
+                  starting: str | None = Query(default=None, alias="startingTimestamp"),
+                  ) -> Response:  # fmt: skip
+    table, purpose = _readable(request, tables, who, s, at, share, schema, name)
+    version = starting_version(DeltaLog(table.location), starting)
+    journal_call(request, **_about(table, purpose), version=version)
+    return Response(headers={"delta-table-version": str(version)})
+
+
+@router.get(f"{TABLE}/metadata", name="table_metadata")
+def table_metadata(request: Request, share: str, schema: str, name: str, who: ConsumerDep,
+                   s: DbDep, at: NowDep, tables: TablesDep) -> Response:  # fmt: skip
+    table, purpose = _readable(request, tables, who, s, at, share, schema, name)
+    version, meta = DeltaLog(table.location).latest_metadata()
+    journal_call(request, **_about(table, purpose), version=version)
+    return _ndjson([PROTOCOL, {"metaData": meta}], version)
+
+
+@router.post(f"{TABLE}/query", name="query_table")
+def query_table(request: Request, share: str, schema: str, name: str, body: QueryBody,
+                who: ConsumerDep, s: DbDep, at: NowDep, tables: TablesDep) -> Response:  # fmt: skip
+    table, purpose = _readable(request, tables, who, s, at, share, schema, name)
+    delta = DeltaLog(table.location)
+    wanted = queried_version(delta, body)
+    meta, files = delta.snapshot(wanted.version)
+    if body.limitHint is not None:  # enough files to cover the hint, when counts are known
+        files = enough(files, body.limitHint)
+    pinned = {}
+    if wanted.pinned:
+        pinned = {"version": wanted.version, "timestamp": delta.timestamp_of(wanted.version)}
+    lines: list[dict[str, Any]] = [PROTOCOL, {"metaData": meta}]
+    for f in files:
+        lines.append({"file": file_entry(request, table, f, who.code) | pinned})
+    journal_call(request, **_about(table, purpose), version=wanted.version,
+                 rows=sum(f.records or 0 for f in files), files=len(files),
+                 detail={"limitHint": body.limitHint})  # fmt: skip
+    return _ndjson(lines, wanted.version)
+
+
+@router.get(f"{TABLE}/changes", name="table_changes")
+def table_changes(request: Request, share: str, schema: str, name: str, who: ConsumerDep,
+                  s: DbDep, at: NowDep, tables: TablesDep,
+                  starting_version: int | None = Query(None, alias="startingVersion", ge=0),
+                  ending_version: int | None = Query(None, alias="endingVersion", ge=0),
+                  starting_timestamp: str | None = Query(None, alias="startingTimestamp"),
+                  ending_timestamp: str | None = Query(None, alias="endingTimestamp"),
+                  ) -> Response:  # fmt: skip
+    table, purpose = _readable(request, tables, who, s, at, share, schema, name)
+    delta = DeltaLog(table.location)
+    wanted = changes_range(delta, starting_version=starting_version,
+                           ending_version=ending_version, starting_timestamp=starting_timestamp,
+                           ending_timestamp=ending_timestamp)  # fmt: skip
+    changes = changed_files(delta, table, wanted)
+    meta = delta.metadata(wanted.start) | {"version": wanted.start}
+    lines: list[dict[str, Any]] = [PROTOCOL, {"metaData": meta}]
+    for f in changes:
+        entry = file_entry(request, table, f, who.code)
+        lines.append({f.change: entry | {"version": f.version, "timestamp": f.timestamp}})
+    journal_call(request, **_about(table, purpose), version=wanted.end or delta.version(),
+                 rows=sum(f.records or 0 for f in changes), files=len(changes),
+                 detail={"startingVersion": wanted.start,
+                         "endingVersion": wanted.end})  # fmt: skip
+    return _ndjson(lines, wanted.start)
+
+
+# -- files ----------------------------------------------------------------------------------
+@router.api_route("/files/{token}", methods=["GET", "HEAD"], name="download_file")
+def download_file(request: Request, token: str, s: DbDep, tables: TablesDep) -> FilePart:
+    """One data file of a local table, whole or one byte range, to the consumer its URL
+    was issued to, if that consumer may still read the table now."""
+    at = request.app.state.clock()
+    grant = request.app.state.signer.open(token)
+    request.state.consumer = grant.consumer
+    request.state.table = grant.table
+    table = tables.by_name.get(grant.table)
+    target, purpose = granted_file(s, grant, table, at)
+    assert table is not None
+    reply = file_reply(target, request.headers)
+    whole = request.method == "GET"
+    journal_call(request, **_about(table, purpose), files=1 if whole else 0,
+                 detail={"file": grant.path, "status": reply.status,
+                         "range": reply.part.content_range if reply.part else None,
+                         "requested": request.headers.get("range"),
+                         "bytes": reply.length if whole else 0})  # fmt: skip
+    return reply

@@ -1,0 +1,245 @@
+"""Names, versions and pages of the sharing protocol: the shares, schemas and tables a
+consumer sees, the table a name resolves to, the version a query or a changes query asks
+for (by number or by timestamp), and the page tokens of the listings.
+
+Failures are domain errors (`NameNotFound`, `InvalidParameter`, `access.AccessError`);
+`govlake.sharing.server.errors` decides how each is answered.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session
+
+from govlake.core.errors import GovlakeError
+from govlake.core.runs import naive_utc
+from govlake.lake.deltalog import ChangesUnavailable, DataFile, DeltaLog
+from govlake.platform.database import Consumer
+from govlake.sharing.access import AccessError, SharedTable, decide
+
+#: The most items a listing answers in one page.
+MAX_PAGE = 1000
+
+
+class NameNotFound(GovlakeError, LookupError):
+    """A name the server shares nothing under, or nothing the caller may see."""
+
+
+class ShareNotFound(NameNotFound):
+    def __init__(self, share: str):
+        super().__init__(f"share {share!r} does not exist")
+
+
+class SchemaNotFound(NameNotFound):
+    def __init__(self, share: str, schema: str):
+        super().__init__(f"schema {share}.{schema} does not exist")
+
+
+class TableNotFound(NameNotFound):
+    def __init__(self, full_name: str):
+        super().__init__(f"table {full_name!r} does not exist")
+
+
+class InvalidParameter(GovlakeError, ValueError):
+    """A query parameter the protocol does not accept, or parameters that do not fit
+    together."""
+
+
+# -- names ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SharedTables:
+    """The published tables by their protocol name (`share.schema.table`), and what of them
+    a consumer may see."""
+
+    by_name: dict[str, SharedTable]
+
+    @classmethod
+    def of(cls, tables: Iterable[SharedTable]) -> SharedTables:
+        return cls({t.full_name: t for t in tables})
+
+    def visible(self, s: Session, who: Consumer, at: datetime) -> list[SharedTable]:
+        """The tables `who` may read at `at`, of those published already."""
+        return [
+            t for t in self.by_name.values()
+            if t.location.is_delta_table() and decide(s, who, t, at=at).allowed
+        ]  # fmt: skip
+
+    def shares(self, s: Session, who: Consumer, at: datetime) -> list[str]:
+        return sorted({t.share for t in self.visible(s, who, at)})
+
+    def in_share(self, s: Session, who: Consumer, at: datetime, share: str) -> list[SharedTable]:
+        """The visible tables of `share`; `ShareNotFound` when there is none."""
+        mine = [t for t in self.visible(s, who, at) if t.share == share]
+        if not mine:
+            raise ShareNotFound(share)
+        return mine
+
+    def in_schema(self, s: Session, who: Consumer, at: datetime, share: str,
+                  schema: str) -> list[SharedTable]:  # fmt: skip
+        """The visible tables of `share.schema` by name; `SchemaNotFound` when there is none."""
+        mine = [t for t in self.visible(s, who, at) if t.share == share and t.schema == schema]
+        if not mine:
+            raise SchemaNotFound(share, schema)
+        return sorted(mine, key=lambda t: t.name)
+
+    def readable(self, s: Session, who: Consumer, at: datetime,
+                 full_name: str) -> tuple[SharedTable, str | None]:  # fmt: skip
+        """The published table `full_name` and the purpose `who` reads it under;
+        `TableNotFound`, or `AccessError` with the reason it may not."""
+        table = self.by_name.get(full_name)
+        if table is None or not table.location.is_delta_table():
+            raise TableNotFound(full_name)
+        decision = decide(s, who, table, at=at)
+        if not decision.allowed:
+            raise AccessError(decision.reason)
+        return table, decision.purpose
+
+
+def share_id(share: str) -> str:
+    return hashlib.sha256(f"share:{share}".encode()).hexdigest()[:32]
+
+
+def table_item(t: SharedTable) -> dict[str, Any]:
+    """A table as the listings show it."""
+    table_id = DeltaLog(t.location).table().metadata().id
+    return {"name": t.name, "schema": t.schema, "share": t.share,
+            "shareId": share_id(t.share), "id": table_id}  # fmt: skip
+
+
+# -- pages ----------------------------------------------------------------------------------
+def page(items: list[dict[str, Any]], max_results: int | None,
+         token: str | None) -> dict[str, Any]:  # fmt: skip
+    """The page of `items` that `token` (an offset this server handed out) starts, of at
+    most `max_results` (and `MAX_PAGE`) items, with the token of the next page if any."""
+    start = 0
+    if token:
+        try:
+            start = json.loads(base64.urlsafe_b64decode(token.encode()))["offset"]
+        # binascii.Error is a ValueError; deeply nested JSON raises RecursionError
+        except (ValueError, TypeError, KeyError, RecursionError) as exc:
+            raise InvalidParameter(f"pageToken {token!r} is not valid") from exc
+        # Only offsets this server hands out: a whole number, not negative.
+        if type(start) is not int or start < 0:
+            raise InvalidParameter(f"pageToken {token!r} is not valid")
+    size = min(max_results or MAX_PAGE, MAX_PAGE)
+    result: dict[str, Any] = {"items": items[start : start + size]}
+    if start + size < len(items):
+        offset = json.dumps({"offset": start + size}).encode()
+        result["nextPageToken"] = base64.urlsafe_b64encode(offset).decode()
+    return result
+
+
+# -- versions -------------------------------------------------------------------------------
+class QueryBody(BaseModel):
+    """The body of a table query."""
+
+    model_config = ConfigDict(extra="ignore")
+    predicateHints: list[str] | None = None
+    jsonPredicateHints: str | None = None
+    limitHint: int | None = Field(default=None, ge=0)
+    version: int | None = Field(default=None, ge=0)
+    timestamp: str | None = None
+    startingVersion: int | None = None
+    endingVersion: int | None = None
+
+
+def parse_time(value: str, name: str) -> datetime:
+    """The ISO 8601 timestamp of parameter `name`, as naive UTC."""
+    try:
+        # In UTC, a time on the first or last day of the calendar may leave it (OverflowError).
+        return naive_utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
+    except (ValueError, OverflowError) as exc:
+        raise InvalidParameter(f"{name} must be an ISO 8601 timestamp, got {value!r}") from exc
+
+
+def starting_version(delta: DeltaLog, starting: str | None) -> int:
+    """The table's version (`startingTimestamp` given: the first committed at or after it)."""
+    if starting:
+        return delta.version_at(parse_time(starting, "startingTimestamp"), starting=True)
+    return delta.version()
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The version a query reads; `pinned` when the query named it (by number or time)."""
+
+    version: int
+    pinned: bool
+
+
+def queried_version(delta: DeltaLog, body: QueryBody) -> Snapshot:
+    """The version a query asks for: its `version`, the one current at its `timestamp`, or
+    the latest."""
+    if body.startingVersion is not None or body.endingVersion is not None:
+        raise InvalidParameter("startingVersion/endingVersion: use the changes endpoint")
+    if body.version is not None and body.timestamp is not None:
+        raise InvalidParameter("give version or timestamp, not both")
+    if body.timestamp is not None:
+        moment = parse_time(body.timestamp, "timestamp")
+        return Snapshot(delta.version_at(moment, starting=False), pinned=True)
+    if body.version is not None:
+        return Snapshot(body.version, pinned=True)
+    return Snapshot(delta.version(), pinned=False)
+
+
+def enough(files: list[DataFile], limit: int) -> list[DataFile]:
+    """The first files that hold `limit` rows, when every file's row count is known; else
+    all of them."""
+    if any(f.records is None for f in files):
+        return files
+    chosen, total = [], 0
+    for f in files:
+        if total >= limit:
+            break
+        chosen.append(f)
+        total += f.records or 0
+    return chosen
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What a changes query asks for: from version `start` to `end` (None: the latest)."""
+
+    start: int
+    end: int | None
+
+
+def changes_range(
+    delta: DeltaLog,
+    *,
+    starting_version: int | None,
+    ending_version: int | None,
+    starting_timestamp: str | None,
+    ending_timestamp: str | None,
+) -> Changes:
+    """The versions a changes query covers, given by number or by timestamp."""
+    if (starting_version is None) == (starting_timestamp is None):
+        raise InvalidParameter("give exactly one of startingVersion and startingTimestamp")
+    start = starting_version
+    if starting_timestamp is not None:
+        start = delta.version_at(parse_time(starting_timestamp, "startingTimestamp"),
+                                 starting=True)  # fmt: skip
+    end = ending_version
+    if ending_timestamp is not None:
+        end = delta.version_at(parse_time(ending_timestamp, "endingTimestamp"), starting=False)
+    assert start is not None
+    return Changes(start, end)
+
+
+def changed_files(delta: DeltaLog, table: SharedTable, wanted: Changes) -> list[DataFile]:
+    """The files added and removed over `wanted`; `InvalidParameter` when the table's log no
+    longer holds them."""
+    try:
+        return delta.changes(wanted.start, wanted.end)
+    except ChangesUnavailable as exc:
+        raise InvalidParameter(
+            f"changes of {table.full_name} from version {wanted.start}: {exc}"
+        ) from exc
