@@ -8,6 +8,9 @@ Airflow tasks) are left out by their decorators in `[tool.vulture]` instead.
 
 # ruff: noqa: B018
 
+from govlake_tools import generate, pgserver
+from govlake_tools.bench import results
+
 from expectations import custom, runner
 from govlake.core.catalog import Catalog, Resource
 from govlake.governance.changes import DutyChange
@@ -15,6 +18,8 @@ from govlake.platform.database import AuditEntry, Grant, Token, WebhookDelivery
 from govlake.reports import quality
 from govlake.reports.scorecard import QualityPass
 from govlake.reports.sharing import DepartmentReport, PlatformSummary, ResourceProvision
+from govlake.sharing import receivers, requests, subscriptions
+from govlake.sharing.server import gate, open_api, subscriptions_api, tables
 
 # Great Expectations registers metric providers and expectations when their classes are
 # defined, finds them by name and reads these class attributes.
@@ -65,3 +70,28 @@ quality.QualityReport.disagreeing  # quality.html.j2
 # The shares a resource's line would show, asserted by tests/test_sharing_report.py.
 ResourceProvision.publication_on_time_share
 ResourceProvision.quality_share
+
+# httpcore and uvicorn call these overrides: the pinned webhook backend refuses unix sockets;
+# httpx's transport reads `_pool`; uvicorn's h11 protocol calls `send_400_response`.
+receivers._PinnedBackend.connect_unix_socket
+receivers.PinnedTransport._pool
+gate._journaling_h11(...).send_400_response
+
+# Wire fields: the protocol's query body (predicate hints, read and ignored as the protocol
+# allows), a subscription delivery's JSON answer, a notice's record (which notification row
+# holds it).
+tables.QueryBody.predicateHints
+tables.QueryBody.jsonPredicateHints
+subscriptions_api.DeliveryView.last_result
+subscriptions.Notice.channel
+subscriptions.Notice.notification_id
+
+# Read by the tests only: the overdue-request query (tests/test_requests.py: working-day
+# deadlines), the public routes' journal actions, the generator's defect kinds, dropping a
+# test database, and the benchmark report's free-text fields written into bench.json.
+requests.overdue_requests
+open_api.OPEN_ACTIONS
+generate.DEFECT_RULES
+pgserver.PostgresServer.drop_database
+results.Measurement.notes
+results.Measurement.details

@@ -117,7 +117,6 @@ MAX_SENDERS = 8
 #: Characters of a failing receiver's answer kept with the error.
 ANSWER_EXCERPT = 200
 
-DeliveryStatus = Literal["pending", "delivered", "retrying", "failed", "dropped"]
 Channel = Literal["email", "webhook", "none"]
 
 
@@ -154,7 +153,7 @@ class Notice:
     channel: Channel
     target: str | None  # mail address or webhook URL
     tables: tuple[str, ...]  # Delta Sharing names: share.schema.table
-    outcome: str  # email: sent|failed; webhook: a DeliveryStatus; none: refused
+    outcome: str  # email: sent|failed; webhook: the delivery's status; none: refused
     detail: str | None = None  # the error or the reason
     notification_id: int | None = None
     delivery_id: str | None = None
