@@ -15,7 +15,7 @@ from govlake.core.location import Location
 SCORECARD_COMPONENTS = ("catalogue", "provision", "quality", "timeliness")
 DEFAULT_SCORECARD_WEIGHTS = {"catalogue": 0.2, "provision": 0.2, "quality": 0.3, "timeliness": 0.3}
 
-_REPO_SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
+_REPO_SCHEMAS = Path(__file__).resolve().parents[3] / "schemas"
 
 
 def _default_catalog_dir() -> Path:
