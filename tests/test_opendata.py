@@ -48,7 +48,7 @@ from govlake.sharing.server.app import create_app
 from govlake.sharing.server.open_api import OPEN_ACTIONS
 from govlake.transforms import opendata
 from govlake_app import pipeline as ingest
-from govlake_app.cli.open import catalog_export
+from govlake_app.cli.catalog import catalog_export
 from jobs import publish
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,6 +7,7 @@ the server stops afterwards; its data stays in the folder for the next run.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import defaultdict
 from collections.abc import Iterator
@@ -14,8 +15,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich.table import Table as RichTable
+
 from govlake.core.settings import get_settings
-from govlake_tools.s3server import SeaweedS3
+from govlake_app.cli.helpers import console, fail
+from govlake_tools.demo import run_demo
+from govlake_tools.s3server import S3ServerError, SeaweedS3
 
 
 @dataclass(frozen=True)
@@ -72,3 +77,32 @@ def bucket_summary(server: SeaweedS3, bucket: str, *, depth: int = 3) -> list[Pr
             found[prefix][0] += 1
             found[prefix][1] += int(item["Size"])
     return [Prefix(p, n, size) for p, (n, size) in sorted(found.items())]
+
+
+def run_demo_s3(
+    *, rows: int, seed: int, defects: float, workdir: Path, bucket: str, serve: bool
+) -> None:
+    """`govlake demo-s3`: the demo against `s3://bucket/…` on a SeaweedFS server in `workdir`,
+    then what the bucket holds; with `serve`, the server keeps running until Ctrl-C."""
+    try:
+        with s3_lakehouse(workdir, bucket) as (server, variables):
+            console.print(f"S3 server: SeaweedFS at {server.endpoint}, credentials enforced, "
+                          f"data in {workdir / 'seaweedfs'}; bucket {bucket}")  # fmt: skip
+            run_demo(rows=rows, seed=seed, defects=defects)
+            console.rule(f"[bold]6. what the bucket {bucket} holds")
+            table = RichTable("folder", "objects", "MiB", title=f"s3://{bucket}")
+            for p in bucket_summary(server, bucket):
+                table.add_row(p.prefix, str(p.objects), f"{p.bytes / 2**20:.2f}")
+            console.print(table)
+            if not serve:
+                console.print(f"The S3 server stops now; its data stays in {workdir}: `make "
+                              "demo-s3` again reuses it, `--serve` keeps it running.")  # fmt: skip
+                return
+            console.print("Run govlake against it from another shell with:")
+            for name, value in variables.items():
+                console.print(f"export {name}={value}", soft_wrap=True)
+            console.print("Ctrl-C stops the S3 server.")
+            with contextlib.suppress(KeyboardInterrupt):
+                server.process.wait()
+    except S3ServerError as exc:
+        raise fail(str(exc)) from exc

@@ -25,8 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import typer
+
 from govlake.core.errors import GovlakeError
-from govlake.core.settings import Settings
+from govlake.core.settings import Settings, get_settings
+from govlake_app.cli.helpers import console, fail, load_catalog
 
 USER = "admin"
 PASSWORDS_FILE = "simple_auth_manager_passwords.json.generated"
@@ -166,3 +169,58 @@ def token(url: str, password: str, user: str = USER) -> str:
 def dag_ids(url: str, bearer: str) -> set[str]:
     """Every DAG the API server lists."""
     return {d["dag_id"] for d in api(url, "/api/v2/dags?limit=1000", bearer=bearer)["dags"]}
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def run(*, port: int, home: Path, dags: Path) -> None:
+    """`govlake airflow`: start standalone, say where its UI is, how to log in and which DAGs
+    it lists, and keep it running until Ctrl-C or SIGTERM (exit 1 if it stops on its own)."""
+    # Ctrl-C and SIGTERM both stop Airflow. Started from a script or in the background, this
+    # process may inherit SIGINT as ignored, and an exec'd child keeps an ignored signal: set
+    # a handler here, so that the standalone processes get SIGINT's default again.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
+    settings = get_settings()
+    expected = {f"ingest_{r.theme}_{r.name}" for r in load_catalog(settings)}
+    console.print(f"starting Airflow standalone (log: {home / 'standalone.log'}) …")
+    try:
+        running = start(home=home.resolve(), port=port, dags=dags, settings=settings)
+    except StandaloneError as exc:
+        raise fail(str(exc), 1) from exc
+    try:
+        _announce(running, settings, expected)
+        running.process.wait()
+        console.print(f"[red]Airflow stopped on its own ({running.process.returncode}); "
+                      f"see {running.log}[/red]")  # fmt: skip
+        raise typer.Exit(1)
+    except KeyboardInterrupt:
+        console.print("stopping Airflow …")
+    finally:
+        running.stop()
+
+
+def _announce(running: Standalone, settings: Settings, expected: set[str]) -> None:
+    """The UI's address and login, the DAGs it lists once the `expected` ones are (or 3
+    minutes passed), and where the DAGs' tasks read and write."""
+    console.print(f"Airflow UI: [bold]{running.url}[/bold]")
+    console.print(f"login: [bold]{USER}[/bold] / password [bold]{running.password}[/bold] "
+                  f"(kept in {running.home / PASSWORDS_FILE})")  # fmt: skip
+    bearer = token(running.url, running.password)
+    listed: set[str] = set()
+    deadline = time.monotonic() + 180
+    while not expected <= listed and time.monotonic() < deadline:
+        time.sleep(2)
+        listed = dag_ids(running.url, bearer)
+    console.print(
+        f"{len(listed)} DAGs listed ({len(expected & listed)} of {len(expected)} "
+        f"ingestion DAGs): {', '.join(sorted(listed))}"
+    )
+    console.print("New DAGs start paused: unpause one or trigger it in the UI.")
+    console.print(
+        f"lakehouse: {settings.warehouse_location.uri}; landing zone: "
+        f"{settings.landing_location.uri} (`govlake generate` lands extracts)"
+    )
+    console.print("Ctrl-C stops Airflow.")

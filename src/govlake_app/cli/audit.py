@@ -3,17 +3,12 @@ purge entries older than 3 years."""
 
 from __future__ import annotations
 
-import sys
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
-from rich.console import Console
 
-from govlake.core.catalog import Catalog, CatalogError
-from govlake.core.settings import Settings, get_settings
 from govlake.platform.audit import (
     AuditError,
     ExportFormat,
@@ -25,28 +20,11 @@ from govlake.platform.audit import (
     verify,
 )
 from govlake.platform.database import Consumer, session
+from govlake_app.cli.helpers import console, fail, load_catalog, load_settings, now
 
 audit_app = typer.Typer(help="The audit journal: verify, archive, export.", no_args_is_help=True)
-# Wide enough for the problems when the output is a pipe or a CI log.
-console = Console(width=None if sys.stdout.isatty() else 160)
 #: Problems listed by `verify`; the rest are counted.
 SHOWN_PROBLEMS = 50
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    console.print(f"[red]{message}[/red]", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
-
-
-def _settings() -> Settings:
-    try:
-        return get_settings()
-    except ValidationError as exc:
-        raise _fail(f"settings error: {exc}") from exc
-
-
-def _now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def _day(value: str, option: str) -> date:
@@ -59,7 +37,7 @@ def _day(value: str, option: str) -> date:
 @audit_app.command("verify")
 def verify_command() -> None:
     """Recompute the hash chain and compare it with the archive; exit 1 if tampered with."""
-    settings = _settings()
+    settings = load_settings()
     with session(settings) as s:
         result = verify(s, settings)
     if not result.ok:
@@ -87,9 +65,9 @@ def verify_command() -> None:
 @audit_app.command("archive")
 def archive_command() -> None:
     """Append the entries not yet archived to the Delta table ops/audit_journal."""
-    settings = _settings()
+    settings = load_settings()
     with session(settings) as s:
-        written = archive(s, settings, at=_now())
+        written = archive(s, settings, at=now())
     target = archive_location(settings).uri
     if written:
         console.print(f"{written} entries archived to {target}", highlight=False, soft_wrap=True)
@@ -108,11 +86,8 @@ def export_command(
     ] = None,
 ) -> None:
     """A department's own trail: its reads and actions, and every use of the data it supplies."""
-    settings = _settings()
-    try:
-        catalog = Catalog.load(settings.catalog_dir)
-    except CatalogError as exc:
-        raise _fail(f"catalogue error: {exc}") from exc
+    settings = load_settings()
+    catalog = load_catalog(settings)
     first = _day(since, "--since") if since else None
     last = _day(until, "--until") if until else None
     if first and last and first > last:
@@ -121,7 +96,7 @@ def export_command(
     with session(settings) as s:
         known = department in catalog.departments or department in catalog.providers
         if not known and s.get(Consumer, department) is None:
-            raise _fail(
+            raise fail(
                 f"unknown department {department!r}: neither a catalogued provider nor a "
                 "registered consumer"
             )
@@ -143,15 +118,15 @@ def purge_command(
     actor: Annotated[str, typer.Option(help="who purges, recorded in the journal")] = "platform",
 ) -> None:
     """Remove archived entries older than 3 years from the database (the archive keeps them)."""
-    settings = _settings()
+    settings = load_settings()
     day = _day(before, "--before")
     try:
         with session(settings) as s:
             removed = purge(
-                s, settings, before=datetime.combine(day, time()), at=_now(), actor=actor
+                s, settings, before=datetime.combine(day, time()), at=now(), actor=actor
             )
     except AuditError as exc:
-        raise _fail(f"refused: {exc}", code=1) from exc
+        raise fail(f"refused: {exc}", code=1) from exc
     console.print(
         f"{removed} entries dated before {day} removed from the database", highlight=False
     )

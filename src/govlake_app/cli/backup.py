@@ -4,18 +4,15 @@ table was last backed up and is next due (see `govlake.governance.backup`)."""
 
 from __future__ import annotations
 
-import sys
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
+from rich.progress import Progress, TaskID
 from rich.table import Table as RichTable
 
-from govlake.core.catalog import Catalog, CatalogError
-from govlake.core.settings import Settings, get_settings
+from govlake.core.catalog import CatalogError
 from govlake.governance.backup import (
     BackupError,
     NotBackedUp,
@@ -27,9 +24,8 @@ from govlake.governance.backup import (
 from govlake.governance.backup import backup as run_backup
 from govlake.governance.backup import backup_status as table_statuses
 from govlake.governance.backup import restore as run_restore
+from govlake_app.cli.helpers import console, fail, load_catalog, load_settings, now, progress
 
-# Wide enough for the tables when the output is a pipe or a CI log.
-console = Console(width=None if sys.stdout.isatty() else 160)
 _OUTCOME_STYLE = {
     "backed_up": "green",
     "unchanged": "green",
@@ -37,26 +33,6 @@ _OUTCOME_STYLE = {
     "no_table": "dim",
     "failed": "red bold",
 }
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    console.print(f"[red]{message}[/red]", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
-
-
-def _setup() -> tuple[Settings, Catalog]:
-    try:
-        settings = get_settings()
-    except ValidationError as exc:
-        raise _fail(f"settings error: {exc}") from exc
-    try:
-        return settings, Catalog.load(settings.catalog_dir)
-    except CatalogError as exc:
-        raise _fail(f"catalogue error: {exc}") from exc
-
-
-def _now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def _size(n: int) -> str:
@@ -72,15 +48,18 @@ def _when(moment: datetime | None) -> str:
     return "now (never backed up)" if moment is None else f"{moment:%Y-%m-%d %H:%M}"
 
 
-def _progress() -> tuple[Progress, dict[str, TaskID]]:
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        console=console,
-        transient=True,
-    )
-    return progress, {}
+def _bars(label: Callable[[str], str]) -> tuple[Progress, Callable[[str, int, int], None]]:
+    """A transient progress display and the callback that keeps one bar per table in it,
+    labelled `label(table)`."""
+    bars = progress(elapsed=False, transient=True)
+    tasks: dict[str, TaskID] = {}
+
+    def advance(table: str, done: int, total: int) -> None:
+        if table not in tasks:
+            tasks[table] = bars.add_task(label(table), total=total)
+        bars.update(tasks[table], completed=done, total=total)
+
+    return bars, advance
 
 
 def backup(
@@ -95,20 +74,16 @@ def backup(
     """Back up the tables that are due by their importance (core daily, important weekly,
     general monthly; ops.* as core): the log up to the current version and the data files it
     needs, copying only what the backup does not hold yet."""
-    settings, catalog = _setup()
-    progress, tasks = _progress()
-
-    def advance(table: str, done: int, total: int) -> None:
-        if table not in tasks:
-            tasks[table] = progress.add_task(table, total=total)
-        progress.update(tasks[table], completed=done, total=total)
+    settings = load_settings()
+    catalog = load_catalog(settings)
+    bars, advance = _bars(str)
 
     try:
-        with progress:
-            report = run_backup(settings, catalog, at=_now(), resource=resource, force=force,
+        with bars:
+            report = run_backup(settings, catalog, at=now(), resource=resource, force=force,
                                 progress=advance)  # fmt: skip
     except CatalogError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
 
     shown = [t for t in report.tables if t.outcome != "no_table"]
     table = RichTable(title=f"backup to {report.location}", title_justify="left")
@@ -156,22 +131,18 @@ def restore(
     """Bring a table back to a backed-up version: a deleted table is recreated exactly as it
     was (same version number and history); an existing one gets that version as a new commit,
     its newer versions kept."""
-    settings, catalog = _setup()
-    progress, tasks = _progress()
-
-    def advance(name: str, done: int, total: int) -> None:
-        if name not in tasks:
-            tasks[name] = progress.add_task(f"restoring {name}", total=total)
-        progress.update(tasks[name], completed=done, total=total)
+    settings = load_settings()
+    catalog = load_catalog(settings)
+    bars, advance = _bars(lambda name: f"restoring {name}")
 
     try:
-        with progress:
-            report = run_restore(settings, catalog, table, version=version, at=_now(),
+        with bars:
+            report = run_restore(settings, catalog, table, version=version, at=now(),
                                  progress=advance)  # fmt: skip
     except (UnknownTable, NotBackedUp, RestoreRefused) as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     except BackupError as exc:  # a damaged backup or a failed copy, not bad input
-        raise _fail(str(exc), 1) from exc
+        raise fail(str(exc), 1) from exc
     if report.mode == "recreated":
         what = f"recreated at version {report.table_version}"
     elif report.mode == "new_commit":
@@ -190,9 +161,8 @@ def restore(
 def backup_status() -> None:
     """When each table was last backed up, which versions the backup holds and when the next
     backup is due."""
-    settings, catalog = _setup()
-    now = _now()
-    rows = table_statuses(settings, catalog, now)
+    settings = load_settings()
+    rows = table_statuses(settings, load_catalog(settings), now())
     table = RichTable(title=f"backups in {settings.backup_location.uri}", title_justify="left")
     for column in ("table", "importance", "every", "table version", "last backup",
                    "backed-up versions", "next due"):  # fmt: skip

@@ -4,59 +4,19 @@ until a command runs."""
 
 from __future__ import annotations
 
-import sys
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
-from rich.console import Console
 from rich.table import Table as RichTable
 
-from govlake.core.catalog import Catalog, CatalogError
-from govlake.core.runs import naive_utc
-from govlake.core.settings import Settings, get_settings
 from govlake.reports import ReportError, percent
+from govlake_app.cli.helpers import at_moment, console, fail, load_catalog, load_settings
 
 report_app = typer.Typer(
     help="Reports for department stewards, the yearly department scorecard and sharing report.",
     no_args_is_help=True,
 )
-# Wide enough for the tables when the output is a pipe or a CI log.
-console = Console(width=None if sys.stdout.isatty() else 160)
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    console.print(f"[red]{message}[/red]", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
-
-
-def _settings() -> Settings:
-    try:
-        return get_settings()
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])} (GOVLAKE_"
-            f"{'_'.join(str(p) for p in err['loc']).upper()}): {err['msg']}"
-            for err in exc.errors()
-        )
-        raise _fail(f"settings error: {problems}") from exc
-
-
-def _catalog(settings: Settings) -> Catalog:
-    try:
-        return Catalog.load(settings.catalog_dir)
-    except CatalogError as exc:
-        raise _fail(f"catalogue error: {exc}") from exc
-
-
-def _moment(at: str | None) -> datetime:
-    if at is None:
-        return naive_utc(datetime.now(UTC))
-    try:
-        return naive_utc(datetime.fromisoformat(at))
-    except ValueError as exc:
-        raise typer.BadParameter(f"--at {at!r} is not an ISO date-time") from exc
 
 
 @report_app.command("quality")
@@ -77,13 +37,13 @@ def quality(
     from govlake.platform.mail import MailError, send_report
     from govlake.reports.quality import known_department, report_period, write_quality_report
 
-    settings = _settings()
-    catalog = _catalog(settings)
+    settings = load_settings(variables=True)
+    catalog = load_catalog(settings)
     try:
         first_day = date.fromisoformat(since) if since else None
     except ValueError as exc:
         raise typer.BadParameter(f"--since {since!r} is not a date (YYYY-MM-DD)") from exc
-    moment = _moment(at)
+    moment = at_moment(at)
     try:
         department = known_department(catalog, provider)
         report_period(since=first_day, at=moment)  # refuse an empty period before the engine
@@ -92,7 +52,7 @@ def quality(
             spark, catalog, settings, provider, since=first_day, at=moment
         )
     except ReportError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     report = written.report
     if not report.has_data:
         console.print(f"[yellow]no extracts from {provider} in {report.period.label}[/yellow]")
@@ -108,7 +68,7 @@ def quality(
                 filename=written.path.name,
             )
         except MailError as exc:
-            raise _fail(f"report written but not mailed: {exc}", code=1) from exc
+            raise fail(f"report written but not mailed: {exc}", code=1) from exc
         console.print(f"mailed to {steward.name} <{steward.email}>", highlight=False)
 
 
@@ -123,15 +83,15 @@ def scorecard(
     from govlake.lake.engine import get_spark
     from govlake.reports.scorecard import write_scorecard, year_period
 
-    settings = _settings()
-    catalog = _catalog(settings)
-    moment = _moment(at)
+    settings = load_settings(variables=True)
+    catalog = load_catalog(settings)
+    moment = at_moment(at)
     try:
         year_period(year, at=moment)  # refuse a future year before starting the engine
         spark = get_spark(settings, catalog, fresh=True)
         written = write_scorecard(spark, catalog, settings, year=year, at=moment)
     except ReportError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     card = written.scorecard
     weights = card.weights
     table = RichTable(
@@ -173,9 +133,9 @@ def sharing(
     from govlake.reports.scorecard import year_period
     from govlake.reports.sharing import check_department, write_sharing_reports
 
-    settings = _settings()
-    catalog = _catalog(settings)
-    moment = _moment(at)
+    settings = load_settings(variables=True)
+    catalog = load_catalog(settings)
+    moment = at_moment(at)
     try:
         # Refuse an unknown department or a future year before starting the engine.
         if department is not None:
@@ -186,7 +146,7 @@ def sharing(
             spark, catalog, settings, year=year, at=moment, department=department
         )
     except ReportError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     summary = written.summary
     reports = summary.departments if department is None else (summary.department(department),)
     table = RichTable(

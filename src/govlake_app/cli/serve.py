@@ -12,7 +12,6 @@ from typing import Annotated
 
 import typer
 from fastapi import FastAPI
-from rich.console import Console
 
 from govlake.core.catalog import Catalog
 from govlake.core.net import free_port
@@ -20,8 +19,7 @@ from govlake.core.settings import Settings, get_settings
 from govlake.platform import audit
 from govlake.platform.database import session
 from govlake.sharing import access
-
-console = Console()
+from govlake_app.cli.helpers import console, fail
 
 
 def app_for(settings: Settings) -> FastAPI:
@@ -119,8 +117,7 @@ def profile(
         write_profile(settings, catalog, consumer, path, days=days,
                       at=datetime.now(UTC).replace(tzinfo=None), endpoint=endpoint)  # fmt: skip
     except access.SharingError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
+        raise fail(str(exc)) from exc
     console.print(f"wrote {path} (token valid {days} days); read with "
                   f'delta_sharing.load_as_pandas("{path}#population.population.'
                   'residents_unconditional")')  # fmt: skip

@@ -4,29 +4,25 @@ changes to the audit journal; a broken rule prints in red and exits with code 2.
 
 from __future__ import annotations
 
-import getpass
 import json
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
-from rich.console import Console
 from rich.table import Table as RichTable
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
-from govlake.core.catalog import Catalog, CatalogError
-from govlake.core.settings import Settings, get_settings
+from govlake.core.catalog import CatalogError
+from govlake.core.settings import get_settings
 from govlake.platform import audit
 from govlake.platform.database import AccessRequest, Consumer, Grant, Suspension, Token, session
 from govlake.platform.workdays import CalendarError
 from govlake.sharing import access
 from govlake.sharing import requests as domain
 from govlake.sharing.access import AccessError, SharingError
+from govlake_app.cli.helpers import at_moment, console, fail, now, user, work
 from govlake_app.cli.subscriptions import subscription_app
 
 share_app = typer.Typer(
@@ -53,54 +49,9 @@ share_app.add_typer(request_app, name="request")
 share_app.add_typer(verify_app, name="verify")
 share_app.add_typer(suspend_app, name="suspend")
 
-# Wide enough for the tables when the output is a pipe or a CI log.
-console = Console(width=None if sys.stdout.isatty() else 160)
 
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    console.print(f"[red]{message}[/red]", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
-def _user() -> str:
-    """Who runs the command, when `--by` does not say."""
-    try:
-        return getpass.getuser()
-    except (OSError, KeyError):
-        return domain.PLATFORM
-
-
-def _moment(at: str | None) -> datetime:
-    if at is None:
-        return _now()
-    try:
-        moment = datetime.fromisoformat(at)
-    except ValueError as exc:
-        raise typer.BadParameter(f"--at {at!r} is not an ISO date-time") from exc
-    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
-
-
-@contextmanager
-def _work() -> Iterator[tuple[Settings, Catalog, Session]]:
-    """Settings, catalogue and one transaction; a broken rule rolls back and exits 2."""
-    try:
-        settings = get_settings()
-    except ValidationError as exc:
-        raise _fail(f"settings error: {exc}") from exc
-    try:
-        catalog = Catalog.load(settings.catalog_dir)
-    except CatalogError as exc:
-        raise _fail(f"catalogue error: {exc}") from exc
-    try:
-        with session(settings) as s:
-            yield settings, catalog, s
-    except (SharingError, AccessError, CalendarError, CatalogError) as exc:
-        raise _fail(str(exc)) from exc
-
+#: The errors of a broken rule: the transaction rolls back and the command exits 2.
+REFUSED = (SharingError, AccessError, CalendarError, CatalogError)
 
 By = Annotated[str | None, typer.Option(help="who acts (recorded); default the OS user")]
 
@@ -115,8 +66,8 @@ def consumer_add(
     by: By = None,
 ) -> None:
     """Register a department as a consumer of shared data."""
-    at = _now()
-    with _work() as (_, catalog, s):
+    at = now()
+    with work(*REFUSED) as (_, catalog, s):
         made = access.register_consumer(s, catalog, code, email=email, at=at)
         audit.record(
             s,
@@ -124,7 +75,7 @@ def consumer_add(
             actor=domain.PLATFORM,
             action="consumer.register",
             consumer=code,
-            detail={"by": by or _user(), "email": made.contact_email},
+            detail={"by": by or user(), "email": made.contact_email},
         )
     console.print(
         f"registered {made.code} ({made.name}), contact {made.contact_email}", highlight=False
@@ -135,8 +86,8 @@ def consumer_add(
 @consumer_app.command("list")
 def consumer_list() -> None:
     """Registered consumers, their live tokens and any suspension."""
-    at = _now()
-    with _work() as (_, _catalog, s):
+    at = now()
+    with work(*REFUSED) as (_, _catalog, s):
         table = RichTable(
             "consumer", "name", "contact", "registered", "active", "live tokens", "suspended"
         )
@@ -166,8 +117,8 @@ Days = Annotated[int, typer.Option(help="days the token is valid")]
 @token_app.command("issue")
 def token_issue(code: str, days: Days = access.DEFAULT_TOKEN_DAYS, by: By = None) -> None:
     """A new bearer token for a consumer: printed once, stored only as its hash."""
-    at = _now()
-    with _work() as (_, _catalog, s):
+    at = now()
+    with work(*REFUSED) as (_, _catalog, s):
         value = access.issue_token(s, code, at=at, days=days)
         audit.record(
             s,
@@ -175,7 +126,7 @@ def token_issue(code: str, days: Days = access.DEFAULT_TOKEN_DAYS, by: By = None
             actor=domain.PLATFORM,
             action="token.issue",
             consumer=code,
-            detail={"by": by or _user(), "days": days},
+            detail={"by": by or user(), "days": days},
         )
     _show_token(code, value, at + timedelta(days=days))
 
@@ -188,10 +139,10 @@ def token_rotate(
     by: By = None,
 ) -> None:
     """Issue a new token and end the consumer's other tokens (after the overlap)."""
-    at = _now()
+    at = now()
     if overlap_hours < 0:
         raise typer.BadParameter("--overlap-hours cannot be negative")
-    with _work() as (_, _catalog, s):
+    with work(*REFUSED) as (_, _catalog, s):
         value = access.rotate_token(
             s, code, at=at, days=days, overlap=timedelta(hours=overlap_hours)
         )
@@ -201,7 +152,7 @@ def token_rotate(
             actor=domain.PLATFORM,
             action="token.rotate",
             consumer=code,
-            detail={"by": by or _user(), "days": days, "overlap_hours": overlap_hours},
+            detail={"by": by or user(), "days": days, "overlap_hours": overlap_hours},
         )
     _show_token(code, value, at + timedelta(days=days))
 
@@ -222,8 +173,8 @@ def grant_list(
     all_: Annotated[bool, typer.Option("--all", help="revoked and expired ones too")] = False,
 ) -> None:
     """Grants of conditional tables; by default only those in force."""
-    at = _now()
-    with _work() as (_, _catalog, s):
+    at = now()
+    with work(*REFUSED) as (_, _catalog, s):
         query = select(Grant).order_by(Grant.granted_at, Grant.id)
         if consumer is not None:
             query = query.where(Grant.consumer == consumer)
@@ -273,10 +224,10 @@ def grant_revoke(
     by: By = None,
 ) -> None:
     """End a grant now: the consumer can no longer read the conditional table."""
-    at = _now()
+    at = now()
     if not reason.strip():
-        raise _fail("a revocation needs its reason")
-    with _work() as (_, _catalog, s):
+        raise fail("a revocation needs its reason")
+    with work(*REFUSED) as (_, _catalog, s):
         found = access.revoke(s, grant_id, reason=reason.strip(), at=at)
         audit.record(
             s,
@@ -286,7 +237,7 @@ def grant_revoke(
             consumer=found.consumer,
             purpose=found.purpose,
             resource=found.resource,
-            detail={"grant": grant_id, "reason": reason.strip(), "by": by or _user()},
+            detail={"grant": grant_id, "reason": reason.strip(), "by": by or user()},
         )
     console.print(
         f"revoked grant {grant_id}: {found.consumer} on {found.resource}", highlight=False
@@ -313,8 +264,8 @@ def request_file(
     ] = None,
 ) -> None:
     """File an access request for conditional items (the application form)."""
-    at = _now()
-    with _work() as (settings, catalog, s):
+    at = now()
+    with work(*REFUSED) as (settings, catalog, s):
         made = domain.file_access_request(
             s,
             catalog,
@@ -356,8 +307,8 @@ def request_list(
             f"unknown status {status!r}; one of {', '.join(REQUEST_STATUSES)}",
             param_hint="--status",
         )
-    moment = _moment(at)
-    with _work() as (_, _catalog, s):
+    moment = at_moment(at)
+    with work(*REFUSED) as (_, _catalog, s):
         found = domain.access_requests(s, consumer=consumer, provider=provider, status=status)
     late = {r.id for r in found if r.status == "pending" and domain.overdue(r.due_on, moment)}
     if overdue_only:
@@ -448,7 +399,7 @@ def _journal_refusal(
                 purpose=found.usage_scope if found else None,
                 resource=found.resource if found else None,
                 outcome="refused" if found else "not_found",
-                detail={"request": request_id, "by": by or _user(), "reason": str(cause)},
+                detail={"request": request_id, "by": by or user(), "reason": str(cause)},
             )
         raise
 
@@ -461,16 +412,16 @@ def request_approve(
     expires: Annotated[str | None, typer.Option(help="grant ends this day (UTC)")] = None,
 ) -> None:
     """Approve as the provider: the consumer gets the resource's conditional table."""
-    at = _now()
+    at = now()
     expires_at = _expiry(expires)
     journal = _journal_refusal("request.approve", request_id, provider, by, at)
-    with journal, _work() as (_, catalog, s):
+    with journal, work(*REFUSED) as (_, catalog, s):
         made = domain.approve(
             s,
             catalog,
             request_id,
             provider=provider,
-            by=by or _user(),
+            by=by or user(),
             at=at,
             expires_at=expires_at,
         )
@@ -490,18 +441,18 @@ def request_refuse(
     by: By = None,
 ) -> None:
     """Refuse as the provider, with reasons."""
-    at = _now()
+    at = now()
     journal = _journal_refusal("request.refuse", request_id, provider, by, at)
-    with journal, _work() as (_, _catalog, s):
-        domain.refuse(s, request_id, provider=provider, by=by or _user(), reason=reason, at=at)
+    with journal, work(*REFUSED) as (_, _catalog, s):
+        domain.refuse(s, request_id, provider=provider, by=by or user(), reason=reason, at=at)
     console.print(f"refused access request {request_id}: {reason.strip()}", highlight=False)
 
 
 @request_app.command("escalate")
 def request_escalate() -> None:
     """Escalate overdue requests (once each) to the provider's steward and the authority."""
-    at = _now()
-    with _work() as (settings, catalog, s):
+    at = now()
+    with work(*REFUSED) as (settings, catalog, s):
         escalated = domain.escalate(s, catalog, settings, at=at)
     if not escalated:
         console.print("no overdue request left to escalate")
@@ -554,8 +505,8 @@ def verify_file(
     ] = None,
 ) -> None:
     """Flag a doubted value to the item's authority (快速校核)."""
-    at = _now()
-    with _work() as (settings, catalog, s):
+    at = now()
+    with work(*REFUSED) as (settings, catalog, s):
         made = domain.file_verification(
             s,
             catalog,
@@ -584,8 +535,8 @@ def verify_list(
     at: Annotated[str | None, typer.Option(help="judge overdue at this UTC time (ISO)")] = None,
 ) -> None:
     """Verification requests with their answer and the version that carries a fix."""
-    moment = _moment(at)
-    with _work() as (_, _catalog, s):
+    moment = at_moment(at)
+    with work(*REFUSED) as (_, _catalog, s):
         found = domain.verification_requests(s, consumer=consumer, provider=provider, status=status)
     table = _table(
         "verification requests",
@@ -631,14 +582,14 @@ def verify_answer(
     by: By = None,
 ) -> None:
     """Confirm or correct a doubted value, as the item's authority."""
-    at = _now()
-    with _work() as (_, catalog, s):
+    at = now()
+    with work(*REFUSED) as (_, catalog, s):
         found = domain.answer_verification(
             s,
             catalog,
             request_id,
             provider=provider,
-            by=by or _user(),
+            by=by or user(),
             at=at,
             outcome=outcome,
             answer=answer,
@@ -654,8 +605,8 @@ def verify_answer(
 @verify_app.command("link")
 def verify_link() -> None:
     """Link corrected values to the first published version that carries them."""
-    at = _now()
-    with _work() as (settings, catalog, s):
+    at = now()
+    with work(*REFUSED) as (settings, catalog, s):
         linked = domain.link_fixes(s, None, catalog, settings, at=at)
         waiting = len(domain.verification_requests(s, status="corrected"))
     for r in linked:
@@ -674,9 +625,9 @@ def suspend_start(
     by: By = None,
 ) -> None:
     """Suspend a department's access to others' shared data."""
-    at = _now()
-    who = by or _user()
-    with _work() as (_, catalog, s):
+    at = now()
+    who = by or user()
+    with work(*REFUSED) as (_, catalog, s):
         access.suspend(s, catalog, department, reason=reason, by=who, at=at)
         audit.record(
             s,
@@ -692,9 +643,9 @@ def suspend_start(
 @suspend_app.command("lift")
 def suspend_lift(department: str, by: By = None) -> None:
     """Lift a department's suspension."""
-    at = _now()
-    who = by or _user()
-    with _work() as (_, _catalog, s):
+    at = now()
+    who = by or user()
+    with work(*REFUSED) as (_, _catalog, s):
         found = access.lift(s, department, by=who, at=at)
         audit.record(
             s,
@@ -712,7 +663,7 @@ def suspend_list(
     all_: Annotated[bool, typer.Option("--all", help="lifted ones too")] = False,
 ) -> None:
     """Suspensions in force (or all of them)."""
-    with _work() as (_, _catalog, s):
+    with work(*REFUSED) as (_, _catalog, s):
         query = select(Suspension).order_by(Suspension.suspended_at)
         if not all_:
             query = query.where(Suspension.lifted_at.is_(None))

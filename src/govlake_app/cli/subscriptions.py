@@ -5,75 +5,25 @@ red and exits with code 2, as in `govlake share`."""
 
 from __future__ import annotations
 
-import getpass
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime
 from typing import Annotated, cast
 
 import typer
-from pydantic import ValidationError
-from rich.console import Console
 from rich.table import Table as RichTable
-from sqlalchemy.orm import Session
 
-from govlake.core.catalog import Catalog, CatalogError, SharingClass
-from govlake.core.settings import Settings, get_settings
-from govlake.platform.database import WebhookDelivery, session
+from govlake.core.catalog import CatalogError, SharingClass
+from govlake.platform.database import WebhookDelivery
 from govlake.sharing import access, sealing
 from govlake.sharing import subscriptions as domain
 from govlake.sharing.access import AccessError, SharingError
+from govlake_app.cli.helpers import console, fail, load_catalog, load_settings, now, user, work
 
 subscription_app = typer.Typer(
     help="Subscriptions (订阅): mail and webhook notices of new published versions.",
     no_args_is_help=True,
 )
 
-# Wide enough for the tables when the output is a pipe or a CI log.
-console = Console(width=None if sys.stdout.isatty() else 160)
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    console.print(f"[red]{message}[/red]", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except (OSError, KeyError):
-        return domain.PLATFORM
-
-
-def _settings() -> Settings:
-    try:
-        return get_settings()
-    except ValidationError as exc:
-        raise _fail(f"settings error: {exc}") from exc
-
-
-def _catalog(settings: Settings) -> Catalog:
-    try:
-        return Catalog.load(settings.catalog_dir)
-    except CatalogError as exc:
-        raise _fail(f"catalogue error: {exc}") from exc
-
-
-@contextmanager
-def _work() -> Iterator[tuple[Settings, Catalog, Session]]:
-    """Settings, catalogue and one transaction; a broken rule rolls back and exits 2."""
-    settings = _settings()
-    catalog = _catalog(settings)
-    try:
-        with session(settings) as s:
-            yield settings, catalog, s
-    except (SharingError, AccessError, CatalogError) as exc:
-        raise _fail(str(exc)) from exc
+#: The errors of a broken rule: the transaction rolls back and the command exits 2.
+REFUSED = (SharingError, AccessError, CatalogError)
 
 
 def _sharing_class(value: str | None) -> SharingClass | None:
@@ -110,9 +60,9 @@ def subscription_add(
     by: By = None,
 ) -> None:
     """Subscribe a consumer to the new versions of a resource it may read."""
-    at = _now()
+    at = now()
     chosen = _sharing_class(sharing_class)
-    with _work() as (settings, catalog, s):
+    with work(*REFUSED) as (settings, catalog, s):
         made, secret = domain.subscribe(
             s,
             catalog,
@@ -122,7 +72,7 @@ def subscription_add(
             sharing_class=chosen,
             email=email,
             webhook_url=webhook,
-            by=by or _user(),
+            by=by or user(),
             at=at,
         )
         now_readable = [
@@ -161,7 +111,7 @@ def subscription_list(
     all_: Annotated[bool, typer.Option("--all", help="cancelled ones too")] = False,
 ) -> None:
     """Subscriptions (in force, or all) with their last webhook delivery."""
-    with _work() as (_, _catalog, s):
+    with work(*REFUSED) as (_, _catalog, s):
         found = domain.list_subscriptions(
             s, consumer=consumer, resource=resource, include_cancelled=all_
         )
@@ -196,9 +146,9 @@ def subscription_list(
 @subscription_app.command("cancel")
 def subscription_cancel(subscription_id: int, by: By = None) -> None:
     """Cancel a subscription: no more notices; its waiting retries are dropped."""
-    at = _now()
-    with _work() as (_, _catalog, s):
-        found = domain.unsubscribe(s, subscription_id, by=by or _user(), at=at)
+    at = now()
+    with work(*REFUSED) as (_, _catalog, s):
+        found = domain.unsubscribe(s, subscription_id, by=by or user(), at=at)
     console.print(
         f"cancelled subscription {found.id}: {found.consumer} on {found.resource}",
         highlight=False,
@@ -213,7 +163,7 @@ def subscription_deliveries(
     ] = None,
 ) -> None:
     """Webhook deliveries with their attempts and where they stand."""
-    with _work() as (_, _catalog, s):
+    with work(*REFUSED) as (_, _catalog, s):
         found = domain.deliveries(s, subscription_id=subscription_id, status=status)
     table = RichTable(title="webhook deliveries")
     for column in ("delivery", "subscription", "consumer", "resource", "created", "status"):
@@ -239,9 +189,9 @@ def subscription_deliveries(
 @subscription_app.command("retry")
 def subscription_retry() -> None:
     """Send again the webhook deliveries whose retry time has come (one attempt each)."""
-    at = _now()
-    settings = _settings()
-    catalog = _catalog(settings)
+    at = now()
+    settings = load_settings()
+    catalog = load_catalog(settings)
     notices = domain.retry_deliveries(settings, at=at, catalog=catalog)
     if not notices:
         console.print("no webhook delivery is due for a retry")
@@ -269,14 +219,14 @@ def subscription_rotate_key(
     """Seal every stored webhook secret again under the newest platform key (and seal the
     secrets an earlier version stored in plain text). Keys: GOVLAKE_SECRETS_KEY, newest
     first, or the key file."""
-    settings = _settings()
+    settings = load_settings()
     try:
         if new_key:
             path = sealing.add_key(settings)
             console.print(f"a new key is first in {path}", highlight=False)
-        done = sealing.rotate(settings, by=_user(), at=_now(), retire=retire)
+        done = sealing.rotate(settings, by=user(), at=now(), retire=retire)
     except sealing.SealingError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     console.print(
         f"{done.resealed} webhook secret(s) sealed again under the newest of {done.keys} "
         f"key(s); {done.plain} stored in plain text sealed",
