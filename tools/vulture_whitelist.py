@@ -8,7 +8,7 @@ Airflow tasks) are left out by their decorators in `[tool.vulture]` instead.
 
 # ruff: noqa: B018
 
-from govlake_tools import generate, pgserver
+from govlake_tools import demo, generate, pgserver
 from govlake_tools.bench import results
 
 from expectations import custom, runner
@@ -20,6 +20,8 @@ from govlake.reports.scorecard import QualityPass
 from govlake.reports.sharing import DepartmentReport, PlatformSummary, ResourceProvision
 from govlake.sharing import receivers, requests, subscriptions
 from govlake.sharing.server import gate, open_api, subscriptions_api, tables
+from govlake_app.cli import serve
+from jobs import maintenance
 
 # Great Expectations registers metric providers and expectations when their classes are
 # defined, finds them by name and reads these class attributes.
@@ -95,3 +97,13 @@ generate.DEFECT_RULES
 pgserver.PostgresServer.drop_database
 results.Measurement.notes
 results.Measurement.details
+
+# http.server and uvicorn call these: the demo's webhook receiver handles POST and keeps quiet;
+# the CLI stops its in-process sharing server by setting uvicorn's `should_exit`.
+demo.Handler.do_POST
+demo.Handler.log_message
+serve._server.should_exit
+
+# A maintenance run's result, printed by the DAG task's log and read by the tests.
+maintenance.Maintained.files_compacted
+maintenance.Maintained.files_removed

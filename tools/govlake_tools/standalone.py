@@ -171,7 +171,7 @@ def dag_ids(url: str, bearer: str) -> set[str]:
     return {d["dag_id"] for d in api(url, "/api/v2/dags?limit=1000", bearer=bearer)["dags"]}
 
 
-def _interrupt(signum: int, frame: object) -> None:
+def _interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
