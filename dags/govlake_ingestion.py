@@ -2,8 +2,8 @@
 YAML is a new DAG, with no code. Each task is thin wiring over the job the CLI runs.
 
 wait for an extract (sensor, reschedule mode: no worker slot held) → bronze → validate →
-silver → publish → steward report. Tasks receive the run's data interval; none reads the
-clock.
+silver → publish → announce (journal, verification fixes, subscription notices) → steward
+report. Tasks receive the run's data interval; none reads the clock.
 """
 
 from __future__ import annotations
@@ -15,15 +15,85 @@ import pendulum
 from airflow.sdk import PokeReturnValue, dag, task
 
 from govlake.core.catalog import CYCLE_HOURS, Resource
-from govlake.core.runs import naive_utc
-from govlake_app.orchestration import doc_md, load_catalog, run_stage, timetable
+from govlake_app.orchestration import (
+    announce,
+    doc_md,
+    load_catalog,
+    run_stage,
+    steward_report,
+    timetable,
+)
 
 START = pendulum.datetime(2026, 1, 1, tz="UTC")
 
 
+def _sensor(resource: Resource) -> Any:
+    """Wait for an extract of `resource` in the landing zone, without holding a worker slot."""
+    cycle = timedelta(hours=CYCLE_HOURS[resource.update_cycle])
+
+    @task.sensor(
+        poke_interval=min(300, cycle.total_seconds() / 4),
+        timeout=cycle.total_seconds(),
+        mode="reschedule",
+        soft_fail=True,
+    )
+    def wait_for_extract() -> PokeReturnValue:
+        from govlake.lake.landing import discover
+        from govlake_app.orchestration import settings_for_task
+
+        files = discover(settings_for_task().landing_location, resource)
+        return PokeReturnValue(is_done=bool(files), xcom_value=[f.name for f in files])
+
+    return wait_for_extract
+
+
+def _stage(stage: str, name: str) -> Any:
+    """The task of one pipeline stage of resource `name` over the run's data interval."""
+
+    @task(task_id=stage)
+    def run(
+        previous: Any,
+        data_interval_start: datetime | None = None,
+        data_interval_end: datetime | None = None,
+    ) -> dict[str, Any]:
+        assert data_interval_start is not None and data_interval_end is not None
+        return run_stage(stage, name, start=data_interval_start, end=data_interval_end)
+
+    return run
+
+
+def _announce(name: str) -> Any:
+    """The step after publish: journal, verification fixes, subscription notices."""
+
+    @task(task_id="announce")
+    def run(
+        published: dict[str, Any],
+        data_interval_start: datetime | None = None,
+        data_interval_end: datetime | None = None,
+    ) -> dict[str, Any]:
+        assert data_interval_start is not None and data_interval_end is not None
+        return announce(name, start=data_interval_start, end=data_interval_end)
+
+    return run
+
+
+def _report(provider: str) -> Any:
+    """The responsible department's quality report over the run's data interval."""
+
+    @task(task_id="report")
+    def run(
+        announced: dict[str, Any],
+        data_interval_start: datetime | None = None,
+        data_interval_end: datetime | None = None,
+    ) -> str:
+        assert data_interval_start is not None and data_interval_end is not None
+        return steward_report(provider, start=data_interval_start, end=data_interval_end)
+
+    return run
+
+
 def ingestion_dag(resource: Resource) -> Any:
     name = resource.qualified_name
-    cycle = timedelta(hours=CYCLE_HOURS[resource.update_cycle])
 
     @dag(
         dag_id=f"ingest_{resource.theme}_{resource.name}",
@@ -40,66 +110,13 @@ def ingestion_dag(resource: Resource) -> Any:
         },
     )
     def ingest() -> None:
-        @task.sensor(
-            poke_interval=min(300, cycle.total_seconds() / 4),
-            timeout=cycle.total_seconds(),
-            mode="reschedule",
-            soft_fail=True,
-        )
-        def wait_for_extract() -> PokeReturnValue:
-            from govlake.lake.landing import discover
-            from govlake_app.orchestration import settings_for_task
-
-            files = discover(settings_for_task().landing_location, resource)
-            return PokeReturnValue(is_done=bool(files), xcom_value=[f.name for f in files])
-
-        @task
-        def bronze(
-            files: list[str],
-            data_interval_start: datetime | None = None,
-            data_interval_end: datetime | None = None,
-        ) -> dict[str, Any]:
-            assert data_interval_start is not None and data_interval_end is not None
-            return run_stage("bronze", name, start=data_interval_start, end=data_interval_end)
-
-        def stage(step: str) -> Any:
-            @task(task_id=step)
-            def run(
-                previous: dict[str, Any],
-                data_interval_start: datetime | None = None,
-                data_interval_end: datetime | None = None,
-            ) -> dict[str, Any]:
-                assert data_interval_start is not None and data_interval_end is not None
-                return run_stage(step, name, start=data_interval_start, end=data_interval_end)
-
-            return run
-
-        @task
-        def report(
-            published: dict[str, Any],
-            data_interval_start: datetime | None = None,
-            data_interval_end: datetime | None = None,
-        ) -> str:
-            assert data_interval_start is not None and data_interval_end is not None
-            from govlake.lake.engine import get_spark
-            from govlake.reports.quality import write_quality_report
-            from govlake_app.orchestration import settings_for_task
-
-            settings = settings_for_task()
-            catalog = load_catalog(settings)
-            written = write_quality_report(
-                get_spark(settings, catalog), catalog, settings, resource.provider,
-                since=data_interval_start.date(),
-                at=naive_utc(data_interval_end),
-            )  # fmt: skip
-            return str(written.path)
-
-        landed = wait_for_extract()
-        loaded = bronze(landed)
-        validated = stage("validate")(loaded)
-        merged = stage("silver")(validated)
-        published = stage("publish")(merged)
-        report(published)
+        landed = _sensor(resource)()
+        loaded = _stage("bronze", name)(landed)
+        validated = _stage("validate", name)(loaded)
+        merged = _stage("silver", name)(validated)
+        published = _stage("publish", name)(merged)
+        announced = _announce(name)(published)
+        _report(resource.provider)(announced)
 
     return ingest()
 
