@@ -107,16 +107,15 @@ def unannounced(s: Session, resource: Resource, found: list[Publication]) -> lis
     """Those of `found` that have no journal entry yet."""
     if not found:
         return []
-    journaled = set(
-        s.execute(
-            select(AuditEntry.table_name, AuditEntry.version).where(
-                AuditEntry.action == ACTION,
-                AuditEntry.resource == resource.qualified_name,
-                AuditEntry.table_name.in_({p.table_name for p in found}),
-                AuditEntry.version.in_({p.version for p in found}),
-            )
-        ).tuples()
+    rows = s.execute(
+        select(AuditEntry.table_name, AuditEntry.version).where(
+            AuditEntry.action == ACTION,
+            AuditEntry.resource == resource.qualified_name,
+            AuditEntry.table_name.in_({p.table_name for p in found}),
+            AuditEntry.version.in_({p.version for p in found}),
+        )
     )
+    journaled = {(table_name, version) for table_name, version in rows}
     return [p for p in found if (p.table_name, p.version) not in journaled]
 
 
