@@ -8,7 +8,9 @@ report. Tasks receive the run's data interval; none reads the clock.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 import pendulum
@@ -47,47 +49,18 @@ def _sensor(resource: Resource) -> Any:
     return wait_for_extract
 
 
-def _stage(stage: str, name: str) -> Any:
-    """The task of one pipeline stage of resource `name` over the run's data interval."""
+def _step(task_id: str, step: Callable[..., Any], *, multiple_outputs: bool = True) -> Any:
+    """The task that runs `step` over the run's data interval, after the task whose result it
+    is given. A stage's counts (a dict) go to XCom whole and key by key."""
 
-    @task(task_id=stage)
+    @task(task_id=task_id, multiple_outputs=multiple_outputs)
     def run(
         previous: Any,
         data_interval_start: datetime | None = None,
         data_interval_end: datetime | None = None,
-    ) -> dict[str, Any]:
+    ) -> Any:
         assert data_interval_start is not None and data_interval_end is not None
-        return run_stage(stage, name, start=data_interval_start, end=data_interval_end)
-
-    return run
-
-
-def _announce(name: str) -> Any:
-    """The step after publish: journal, verification fixes, subscription notices."""
-
-    @task(task_id="announce")
-    def run(
-        published: dict[str, Any],
-        data_interval_start: datetime | None = None,
-        data_interval_end: datetime | None = None,
-    ) -> dict[str, Any]:
-        assert data_interval_start is not None and data_interval_end is not None
-        return announce(name, start=data_interval_start, end=data_interval_end)
-
-    return run
-
-
-def _report(provider: str) -> Any:
-    """The responsible department's quality report over the run's data interval."""
-
-    @task(task_id="report")
-    def run(
-        announced: dict[str, Any],
-        data_interval_start: datetime | None = None,
-        data_interval_end: datetime | None = None,
-    ) -> str:
-        assert data_interval_start is not None and data_interval_end is not None
-        return steward_report(provider, start=data_interval_start, end=data_interval_end)
+        return step(start=data_interval_start, end=data_interval_end)
 
     return run
 
@@ -111,12 +84,13 @@ def ingestion_dag(resource: Resource) -> Any:
     )
     def ingest() -> None:
         landed = _sensor(resource)()
-        loaded = _stage("bronze", name)(landed)
-        validated = _stage("validate", name)(loaded)
-        merged = _stage("silver", name)(validated)
-        published = _stage("publish", name)(merged)
-        announced = _announce(name)(published)
-        _report(resource.provider)(announced)
+        loaded = _step("bronze", partial(run_stage, "bronze", name))(landed)
+        validated = _step("validate", partial(run_stage, "validate", name))(loaded)
+        merged = _step("silver", partial(run_stage, "silver", name))(validated)
+        published = _step("publish", partial(run_stage, "publish", name))(merged)
+        announced = _step("announce", partial(announce, name))(published)
+        report = partial(steward_report, resource.provider)
+        _step("report", report, multiple_outputs=False)(announced)
 
     return ingest()
 

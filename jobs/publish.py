@@ -131,19 +131,9 @@ def _passing_rows(
     return rows
 
 
-def _publish(
-    spark: SparkSession,
-    resource: Resource,
-    tables: TableSet,
-    silver: DataFrame,
-    *,
-    rows: int,
-    silver_version: int,
-    sources: str,
-    settings: Settings,
-    at: datetime,
-    counts: StageCounts,
-) -> None:
+def _publish(spark: SparkSession, resource: Resource, tables: TableSet, silver: DataFrame, *,
+             rows: int, silver_version: int, sources: str, settings: Settings, at: datetime,
+             counts: StageCounts) -> None:  # fmt: skip
     """Overwrite every published table (and the open variant) with `silver`, one version
     each, and record the versions in `ops.publications`."""
     records = []
@@ -158,30 +148,28 @@ def _publish(
                                      at=at))  # fmt: skip
         counts.published_versions["open"] = records[-1][3]
     if records:
-        _, publications = ops_tables(settings.warehouse_location)
-        append(spark.createDataFrame(records, publications.ddl_columns()), publications)
+        _append_records(spark, settings, records)
         counts.published = True
         counts.rows_published = rows
 
 
-def _publish_late_open(
-    spark: SparkSession,
-    resource: Resource,
-    tables: TableSet,
-    *,
-    silver_version: int,
-    sources: str,
-    settings: Settings,
-    at: datetime,
-    counts: StageCounts,
-) -> None:
+def _publish_late_open(spark: SparkSession, resource: Resource, tables: TableSet, *,
+                       silver_version: int, sources: str, settings: Settings, at: datetime,
+                       counts: StageCounts) -> None:  # fmt: skip
     """The open variant of a resource opened after its silver was published, and its record."""
     silver = _publishable(spark, resource, tables)
     record = _publish_open(spark, resource, tables.open, silver, rows=silver.count(),
                            silver_version=silver_version, sources=sources, at=at)  # fmt: skip
-    _, publications = ops_tables(settings.warehouse_location)
-    append(spark.createDataFrame([record], publications.ddl_columns()), publications)
+    _append_records(spark, settings, [record])
     counts.published_versions["open"] = record[3]
+
+
+def _append_records(
+    spark: SparkSession, settings: Settings, records: list[tuple[Any, ...]]
+) -> None:
+    """Record published versions in `ops.publications`."""
+    _, publications = ops_tables(settings.warehouse_location)
+    append(spark.createDataFrame(records, publications.ddl_columns()), publications)
 
 
 def _record(resource: Resource, sharing_class: str, table: Table, at: datetime, rows: int,

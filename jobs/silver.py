@@ -158,14 +158,8 @@ def run(
     return counts
 
 
-def _merge_extracts(
-    spark: SparkSession,
-    resource: Resource,
-    tables: TableSet,
-    waiting: list[Row],
-    *,
-    interval: Interval,
-) -> dict[str, int]:
+def _merge_extracts(spark: SparkSession, resource: Resource, tables: TableSet,
+                    waiting: list[Row], *, interval: Interval) -> dict[str, int]:  # fmt: skip
     """MERGE each waiting extract's authoritative items into silver; rows merged per extract.
 
     A run that stopped between its MERGE commits and the register update left its extracts
@@ -203,14 +197,8 @@ def _merge_extracts(
     return merged
 
 
-def _crosscheck_extracts(
-    spark: SparkSession,
-    resource: Resource,
-    tables: TableSet,
-    waiting: list[Row],
-    *,
-    interval: Interval,
-) -> dict[str, int]:
+def _crosscheck_extracts(spark: SparkSession, resource: Resource, tables: TableSet,
+                         waiting: list[Row], *, interval: Interval) -> dict[str, int]:  # fmt: skip
     """MERGE each waiting extract's disagreements with silver into the cross-check table;
     findings per extract."""
     found_before = merges_marked(tables.crosscheck, [_mark(e.extract_id) for e in waiting])

@@ -28,15 +28,8 @@ class Stage(Protocol):
 
     __name__: str
 
-    def run(
-        self,
-        spark: SparkSession,
-        *,
-        resource: Resource,
-        interval: Interval,
-        settings: Settings,
-        counts: StageCounts | None = None,
-    ) -> StageCounts: ...
+    def run(self, spark: SparkSession, *, resource: Resource, interval: Interval,
+            settings: Settings, counts: StageCounts | None = None) -> StageCounts: ...  # fmt: skip
 
 
 class _Announce:
@@ -45,14 +38,8 @@ class _Announce:
     __name__ = "announce"
 
     @staticmethod
-    def run(
-        spark: SparkSession,
-        *,
-        resource: Resource,
-        interval: Interval,
-        settings: Settings,
-        counts: StageCounts | None = None,
-    ) -> StageCounts:
+    def run(spark: SparkSession, *, resource: Resource, interval: Interval, settings: Settings,
+            counts: StageCounts | None = None) -> StageCounts:  # fmt: skip
         published.announce(settings, resource=resource, interval=interval)
         return counts or StageCounts(resource.qualified_name)
 
