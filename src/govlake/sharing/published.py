@@ -87,7 +87,9 @@ def recorded(settings: Settings, resource: Resource, *, at: datetime) -> list[Pu
         f"AND published_at = TIMESTAMP '{naive_utc(at):%Y-%m-%d %H:%M:%S.%f}'",
         name="publications",
     ).to_pylist()
-    order = [*resource.sharing_classes, "open"]
+    order = {
+        sharing_class: i for i, sharing_class in enumerate([*resource.sharing_classes, "open"])
+    }
     found = [
         Publication(
             sharing_class=row["sharing_class"],
@@ -100,7 +102,7 @@ def recorded(settings: Settings, resource: Resource, *, at: datetime) -> list[Pu
         )
         for row in rows
     ]
-    return sorted(found, key=lambda p: (order.index(p.sharing_class), p.version))
+    return sorted(found, key=lambda p: (order.get(p.sharing_class, len(order)), p.version))
 
 
 def unannounced(s: Session, resource: Resource, found: list[Publication]) -> list[Publication]:
