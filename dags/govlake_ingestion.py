@@ -55,7 +55,7 @@ def _step(task_id: str, step: Callable[..., Any], *, multiple_outputs: bool = Tr
 
     @task(task_id=task_id, multiple_outputs=multiple_outputs)
     def run(
-        previous: Any,
+        _previous: Any,  # the task before: only an ordering
         data_interval_start: datetime | None = None,
         data_interval_end: datetime | None = None,
     ) -> Any:
