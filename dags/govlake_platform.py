@@ -40,10 +40,10 @@ def _catalogue_upkeep(catalog: Any, settings: Any, at: datetime) -> list[Any]:
     """The catalogue entries' reviews, updates after duty changes and unrecorded edits."""
     from govlake.governance import changes
     from govlake.platform.database import session
+    from govlake_app.orchestration import sync_change_register
 
-    changes.ensure_tables(settings)
+    sync_change_register(settings, catalog, at=at)
     with session(settings) as s:
-        changes.sync(s, catalog, at=at)
         return changes.upkeep(s, catalog, at=at)
 
 
@@ -108,13 +108,16 @@ def platform_quality_reports() -> None:
     ) -> list[str]:
         from govlake.platform.mail import send_report
         from govlake.reports.quality import write_quality_report
+        from govlake_app.orchestration import sync_change_register
 
         spark, catalog, settings = _session()
+        at = _naive(data_interval_end)
+        sync_change_register(settings, catalog, at=at)  # the reports only read the register
         written = []
         for provider in catalog.providers:
             report = write_quality_report(
                 spark, catalog, settings, provider,
-                since=_naive(data_interval_start).date(), at=_naive(data_interval_end),
+                since=_naive(data_interval_start).date(), at=at,
             )  # fmt: skip
             send_report(
                 settings,

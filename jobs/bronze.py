@@ -1,5 +1,9 @@
 """Landing → bronze: every record of every new extract, as delivered, with its lineage.
 
+The first stage of the pipeline, so it first brings the existing tables a run writes to the
+columns the catalogue now gives them (`govlake.lake.evolution.evolve_tables`: additive, or
+refused), before anything is written.
+
 A file already ingested (same resource, provider and sha256) is skipped and archived. A file
 that cannot be read at all is moved to `rejected/` with a `.reason.json` beside it, recorded
 in `ops.extracts`, and the run goes on with the other files.
@@ -9,24 +13,27 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 
-from pyspark.sql import SparkSession
+from pyspark.sql import Row, SparkSession
 from pyspark.sql import functions as F
 
 from govlake.core.catalog import Resource
 from govlake.core.location import Location
 from govlake.core.runs import Interval, RejectedFile, StageCounts
 from govlake.core.settings import Settings
+from govlake.lake.evolution import evolve_tables
 from govlake.lake.landing import (
     ExtractRejected,
     LandedFile,
+    NormalisedExtract,
     discover,
     extract_id,
     file_digest,
     normalise,
 )
 from govlake.lake.statements import append, execute, sql_literal
-from govlake.lake.tables import TableSet, register
+from govlake.lake.tables import Table, TableSet, ops_tables, quality_tables, register
 from jobs import registry
 
 log = logging.getLogger(__name__)
@@ -99,6 +106,17 @@ def _reject(
     log.warning("rejected %s: %s: %s", file.location.uri, error.rule, error.reason)
 
 
+@dataclass(frozen=True)
+class _Staged:
+    """A new extract, normalised into its staging file."""
+
+    ident: str
+    sha: str
+    staging: Location
+    extract: NormalisedExtract
+    known: list[Row]  # its earlier rows in the register (a run stopped half-way)
+
+
 def run(
     spark: SparkSession,
     *,
@@ -107,91 +125,130 @@ def run(
     settings: Settings,
     counts: StageCounts | None = None,
 ) -> StageCounts:
-    """Ingest every file waiting for `resource` into `<theme>.<resource>_bronze`."""
+    """Bring the tables a run writes to the catalogue's columns (the pipeline's schema
+    evolution step), then ingest every file waiting for `resource` into
+    `<theme>.<resource>_bronze`."""
     counts = counts or StageCounts(resource.qualified_name)
-    landing = settings.landing_location
     tables = TableSet(resource, settings.warehouse_location)
-    bronze = tables.bronze
-    register(spark, bronze)
+    warehouse = settings.warehouse_location
+    evolve_tables([*tables.all(), *ops_tables(warehouse), *quality_tables(warehouse)])
+    register(spark, tables.bronze)
     register_table = registry.extracts_table(spark, settings)
-    for file in discover(landing, resource):
-        digest: tuple[str, int, bool] | None = None
-        try:
-            digest = file_digest(file.location)
-            sha = digest[0]
-            known = registry.find(
-                spark,
-                register_table,
-                resource=resource.qualified_name,
-                provider=file.provider,
-                file_sha256=sha,
-            )
-            if any(row.status in DONE for row in known):
-                log.info("skipping %s: extract already ingested", file.location.uri)
-                counts.skipped_files.append(file.name)
-                file.location.move_to(_archive_location(landing, resource, file, sha))
-                continue
-            ident = extract_id(file, sha)
-            staging = landing.child("_staging", f"{ident.replace('/', '__')}.parquet")
-            extract = normalise(file, resource, staging, digest=digest)
-        except ExtractRejected as error:
-            _reject(
-                spark,
-                settings=settings,
-                resource=resource,
-                file=file,
-                error=error,
-                digest=digest,
-                interval=interval,
-                counts=counts,
-            )
-            continue
-        if any(row.status == "registered" for row in known):
-            # A previous run stopped between registering and finishing this extract.
-            execute(
-                spark, f"DELETE FROM {bronze.sql_name} WHERE _extract_id = {sql_literal(ident)}"
-            )
-        else:
-            registry.add(
-                spark,
-                register_table,
-                extract_id=ident,
-                resource=resource.qualified_name,
-                provider=file.provider,
-                file_name=file.name,
-                file_sha256=sha,
-                file_format=extract.file_format,
-                # Without a stamp in its name an extract is taken to be as of its arrival.
-                as_of=file.as_of or interval.end_naive_utc,
-                encoding="gbk" if extract.encoding == "gb18030" else extract.encoding,
-                bytes=extract.bytes,
-                status="registered",
-                ingested_at=interval.end_naive_utc,
-            )
-        records = spark.read.parquet(staging.uri).select(
-            "*",
-            F.lit(file.provider).alias("_provider"),
-            F.lit(ident).alias("_extract_id"),
-            F.lit(file.name).alias("_file_name"),
-            F.lit(sha).alias("_file_sha256"),
-            F.lit(interval.end_naive_utc).cast("timestamp").alias("_ingested_at"),
-        )
-        append(records, bronze)
-        archived = _archive_location(landing, resource, file, sha)
-        file.location.move_to(archived)
-        staging.delete()
-        registry.update(
+    for file in discover(settings.landing_location, resource):
+        staged = _stage(spark, file, resource=resource, register_table=register_table,
+                        settings=settings, interval=interval, counts=counts)  # fmt: skip
+        if staged is not None:
+            _load(spark, file, staged, resource=resource, bronze=tables.bronze,
+                  register_table=register_table, settings=settings, interval=interval,
+                  counts=counts)  # fmt: skip
+    return counts
+
+
+def _stage(
+    spark: SparkSession,
+    file: LandedFile,
+    *,
+    resource: Resource,
+    register_table: Table,
+    settings: Settings,
+    interval: Interval,
+    counts: StageCounts,
+) -> _Staged | None:
+    """`file` normalised into a staging file; None when it was ingested before (skipped and
+    archived) or cannot be read (rejected)."""
+    landing = settings.landing_location
+    digest: tuple[str, int, bool] | None = None
+    try:
+        digest = file_digest(file.location)
+        sha = digest[0]
+        known = registry.find(
             spark,
             register_table,
-            ident,
-            status="bronze",
-            file_uri=archived.uri,
-            rows_read=extract.rows,
-            rows_malformed=len(extract.malformed),
+            resource=resource.qualified_name,
+            provider=file.provider,
+            file_sha256=sha,
         )
-        counts.extracts.append(ident)
-        counts.rows_read += extract.rows
-        counts.rows_malformed += len(extract.malformed)
-        if extract.ignored_columns:
-            counts.ignored_columns[file.name] = extract.ignored_columns
-    return counts
+        if any(row.status in DONE for row in known):
+            log.info("skipping %s: extract already ingested", file.location.uri)
+            counts.skipped_files.append(file.name)
+            file.location.move_to(_archive_location(landing, resource, file, sha))
+            return None
+        ident = extract_id(file, sha)
+        staging = landing.child("_staging", f"{ident.replace('/', '__')}.parquet")
+        extract = normalise(file, resource, staging, digest=digest)
+    except ExtractRejected as error:
+        _reject(
+            spark,
+            settings=settings,
+            resource=resource,
+            file=file,
+            error=error,
+            digest=digest,
+            interval=interval,
+            counts=counts,
+        )
+        return None
+    return _Staged(ident, sha, staging, extract, known)
+
+
+def _load(
+    spark: SparkSession,
+    file: LandedFile,
+    staged: _Staged,
+    *,
+    resource: Resource,
+    bronze: Table,
+    register_table: Table,
+    settings: Settings,
+    interval: Interval,
+    counts: StageCounts,
+) -> None:
+    """Append the staged records to bronze with their lineage, archive the file and record
+    the extract as `bronze`."""
+    ident, sha, extract = staged.ident, staged.sha, staged.extract
+    if any(row.status == "registered" for row in staged.known):
+        # A previous run stopped between registering and finishing this extract.
+        execute(spark, f"DELETE FROM {bronze.sql_name} WHERE _extract_id = {sql_literal(ident)}")
+    else:
+        registry.add(
+            spark,
+            register_table,
+            extract_id=ident,
+            resource=resource.qualified_name,
+            provider=file.provider,
+            file_name=file.name,
+            file_sha256=sha,
+            file_format=extract.file_format,
+            # Without a stamp in its name an extract is taken to be as of its arrival.
+            as_of=file.as_of or interval.end_naive_utc,
+            encoding="gbk" if extract.encoding == "gb18030" else extract.encoding,
+            bytes=extract.bytes,
+            status="registered",
+            ingested_at=interval.end_naive_utc,
+        )
+    records = spark.read.parquet(staged.staging.uri).select(
+        "*",
+        F.lit(file.provider).alias("_provider"),
+        F.lit(ident).alias("_extract_id"),
+        F.lit(file.name).alias("_file_name"),
+        F.lit(sha).alias("_file_sha256"),
+        F.lit(interval.end_naive_utc).cast("timestamp").alias("_ingested_at"),
+    )
+    append(records, bronze)
+    archived = _archive_location(settings.landing_location, resource, file, sha)
+    file.location.move_to(archived)
+    staged.staging.delete()
+    registry.update(
+        spark,
+        register_table,
+        ident,
+        status="bronze",
+        file_uri=archived.uri,
+        rows_read=extract.rows,
+        rows_malformed=len(extract.malformed),
+    )
+    counts.extracts.append(ident)
+    counts.rows_read += extract.rows
+    counts.rows_malformed += len(extract.malformed)
+    if extract.ignored_columns:
+        counts.ignored_columns[file.name] = extract.ignored_columns

@@ -9,7 +9,9 @@ Before anything is written the publication suite runs (`jobs.quality.check_publi
 an error-level failure holds the publication back, the published tables keep their current
 version, and the reason is kept in `ops.quality_runs`. The same silver version is not
 judged twice; a new extract makes a new silver version and a new attempt.
-Each publication is recorded in `ops.publications`.
+Each publication is recorded in `ops.publications`, and that is all this stage does: what
+follows a publication (its journal entry, the verification fixes it carries, the notices to
+subscribers) is the pipeline's next step, which reads these records.
 
 An open resource (开放属性 open) also overwrites its open variant `<theme>.<resource>_open`
 from the same silver rows, de-identified by `govlake.transforms.opendata`: one more Delta
@@ -49,9 +51,42 @@ def run(
 ) -> StageCounts:
     counts = counts or StageCounts(resource.qualified_name)
     tables = TableSet(resource, settings.warehouse_location)
-    register(spark, tables.silver)
-    _, publications = ops_tables(settings.warehouse_location)
+    silver_version = _current_versions(spark, resource, tables, counts)
     register_table = registry.extracts_table(spark, settings)
+    waiting = registry.pending(spark, register_table, resource, "merged")
+    latest = registry.latest_publication(spark, settings, resource)
+    at = interval.end_naive_utc
+    if latest is not None and latest.silver_version == silver_version:
+        # Silver is what was last published: mark the extracts done, make no new version.
+        if resource.is_open and not _open_published(spark, resource, silver_version, settings):
+            # Opened since: the open variant starts from the silver published (and checked)
+            # then; the other tables keep their versions.
+            _publish_late_open(spark, resource, tables, silver_version=silver_version,
+                               sources=latest.source_extracts or "", settings=settings, at=at,
+                               counts=counts)  # fmt: skip
+    else:
+        silver = _publishable(spark, resource, tables)
+        rows = _passing_rows(spark, resource, silver, silver_version=silver_version,
+                             interval=interval, settings=settings, counts=counts)  # fmt: skip
+        if rows is None:
+            # Consumers keep the version they have; the extracts stay merged and go out with
+            # the next publication that passes.
+            return counts
+        sources = ",".join(extract.extract_id for extract in waiting)
+        _publish(spark, resource, tables, silver, rows=rows, silver_version=silver_version,
+                 sources=sources, settings=settings, at=at, counts=counts)  # fmt: skip
+    for extract in waiting:
+        registry.update(spark, register_table, extract.extract_id, status="published",
+                        completed_at=at)  # fmt: skip
+    return counts
+
+
+def _current_versions(
+    spark: SparkSession, resource: Resource, tables: TableSet, counts: StageCounts
+) -> int:
+    """Register silver and the published tables (the open one created with its terms), note
+    their current versions in `counts`; silver's version."""
+    register(spark, tables.silver)
     silver_version = version(tables.silver)
     counts.silver_version = silver_version
     for sharing_class in resource.sharing_classes:
@@ -61,30 +96,24 @@ def run(
     if resource.is_open:
         _create_open_table(spark, resource, tables.open)
         counts.published_versions["open"] = version(tables.open)
-    waiting = registry.pending(spark, register_table, resource, "merged")
-    latest = registry.latest_publication(spark, settings, resource)
-    if latest is not None and latest.silver_version == silver_version:
-        # Silver is what was last published: mark the extracts done, make no new version.
-        if resource.is_open and not _open_published(spark, resource, silver_version, settings):
-            # Opened since: the open variant starts from the silver published (and checked)
-            # then; the other tables keep their versions.
-            silver = _publishable(spark, resource, tables)
-            record = _publish_open(spark, resource, tables.open, silver, rows=silver.count(),
-                                   silver_version=silver_version,
-                                   sources=latest.source_extracts or "",
-                                   at=interval.end_naive_utc)  # fmt: skip
-            append(spark.createDataFrame([record], publications.ddl_columns()), publications)
-            _journal(resource, settings, [record], at=interval.end_naive_utc)
-            counts.published_versions["open"] = record[3]
-        for extract in waiting:
-            registry.update(spark, register_table, extract.extract_id, status="published",
-                            completed_at=interval.end_naive_utc)  # fmt: skip
-        return counts
+    return silver_version
 
-    silver = _publishable(spark, resource, tables)
+
+def _passing_rows(
+    spark: SparkSession,
+    resource: Resource,
+    silver: DataFrame,
+    *,
+    silver_version: int,
+    interval: Interval,
+    settings: Settings,
+    counts: StageCounts,
+) -> int | None:
+    """The number of rows to publish, or None when the publication suite holds this silver
+    version back (now, or already in an earlier run: it is not judged twice)."""
     if quality.last_held_silver_version(spark, settings, resource) == silver_version:
         counts.held.append(f"{resource.qualified_name}: silver v{silver_version} already held")
-        return counts
+        return None
     rows = silver.count()
     verdict = quality.check_publication(
         spark,
@@ -97,47 +126,57 @@ def run(
     )
     counts.quality[f"silver-v{silver_version}"] = verdict.outcome
     if verdict.held:
-        # Consumers keep the version they have; the extracts stay merged and go out with
-        # the next publication that passes.
         counts.held.append(f"{resource.qualified_name} publication: {verdict.reason}")
-        return counts
-    sources = ",".join(extract.extract_id for extract in waiting)
+        return None
+    return rows
+
+
+def _publish(spark: SparkSession, resource: Resource, tables: TableSet, silver: DataFrame, *,
+             rows: int, silver_version: int, sources: str, settings: Settings, at: datetime,
+             counts: StageCounts) -> None:  # fmt: skip
+    """Overwrite every published table (and the open variant) with `silver`, one version
+    each, and record the versions in `ops.publications`."""
     records = []
     for sharing_class in resource.sharing_classes:
         table = tables.published(sharing_class)
         overwrite(silver.select(*resource.class_items(sharing_class)), table)
-        published_version = version(table)
-        counts.published_versions[sharing_class] = published_version
-        records.append(
-            (
-                resource.qualified_name,
-                sharing_class,
-                table.qualified_name,
-                published_version,
-                interval.end_naive_utc,
-                rows,
-                silver_version,
-                sources,
-            )
-        )
+        records.append(_record(resource, sharing_class, table, at, rows, silver_version, sources))
+        counts.published_versions[sharing_class] = records[-1][3]
     if resource.is_open:
-        record = _publish_open(spark, resource, tables.open, silver, rows=rows,
-                               silver_version=silver_version, sources=sources,
-                               at=interval.end_naive_utc)  # fmt: skip
-        records.append(record)
-        counts.published_versions["open"] = record[3]
+        records.append(_publish_open(spark, resource, tables.open, silver, rows=rows,
+                                     silver_version=silver_version, sources=sources,
+                                     at=at))  # fmt: skip
+        counts.published_versions["open"] = records[-1][3]
     if records:
-        append(
-            spark.createDataFrame(records, publications.ddl_columns()),
-            publications,
-        )
+        _append_records(spark, settings, records)
         counts.published = True
         counts.rows_published = rows
-        _journal(resource, settings, records, at=interval.end_naive_utc)
-    for extract in waiting:
-        registry.update(spark, register_table, extract.extract_id, status="published",
-                        completed_at=interval.end_naive_utc)  # fmt: skip
-    return counts
+
+
+def _publish_late_open(spark: SparkSession, resource: Resource, tables: TableSet, *,
+                       silver_version: int, sources: str, settings: Settings, at: datetime,
+                       counts: StageCounts) -> None:  # fmt: skip
+    """The open variant of a resource opened after its silver was published, and its record."""
+    silver = _publishable(spark, resource, tables)
+    record = _publish_open(spark, resource, tables.open, silver, rows=silver.count(),
+                           silver_version=silver_version, sources=sources, at=at)  # fmt: skip
+    _append_records(spark, settings, [record])
+    counts.published_versions["open"] = record[3]
+
+
+def _append_records(
+    spark: SparkSession, settings: Settings, records: list[tuple[Any, ...]]
+) -> None:
+    """Record published versions in `ops.publications`."""
+    _, publications = ops_tables(settings.warehouse_location)
+    append(spark.createDataFrame(records, publications.ddl_columns()), publications)
+
+
+def _record(resource: Resource, sharing_class: str, table: Table, at: datetime, rows: int,
+            silver_version: int, sources: str) -> tuple[Any, ...]:  # fmt: skip
+    """The `ops.publications` row of `table`'s current version."""
+    return (resource.qualified_name, sharing_class, table.qualified_name, version(table), at,
+            rows, silver_version, sources)  # fmt: skip
 
 
 def _publishable(spark: SparkSession, resource: Resource, tables: TableSet) -> DataFrame:
@@ -187,8 +226,7 @@ def _publish_open(spark: SparkSession, resource: Resource, table: Table, silver:
     """Overwrite the open table with the de-identified `silver` rows; its publication record."""
     _apply_open_terms(resource, table)
     overwrite(opendata.open_variant(silver, resource), table)
-    return (resource.qualified_name, "open", table.qualified_name, version(table), at, rows,
-            silver_version, sources)  # fmt: skip
+    return _record(resource, "open", table, at, rows, silver_version, sources)
 
 
 def _open_published(spark: SparkSession, resource: Resource, silver_version: int,
@@ -202,43 +240,3 @@ def _open_published(spark: SparkSession, resource: Resource, silver_version: int
             f"AND sharing_class = 'open' AND silver_version = {silver_version} LIMIT 1"
         ).collect()
     )
-
-
-def _journal(resource: Resource, settings: Settings, records: list[tuple[Any, ...]], *,
-             at: datetime) -> None:  # fmt: skip
-    """Each published version goes into the audit journal, verification requests whose
-    correction it carries are linked to it, and the resource's subscribers are notified of the
-    shared tables' new versions (after the journal is committed; a failing mail server or
-    webhook is recorded, never fails the publication)."""
-    from govlake.core.catalog import Catalog
-    from govlake.platform import audit
-    from govlake.platform.database import session
-    from govlake.sharing.requests import link_fixes
-    from govlake.sharing.subscriptions import PublishedVersion, notify_publication
-
-    catalog = Catalog.load(settings.catalog_dir)
-    with session(settings) as s:
-        for (
-            _,
-            sharing_class,
-            table_name,
-            published_version,
-            _,
-            rows,
-            silver_version,
-            sources,
-        ) in records:
-            audit.record(s, at=at, actor="pipeline", action="pipeline.publish",
-                         resource=resource.qualified_name, table_name=table_name,
-                         version=published_version, rows=rows,
-                         detail={"sharing_class": sharing_class, "silver_version": silver_version,
-                                 "extracts": sources.split(",") if sources else []})  # fmt: skip
-        link_fixes(s, None, catalog, settings, at=at)
-    shared = [
-        PublishedVersion(sharing_class, table_name, published_version, rows, published_at)
-        for (_, sharing_class, table_name, published_version, published_at, rows, _, _) in records
-        if sharing_class in resource.sharing_classes  # the open variant is public, unsubscribed
-    ]
-    if shared:
-        notify_publication(settings, catalog, resource=resource.qualified_name, versions=shared,
-                           at=at)  # fmt: skip

@@ -10,6 +10,7 @@ while a publication is held back.
 from __future__ import annotations
 
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from pyspark.sql import Row, SparkSession
 
@@ -18,11 +19,18 @@ from govlake.core.settings import Settings
 from govlake.lake.statements import execute, sql_literal
 from govlake.lake.tables import Table, ops_tables, register
 
+#: Per engine session, the locations of the ops tables registered in it.
+_registered: WeakKeyDictionary[SparkSession, set[str]] = WeakKeyDictionary()
+
 
 def extracts_table(spark: SparkSession, settings: Settings) -> Table:
+    """`ops.extracts`, registered (with `ops.publications`) once per engine session."""
     table, publications = ops_tables(settings.warehouse_location)
-    register(spark, table)
-    register(spark, publications)
+    registered = _registered.setdefault(spark, set())
+    if table.location.uri not in registered:
+        register(spark, table)
+        register(spark, publications)
+        registered.add(table.location.uri)
     return table
 
 

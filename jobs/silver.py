@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from functools import reduce
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
 from govlake.core.catalog import Resource
@@ -139,18 +139,37 @@ def run(
         register(spark, table)
     register_table = registry.extracts_table(spark, settings)
     waiting = registry.pending(spark, register_table, resource, "validated")
+    # Phase 1: every extract writes the items it governs. Phase 2: with the authorities'
+    # values in place, compare the copies other sources hold.
+    merged = _merge_extracts(spark, resource, tables, waiting, interval=interval)
+    findings = _crosscheck_extracts(spark, resource, tables, waiting, interval=interval)
+    for extract in waiting:
+        ident = extract.extract_id
+        registry.update(
+            spark,
+            register_table,
+            ident,
+            status="merged",
+            rows_merged=merged[ident],
+            crosscheck_findings=findings[ident],
+        )
+        counts.rows_merged += merged[ident]
+        counts.crosscheck_findings += findings[ident]
+    return counts
+
+
+def _merge_extracts(spark: SparkSession, resource: Resource, tables: TableSet,
+                    waiting: list[Row], *, interval: Interval) -> dict[str, int]:  # fmt: skip
+    """MERGE each waiting extract's authoritative items into silver; rows merged per extract.
+
+    A run that stopped between its MERGE commits and the register update left its extracts
+    `validated`. They are not merged again: the commits that merged them (found by the
+    extract id their condition names) give the figures an uninterrupted run records. Merging
+    again would find nothing to change and record 0, or put an earlier extract's values back
+    over a later one's until that one is merged again. The same holds for the findings.
+    """
+    merged_before = merges_marked(tables.silver, [_mark(e.extract_id) for e in waiting])
     stamp = F.lit(interval.end_naive_utc).cast("timestamp")
-
-    # A run that stopped between its MERGE commits and the register update below left its
-    # extracts `validated`. They are not merged again: the commits that merged them (found by
-    # the extract id their condition names) give the figures an uninterrupted run records.
-    # Merging again would find nothing to change and record 0, or put an earlier extract's
-    # values back over a later one's until that one is merged again.
-    marks = [_mark(extract.extract_id) for extract in waiting]
-    merged_before = merges_marked(tables.silver, marks)
-    found_before = merges_marked(tables.crosscheck, marks)
-
-    # Phase 1: every extract writes the items it governs.
     merged: dict[str, int] = {}
     for extract in waiting:
         items = resource.authoritative_items(extract.provider)
@@ -175,8 +194,14 @@ def run(
             merge_statement(resource, tables.silver, view, items, extract_id=extract.extract_id),
         )
         spark.catalog.dropTempView(view)
+    return merged
 
-    # Phase 2: with the authorities' values in place, compare the copies other sources hold.
+
+def _crosscheck_extracts(spark: SparkSession, resource: Resource, tables: TableSet,
+                         waiting: list[Row], *, interval: Interval) -> dict[str, int]:  # fmt: skip
+    """MERGE each waiting extract's disagreements with silver into the cross-check table;
+    findings per extract."""
+    found_before = merges_marked(tables.crosscheck, [_mark(e.extract_id) for e in waiting])
     findings: dict[str, int] = {}
     silver = spark.table(tables.silver.sql_name)
     for extract in waiting:
@@ -204,17 +229,4 @@ def run(
             crosscheck_statement(resource, tables.crosscheck, view, extract_id=extract.extract_id),
         )
         spark.catalog.dropTempView(view)
-
-    for extract in waiting:
-        ident = extract.extract_id
-        registry.update(
-            spark,
-            register_table,
-            ident,
-            status="merged",
-            rows_merged=merged[ident],
-            crosscheck_findings=findings[ident],
-        )
-        counts.rows_merged += merged[ident]
-        counts.crosscheck_findings += findings[ident]
-    return counts
+    return findings

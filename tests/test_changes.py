@@ -24,11 +24,12 @@ from govlake.core.runs import Interval
 from govlake.core.settings import Settings
 from govlake.governance import changes
 from govlake.lake.engine import get_spark
-from govlake.lake.evolution import SchemaChangeRefused, evolve, plan
+from govlake.lake.evolution import SchemaChangeRefused, evolve, evolve_tables, plan
 from govlake.lake.tables import TableSet
 from govlake.platform import audit
 from govlake.platform.database import Notification, session
 from govlake_app import pipeline as ingest
+from jobs import bronze
 
 REPO = Path(__file__).resolve().parents[1]
 AT = datetime.datetime(2026, 11, 2, 2, 0)  # naive UTC, a Monday
@@ -505,15 +506,23 @@ def test_additive_change_reaches_the_tables_and_breaking_one_is_refused(register
         if t.location.is_delta_table()
     }
     assert after == before
-    # Even past the register (say, its database was replaced), the tables refuse it.
+    # Even past the register (say, its database was replaced), the tables refuse it: the
+    # first stage's schema evolution step, before it writes anything.
+    residents = catalog.get("population.residents")
+    day4 = Interval.ending(datetime.datetime(2026, 11, 5, 2, tzinfo=datetime.UTC))
+    with pytest.raises(
+        SchemaChangeRefused, match=r"population\.residents_bronze: column\(s\) native_place"
+    ):
+        bronze.run(spark, resource=residents, interval=day4, settings=settings)
     with pytest.raises(
         SchemaChangeRefused, match=r"population\.residents: column\(s\) native_place"
     ):
-        from govlake.lake.tables import register as register_table
-
-        register_table(
-            spark, TableSet(catalog.get("population.residents"), settings.warehouse_location).silver
-        )
+        evolve_tables([TableSet(residents, settings.warehouse_location).silver])
+    assert {
+        t.name: DeltaTable(t.location.uri).version()
+        for t in tables.all()
+        if t.location.is_delta_table()
+    } == before
 
 
 # -- a real SMTP server ---------------------------------------------------------------------------

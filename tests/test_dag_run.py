@@ -117,7 +117,8 @@ def test_an_ingestion_dag_run_publishes_a_version_and_records_its_quality(
     assert outcome["state"] == "success", outcome
     assert outcome["interval"] == ["2026-03-01T00:00:00+00:00", "2026-03-02T00:00:00+00:00"]
     assert outcome["tasks"] == dict.fromkeys(
-        ["wait_for_extract", "bronze", "validate", "silver", "publish", "report"], "success"
+        ["wait_for_extract", "bronze", "validate", "silver", "publish", "announce", "report"],
+        "success",
     )
 
     # A new published version of every sharing class, stamped with the interval's end.

@@ -64,7 +64,7 @@ def test_one_ingestion_dag_per_resource(bag, catalog: Catalog) -> None:  # type:
         assert {resource.theme, resource.sharing} <= set(dag.tags)
         assert resource.title in (dag.doc_md or "")
         assert [t.task_id for t in dag.tasks] == [
-            "wait_for_extract", "bronze", "validate", "silver", "publish", "report",
+            "wait_for_extract", "bronze", "validate", "silver", "publish", "announce", "report",
         ]  # fmt: skip
         sensor = dag.get_task("wait_for_extract")
         assert sensor.mode == "reschedule"

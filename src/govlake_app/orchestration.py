@@ -5,7 +5,10 @@ them stays fast and they stay thin wiring.
   provider's Spark Connect connection (`spark_connect_default`) when one is configured,
   else `SPARK_REMOTE`, else None (the embedded engine).
 - `SCHEDULES`: the Airflow schedule of each update cycle.
-- `run_stage()`: one pipeline stage for one resource over a data interval.
+- `run_stage()`: one pipeline stage for one resource over a data interval; `announce()`:
+  the step after its publish stage (journal, fixes, subscription notices).
+- `sync_change_register()`: the step before a quality report, which only reads the register;
+  `steward_report()`: that step and the report of a resource's responsible department.
 """
 
 from __future__ import annotations
@@ -76,7 +79,7 @@ def run_stage(stage: str, resource_name: str, *, start: datetime, end: datetime)
 
     from govlake.core.runs import Interval, StageCounts
     from govlake.lake.engine import get_spark
-    from govlake_app import pipeline as ingest_job
+    from govlake_app import pipeline
 
     settings = settings_for_task()
     catalog = load_catalog(settings)
@@ -85,11 +88,55 @@ def run_stage(stage: str, resource_name: str, *, start: datetime, end: datetime)
     counts = StageCounts(resource.qualified_name)
     module = import_module(f"jobs.{stage}")
     interval = Interval(start, end)
-    ingest_job.run_stage(module, spark, resource=resource, interval=interval, settings=settings,
-                         counts=counts)  # fmt: skip
+    pipeline.run_stage(module, spark, resource=resource, interval=interval, settings=settings,
+                       counts=counts)  # fmt: skip
     summary = asdict(counts)
     summary["rejected"] = [f"{r.file}: {r.rule}" for r in counts.rejected]
     return summary
+
+
+def announce(resource_name: str, *, start: datetime, end: datetime) -> dict[str, Any]:
+    """The step after the publish stage for one resource over the data interval [start, end):
+    journal what it published, link the fixes, notify the subscribers; a summary for XCom."""
+    from govlake.core.runs import Interval
+    from govlake_app import pipeline
+
+    settings = settings_for_task()
+    resource = load_catalog(settings).get(resource_name)
+    done = pipeline.announce(resource=resource, interval=Interval(start, end), settings=settings)
+    return {
+        "resource": done.resource,
+        "journaled": {p.table_name: p.version for p in done.journaled},
+        "fixed": done.fixed,
+        "notices": len(done.notices),
+    }
+
+
+def sync_change_register(settings: Settings, catalog: Catalog, *, at: datetime) -> None:
+    """Register in the catalogue change register every entry it has not met yet (the quality
+    report reads the register and writes nothing)."""
+    from govlake.governance import changes
+    from govlake.platform.database import session
+
+    changes.ensure_tables(settings)
+    with session(settings) as s:
+        changes.sync(s, catalog, at=at)
+
+
+def steward_report(provider: str, *, start: datetime, end: datetime) -> str:
+    """The quality report of `provider` over [start's day, end), after syncing the change
+    register; the path of the file written."""
+    from govlake.core.runs import naive_utc
+    from govlake.lake.engine import get_spark
+    from govlake.reports.quality import write_quality_report
+
+    settings = settings_for_task()
+    catalog = load_catalog(settings)
+    at = naive_utc(end)
+    sync_change_register(settings, catalog, at=at)
+    written = write_quality_report(get_spark(settings, catalog), catalog, settings, provider,
+                                   since=start.date(), at=at)  # fmt: skip
+    return str(written.path)
 
 
 def doc_md(resource: Resource) -> str:
@@ -111,6 +158,6 @@ def doc_md(resource: Resource) -> str:
         f"- usage requirements: {resource.usage_requirements}\n\n"
         "Tasks: wait for an extract in the landing zone (reschedule mode) → bronze → "
         "validate (row rules and the extract suite) → silver → publish (publication suite) "
-        "→ steward report.\n\n"
+        "→ announce (journal, verification fixes, subscription notices) → steward report.\n\n"
         "| item | title | type | sharing | authority |\n|---|---|---|---|---|\n" + items
     )

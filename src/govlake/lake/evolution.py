@@ -1,7 +1,10 @@
 """Schema evolution: a catalogue change reaches existing Delta tables additively, or not at all.
 
 When a table already exists, its schema is compared with the columns the catalogue now
-derives for it (`govlake.lake.tables.Table.columns`) before anything is written:
+derives for it (`govlake.lake.tables.Table.columns`) before anything is written. That is a
+step of its own, `evolve_tables`, which the pipeline's first stage (`jobs.bronze`) runs for
+the tables a run writes; registering a table (`govlake.lake.tables.register`) never changes
+its schema.
 
 - a column the catalogue added is added to the table (nullable; older rows read null), one
   Delta version, through delta-rs;
@@ -17,6 +20,7 @@ derives for it (`govlake.lake.tables.Table.columns`) before anything is written:
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -25,6 +29,7 @@ from deltalake.schema import Field, PrimitiveType
 
 from govlake.core.catalog import CatalogError
 from govlake.lake.reads import delta_schema, read_delta
+from govlake.lake.tables import Table
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +116,22 @@ def evolve(
         )
         log.info("%s: added column(s) %s", name, ", ".join(c for c, _ in add))
     return Evolution(name, tuple(c for c, _ in add), tuple(c for c, _, _ in widen))
+
+
+def evolve_tables(tables: Iterable[Table]) -> list[Evolution]:
+    """The schema-evolution step: bring each existing table of `tables` that is written in
+    place to the columns it now has (`evolve`). A table rewritten whole by each write (a
+    published one) takes its columns at that write, and a missing one is created with them:
+    both are left alone. Returns what changed, one entry per table changed."""
+    done = []
+    for table in tables:
+        if not table.rewritten and table.location.is_delta_table():
+            location = table.location
+            wanted = list(table.columns)
+            done.append(
+                evolve(table.qualified_name, location.uri, wanted, location.storage_options())
+            )
+    return [evolution for evolution in done if evolution]
 
 
 def _type_name(kind: object) -> str:

@@ -279,14 +279,11 @@ def quality_tables(warehouse: Location) -> tuple[Table, Table]:
 
 
 def register(spark: SparkSession, table: Table) -> None:
-    """Make `table` known to the session, creating it empty if it does not exist yet."""
+    """Make `table` known to the session, creating it empty if it does not exist yet. An
+    existing table is registered as it is: bringing its schema to the catalogue's is a step
+    of its own (`govlake.lake.evolution.evolve_tables`)."""
     spark.sql(f"CREATE DATABASE IF NOT EXISTS {_quote(table.database)}")
     if table.location.is_delta_table():
-        if not table.rewritten:
-            from govlake.lake.evolution import evolve
-
-            evolve(table.qualified_name, table.location.uri, list(table.columns),
-                   table.location.storage_options())  # fmt: skip
         spark.sql(
             f"CREATE TABLE IF NOT EXISTS {table.sql_name} USING delta "
             f"LOCATION '{table.location.uri}'"

@@ -6,6 +6,9 @@ cross-check tables and the timeliness monitor; `build_quality_report` (pure) tur
 into a `QualityReport`; `render_quality_report` draws the charts and fills
 `templates/quality.html.j2`. The period covers the extracts the platform *received* (their
 `ingested_at`) and the checks it ran (`checked_at`) from `since` 00:00 UTC up to `at`.
+
+A report only reads: its callers bring the catalogue change register up to date first
+(`govlake.governance.changes.sync`), as the CLI and the DAGs do.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from pyspark.sql import SparkSession
 from govlake.core.catalog import CYCLE_HOURS, Catalog, Department, Resource, grace
 from govlake.core.runs import naive_utc
 from govlake.core.settings import Settings
-from govlake.governance.changes import Upkeep, ensure_tables, sync, upkeep
+from govlake.governance.changes import Upkeep, upkeep
 from govlake.governance.timeliness import Timeliness, assess, last_deliveries, last_publications
 from govlake.lake.statements import sql_literal
 from govlake.lake.tables import TableSet, ops_tables, quality_tables
@@ -315,20 +318,14 @@ def _completeness(results: Rows) -> tuple[tuple[datetime, float], ...]:
     return tuple(sorted(points))
 
 
-def _resource_quality(
-    resource: Resource,
-    provider: str,
-    extracts: Rows,
-    results: Rows,
-    quarantine: Rows,
-    grace_fraction: float,
-) -> ResourceQuality:
+def _extract_lines(extracts: Rows, results: Rows) -> tuple[ExtractLine, ...]:
+    """The period's extracts in arrival order, each with whether its as-of check passed."""
     on_time = {
         r["extract_id"]: bool(r["success"])
         for r in results
         if r["scope"] == "extract" and r["expectation"] == "as_of.timeliness"
     }
-    lines = tuple(
+    return tuple(
         ExtractLine(
             extract_id=e["extract_id"],
             file_name=_text(e["file_name"]),
@@ -344,16 +341,19 @@ def _resource_quality(
         )
         for e in sorted(extracts, key=lambda e: (e["ingested_at"] or datetime.min, e["file_name"]))
     )
-    files = {e.extract_id: e.file_name for e in lines}
-    extract_results = [r for r in results if r["scope"] == "extract"]
-    publication_results = [r for r in results if r["scope"] == "publication"]
-    # Latest first; within one run, errors before warnings.
+
+
+def _failed_checks(
+    results: Rows, files: Mapping[str, str]
+) -> tuple[list[Mapping[str, Any]], tuple[FailedCheck, ...]]:
+    """Every failed check, and the latest of them as shown (within one run, errors before
+    warnings)."""
     failed = sorted(
         (r for r in results if not r["success"]),
         key=lambda r: (r["severity"] != "error", r["expectation"]),
     )
     failed.sort(key=lambda r: r["checked_at"], reverse=True)
-    failures = tuple(
+    shown = tuple(
         FailedCheck(
             checked_at=r["checked_at"],
             scope=r["scope"],
@@ -367,15 +367,36 @@ def _resource_quality(
         )
         for r in failed[:_FAILURES_SHOWN]
     )
-    # The extract check allows one update cycle plus the monitor's grace.
+    return failed, shown
+
+
+def _ages(
+    resource: Resource, lines: Sequence[ExtractLine], grace_fraction: float
+) -> tuple[tuple[datetime, float], ...]:
+    """Each extract's age on arrival as a share of what the extract check allows: one update
+    cycle plus the monitor's grace."""
     allowed = timedelta(hours=CYCLE_HOURS[resource.update_cycle]) + grace(resource, grace_fraction)
-    ages = tuple(
+    return tuple(
         sorted(
             (e.ingested_at, (e.ingested_at - e.as_of) / allowed)
             for e in lines
             if e.as_of is not None and e.ingested_at is not None
         )
     )
+
+
+def _resource_quality(
+    resource: Resource,
+    provider: str,
+    extracts: Rows,
+    results: Rows,
+    quarantine: Rows,
+    grace_fraction: float,
+) -> ResourceQuality:
+    lines = _extract_lines(extracts, results)
+    extract_results = [r for r in results if r["scope"] == "extract"]
+    publication_results = [r for r in results if r["scope"] == "publication"]
+    failed, failures = _failed_checks(results, {e.extract_id: e.file_name for e in lines})
     return ResourceQuality(
         resource=resource.qualified_name,
         title=resource.title,
@@ -395,7 +416,7 @@ def _resource_quality(
             for q in sorted(quarantine, key=lambda q: (-_int(q["rows"]), q["rule"]))
         ),
         completeness=_completeness(extract_results),
-        ages=ages,
+        ages=_ages(resource, lines, grace_fraction),
     )
 
 
@@ -605,10 +626,8 @@ def gather_quality_report(
         ids = sorted(e["extract_id"] for e in extracts if e["resource"] == name)
         quarantine[name] = _quarantine_rules(spark, tables, provider, ids)
         findings += _open_findings(spark, resource, settings, provider, period)
-    ensure_tables(settings)
     with session(settings) as s:
         awaiting = tuple(awaiting_answer(s, provider, at=period.end))
-        sync(s, catalog, at=period.end)
         catalogue = tuple(u for u in upkeep(s, catalog, at=period.end) if u.provider == provider)
     report = build_quality_report(
         catalog,
