@@ -116,11 +116,8 @@ def sync_change_register(settings: Settings, catalog: Catalog, *, at: datetime) 
     """Register in the catalogue change register every entry it has not met yet (the quality
     report reads the register and writes nothing)."""
     from govlake.governance import changes
-    from govlake.platform.database import session
 
-    changes.ensure_tables(settings)
-    with session(settings) as s:
-        changes.sync(s, catalog, at=at)
+    changes.sync_register(settings, catalog, at=at)
 
 
 def steward_report(provider: str, *, start: datetime, end: datetime) -> str:

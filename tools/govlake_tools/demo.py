@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from govlake.core.catalog import Catalog
 from govlake.core.runs import StageCounts
 from govlake.core.settings import Settings, get_settings
-from govlake.governance import dcat
+from govlake.governance import changes, dcat
 from govlake.lake.engine import get_spark
 from govlake.lake.reads import read_delta
 from govlake.lake.tables import TableSet
@@ -356,6 +356,7 @@ def _demo_reports(settings: Settings) -> None:
     catalog = load_catalog(settings)
     spark = get_spark(settings, catalog, fresh=True)
     at = datetime.now(UTC).replace(tzinfo=None)
+    changes.sync_register(settings, catalog, at=at)  # the steward reports read the register
     table = RichTable("department", "steward", "report", title="steward reports")
     for provider in catalog.providers:
         written = write_quality_report(spark, catalog, settings, provider, at=at)

@@ -321,6 +321,14 @@ def sync(s: Session, catalog: Catalog, *, at: datetime) -> list[CatalogueRevisio
     ]
 
 
+def sync_register(settings: Settings, catalog: Catalog, *, at: datetime) -> None:
+    """The register's tables made and every entry it has not met yet registered: the step
+    its readers (the steward's quality report) run first, so that reading writes nothing."""
+    ensure_tables(settings)
+    with session(settings) as s:
+        sync(s, catalog, at=at)
+
+
 def pending_edit(s: Session, resource: Resource) -> list[Difference] | None:
     """The differences between the entry and its last revision; None when never recorded."""
     previous = latest(s, resource.qualified_name)

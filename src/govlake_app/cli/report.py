@@ -35,7 +35,6 @@ def quality(
     """One department's extracts, checks, quarantine and findings as HTML; --send mails it."""
     from govlake.governance import changes
     from govlake.lake.engine import get_spark
-    from govlake.platform.database import session
     from govlake.platform.mail import MailError, send_report
     from govlake.reports.quality import known_department, report_period, write_quality_report
 
@@ -50,9 +49,7 @@ def quality(
         department = known_department(catalog, provider)
         report_period(since=first_day, at=moment)  # refuse an empty period before the engine
         spark = get_spark(settings, catalog, fresh=True)
-        changes.ensure_tables(settings)  # the report reads the change register: sync it first
-        with session(settings) as s:
-            changes.sync(s, catalog, at=moment)
+        changes.sync_register(settings, catalog, at=moment)  # the report reads it
         written = write_quality_report(
             spark, catalog, settings, provider, since=first_day, at=moment
         )
