@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pyspark.sql import SparkSession
 
@@ -30,7 +30,7 @@ from govlake.governance.timeliness import Timeliness, assess, last_deliveries, l
 from govlake.lake.statements import sql_literal
 from govlake.lake.tables import TableSet, ops_tables, quality_tables
 from govlake.platform.database import session
-from govlake.reports import Period, ReportError, fetch, render
+from govlake.reports import Period, ReportError, Summed, fetch, render
 from govlake.reports.charts import Series, bar_chart, time_chart
 from govlake.sharing.requests import Awaiting, awaiting_answer
 
@@ -63,8 +63,42 @@ class ExtractLine:
     on_time: bool | None  # the `as_of.timeliness` expectation; None when never checked
 
 
+class _Checked(Protocol):
+    @property
+    def expectations(self) -> int: ...
+    @property
+    def passed(self) -> int: ...
+
+
+class _PassRate:
+    """The share of expectations that passed, None without any."""
+
+    @property
+    def pass_rate(self: _Checked) -> float | None:
+        return self.passed / self.expectations if self.expectations else None
+
+
+class _Totals(_PassRate):
+    """Figures summed over the parts: `_extracts` count rows, `_checked` count expectations
+    (a resource's extracts and dimensions; a report's resources)."""
+
+    @property
+    def _extracts(self) -> Sequence[Any]:
+        raise NotImplementedError
+
+    @property
+    def _checked(self) -> Sequence[Any]:
+        raise NotImplementedError
+
+    rows_read = Summed("_extracts")
+    rows_quarantined = Summed("_extracts")
+    rows_merged = Summed("_extracts")
+    expectations = Summed("_checked")
+    passed = Summed("_checked")
+
+
 @dataclass(frozen=True)
-class DimensionFigure:
+class DimensionFigure(_PassRate):
     """How the department's extracts fared on one quality dimension."""
 
     dimension: str
@@ -72,10 +106,6 @@ class DimensionFigure:
     passed: int
     rows_checked: int  # rows judged by row-level expectations
     rows_passing: int
-
-    @property
-    def pass_rate(self) -> float | None:
-        return self.passed / self.expectations if self.expectations else None
 
     @property
     def row_pass_rate(self) -> float | None:
@@ -139,7 +169,7 @@ class Finding:
 
 
 @dataclass(frozen=True)
-class ResourceQuality:
+class ResourceQuality(_Totals):
     """Everything about one resource the department supplies."""
 
     resource: str
@@ -166,36 +196,20 @@ class ResourceQuality:
         return "copy for cross-checking"
 
     @property
-    def rows_read(self) -> int:
-        return sum(e.rows_read for e in self.extracts)
+    def _extracts(self) -> Sequence[ExtractLine]:
+        return self.extracts
 
     @property
-    def rows_quarantined(self) -> int:
-        return sum(e.rows_quarantined for e in self.extracts)
-
-    @property
-    def rows_merged(self) -> int:
-        return sum(e.rows_merged for e in self.extracts)
+    def _checked(self) -> Sequence[DimensionFigure]:
+        return self.dimensions
 
     @property
     def held(self) -> list[ExtractLine]:
         return [e for e in self.extracts if e.status in ("held", "rejected")]
 
-    @property
-    def expectations(self) -> int:
-        return sum(d.expectations for d in self.dimensions)
-
-    @property
-    def passed(self) -> int:
-        return sum(d.passed for d in self.dimensions)
-
-    @property
-    def pass_rate(self) -> float | None:
-        return self.passed / self.expectations if self.expectations else None
-
 
 @dataclass(frozen=True)
-class QualityReport:
+class QualityReport(_Totals):
     """The steward report of one provider department over one period."""
 
     department: Department
@@ -216,25 +230,16 @@ class QualityReport:
         return sum(len(r.extracts) for r in self.resources)
 
     @property
-    def rows_read(self) -> int:
-        return sum(r.rows_read for r in self.resources)
+    def _extracts(self) -> Sequence[ResourceQuality]:
+        return self.resources
 
     @property
-    def rows_quarantined(self) -> int:
-        return sum(r.rows_quarantined for r in self.resources)
-
-    @property
-    def rows_merged(self) -> int:
-        return sum(r.rows_merged for r in self.resources)
+    def _checked(self) -> Sequence[ResourceQuality]:
+        return self.resources
 
     @property
     def held(self) -> int:
         return sum(len(r.held) for r in self.resources)
-
-    @property
-    def pass_rate(self) -> float | None:
-        total = sum(r.expectations for r in self.resources)
-        return sum(r.passed for r in self.resources) / total if total else None
 
     @property
     def subject(self) -> str:
