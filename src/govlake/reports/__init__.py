@@ -11,8 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import cache
-from operator import attrgetter
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any
 
 from govlake.core.errors import GovlakeError
 
@@ -59,28 +58,6 @@ class Period:
     @property
     def label(self) -> str:
         return f"{self.first_day:%Y-%m-%d} – {self.last_day:%Y-%m-%d}"
-
-
-class Summed:
-    """A report's read-only figure: `figure` (a dotted attribute path; by default the name the
-    figure is given in its class) summed over the items of the attribute `over`."""
-
-    def __init__(self, over: str, figure: str | None = None) -> None:
-        self.over = over
-        self.figure = figure
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.figure = self.figure or name
-
-    @overload
-    def __get__(self, instance: None, owner: type | None = None) -> Summed: ...
-    @overload
-    def __get__(self, instance: object, owner: type | None = None) -> int: ...
-    def __get__(self, instance: object | None, owner: type | None = None) -> Summed | int:
-        if instance is None:
-            return self
-        value = attrgetter(self.figure or "")
-        return sum(value(item) for item in getattr(instance, self.over))
 
 
 def fetch(spark: SparkSession, query: str, *tables: Table) -> list[dict[str, Any]]:

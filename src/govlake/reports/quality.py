@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from pyspark.sql import SparkSession
 
 from govlake.core.catalog import CYCLE_HOURS, Catalog, Department, Resource, grace
+from govlake.core.figures import Summed
 from govlake.core.runs import naive_utc
 from govlake.core.settings import Settings
 from govlake.governance.changes import Upkeep, upkeep
@@ -30,7 +31,7 @@ from govlake.governance.timeliness import Timeliness, assess, last_deliveries, l
 from govlake.lake.statements import sql_literal
 from govlake.lake.tables import TableSet, ops_tables, quality_tables
 from govlake.platform.database import session
-from govlake.reports import Period, ReportError, Summed, fetch, render
+from govlake.reports import Period, ReportError, fetch, render
 from govlake.reports.charts import Series, bar_chart, time_chart
 from govlake.sharing.requests import Awaiting, awaiting_answer
 
@@ -78,23 +79,9 @@ class _PassRate:
         return self.passed / self.expectations if self.expectations else None
 
 
-class _Totals(_PassRate):
-    """Figures summed over the parts: `_extracts` count rows, `_checked` count expectations
-    (a resource's extracts and dimensions; a report's resources)."""
-
-    @property
-    def _extracts(self) -> Sequence[Any]:
-        raise NotImplementedError
-
-    @property
-    def _checked(self) -> Sequence[Any]:
-        raise NotImplementedError
-
-    rows_read = Summed("_extracts")
-    rows_quarantined = Summed("_extracts")
-    rows_merged = Summed("_extracts")
-    expectations = Summed("_checked")
-    passed = Summed("_checked")
+def _row_totals(over: str) -> tuple[Summed, Summed, Summed]:
+    """`rows_read`, `rows_quarantined`, `rows_merged` summed over the items of `over`."""
+    return Summed(over, "rows_read"), Summed(over, "rows_quarantined"), Summed(over, "rows_merged")
 
 
 @dataclass(frozen=True)
@@ -169,7 +156,7 @@ class Finding:
 
 
 @dataclass(frozen=True)
-class ResourceQuality(_Totals):
+class ResourceQuality(_PassRate):
     """Everything about one resource the department supplies."""
 
     resource: str
@@ -195,13 +182,15 @@ class ResourceQuality(_Totals):
             return f"authority for {', '.join(self.authority_for)}"
         return "copy for cross-checking"
 
-    @property
-    def _extracts(self) -> Sequence[ExtractLine]:
-        return self.extracts
+    rows_read, rows_quarantined, rows_merged = _row_totals("extracts")
 
     @property
-    def _checked(self) -> Sequence[DimensionFigure]:
-        return self.dimensions
+    def expectations(self) -> int:
+        return sum(d.expectations for d in self.dimensions)
+
+    @property
+    def passed(self) -> int:
+        return sum(d.passed for d in self.dimensions)
 
     @property
     def held(self) -> list[ExtractLine]:
@@ -209,7 +198,7 @@ class ResourceQuality(_Totals):
 
 
 @dataclass(frozen=True)
-class QualityReport(_Totals):
+class QualityReport(_PassRate):
     """The steward report of one provider department over one period."""
 
     department: Department
@@ -229,13 +218,8 @@ class QualityReport(_Totals):
     def extracts(self) -> int:
         return sum(len(r.extracts) for r in self.resources)
 
-    @property
-    def _extracts(self) -> Sequence[ResourceQuality]:
-        return self.resources
-
-    @property
-    def _checked(self) -> Sequence[ResourceQuality]:
-        return self.resources
+    rows_read, rows_quarantined, rows_merged = _row_totals("resources")
+    expectations, passed = Summed("resources"), Summed("resources")
 
     @property
     def held(self) -> int:

@@ -72,6 +72,7 @@ from pyspark.sql import SparkSession
 from sqlalchemy import and_, func, or_, select
 
 from govlake.core.catalog import Catalog, Department, Resource, Steward
+from govlake.core.figures import Summed
 from govlake.core.runs import naive_utc
 from govlake.core.settings import Settings
 from govlake.governance.timeliness import assess
@@ -84,7 +85,7 @@ from govlake.platform.database import (
     VerificationRequest,
     session,
 )
-from govlake.reports import Period, ReportError, Summed, fetch, render
+from govlake.reports import Period, ReportError, fetch, render
 from govlake.reports.scorecard import (
     OnTime,
     Provision,
@@ -275,9 +276,7 @@ class RequestTally:
     def count(self, outcome: str) -> int:
         return sum(line.outcome == outcome for line in self.lines)
 
-    @property
-    def answered(self) -> int:
-        return sum(line.answered for line in self.lines)
+    answered = Summed("lines")
 
     @property
     def answered_on_time(self) -> int:
@@ -287,9 +286,7 @@ class RequestTally:
     def waiting(self) -> int:
         return self.filed - self.answered
 
-    @property
-    def overdue(self) -> int:
-        return sum(line.overdue for line in self.lines)
+    overdue = Summed("lines")
 
     def of(self, resource: str) -> RequestTally:
         return RequestTally(tuple(line for line in self.lines if line.resource == resource))
