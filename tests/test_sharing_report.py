@@ -37,6 +37,7 @@ from govlake.reports import Period, ReportError
 from govlake.reports.sharing import (
     PLATFORM_COLUMNS,
     PlatformSummary,
+    SharingRows,
     build_department_report,
     build_sharing,
     sharing_dir,
@@ -570,7 +571,7 @@ def test_refused_and_non_reading_calls_are_not_reads(catalog: Catalog) -> None:
         _entry(consumer=PROVIDER),  # its own data
     ]
     summary = build_sharing(catalog, year=2026, period=YEAR, grace_fraction=0.25,
-                            journal=journal)  # fmt: skip
+                            rows=SharingRows(journal=journal))  # fmt: skip
     user = summary.department(USER)
     assert {(t.purpose, t.reads, t.rows, t.versions) for t in user.reads} == {
         (None, 3, 24, 3),
@@ -599,7 +600,7 @@ def test_publication_timeliness_and_request_state_at_the_period_end(catalog: Cat
     ]  # fmt: skip
     report = build_department_report(
         catalog, PROVIDER, year=2026, period=YEAR, grace_fraction=0.25,
-        publications=publications, access_requests=requests,
+        rows=SharingRows(publications=publications, access_requests=requests),
     )  # fmt: skip
     residents = next(r for r in report.resources if r.resource == RESIDENTS)
     assert [run.on_time for run in residents.runs] == [None, True, False]

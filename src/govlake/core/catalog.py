@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from datetime import date, timedelta
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -478,14 +478,23 @@ def validation_problems(exc: ValidationError) -> str:
     )
 
 
-def load_resource(path: Path, *, theme: str | None = None) -> Resource:
-    """Load and check one catalogue file `schemas/<theme>/<resource>.yaml`."""
+def _yaml_mapping(path: Path, *, what: str, not_a_mapping: str) -> dict[str, Any]:
+    """The mapping in the YAML file `path`; a CatalogError saying it cannot read `what`, or
+    `not_a_mapping` when the file holds something else."""
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
-        raise CatalogError(f"{path}: cannot read catalogue entry: {exc}") from exc
+        raise CatalogError(f"{path}: cannot read {what}: {exc}") from exc
     if not isinstance(raw, dict):
-        raise CatalogError(f"{path}: a catalogue entry must be a mapping")
+        raise CatalogError(f"{path}: {not_a_mapping}")
+    return raw
+
+
+def load_resource(path: Path, *, theme: str | None = None) -> Resource:
+    """Load and check one catalogue file `schemas/<theme>/<resource>.yaml`."""
+    raw = _yaml_mapping(
+        path, what="catalogue entry", not_a_mapping="a catalogue entry must be a mapping"
+    )
     raw.setdefault("theme", theme or path.parent.name)
     raw.setdefault("name", path.stem)
     if raw["theme"] != (theme or path.parent.name) or raw["name"] != path.stem:
@@ -508,12 +517,11 @@ DEPARTMENTS_FILE = "departments.yaml"
 
 def load_departments(path: Path) -> dict[str, Department]:
     """The provider departments and their stewards (`schemas/departments.yaml`)."""
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise CatalogError(f"{path}: cannot read the department list: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise CatalogError(f"{path}: the department list must map codes to departments")
+    raw = _yaml_mapping(
+        path,
+        what="the department list",
+        not_a_mapping="the department list must map codes to departments",
+    )
     departments = {}
     for code, entry in raw.items():
         try:

@@ -64,6 +64,7 @@ from deltalake import DeltaTable
 
 from govlake.core.catalog import BACKUP_DAYS, Catalog, Importance
 from govlake.core.errors import GovlakeError
+from govlake.core.figures import Summed
 from govlake.core.location import Location
 from govlake.core.runs import naive_utc
 from govlake.core.settings import Settings
@@ -545,13 +546,8 @@ class BackupReport:
     def failed(self) -> list[TableBackup]:
         return [t for t in self.tables if t.outcome == "failed"]
 
-    @property
-    def files_copied(self) -> int:
-        return sum(t.files_copied for t in self.tables)
-
-    @property
-    def bytes_copied(self) -> int:
-        return sum(t.bytes_copied for t in self.tables)
+    files_copied = Summed("tables")
+    bytes_copied = Summed("tables")
 
 
 def due_at(target: BackupTarget, manifest: Manifest | None) -> datetime | None:

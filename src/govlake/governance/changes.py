@@ -356,30 +356,21 @@ def record_change(
     if not by.strip():
         raise ChangeError(f"{name}: say who records the change")
     previous = latest(s, name)
-    if previous is None:
-        return _add(
-            s,
-            resource,
-            kind="registration",
-            by=by,
-            at=at,
-            effective_on=effective_on,
-            reason=reason.strip(),
-            found=[],
-        )
-    old = json.loads(previous.entry)
-    refuse_breaking(resource, old, where=f"revision {previous.revision + 1}")
-    found = differences(old, snapshot(resource))
-    if not found:
-        raise ChangeError(
-            f"{name}: the entry is the same as revision {previous.revision} "
-            f"({previous.recorded_at:%Y-%m-%d}); record a review instead "
-            f"(`govlake catalog review {name}`)"
-        )
+    found: list[Difference] = []
+    if previous is not None:
+        old = json.loads(previous.entry)
+        refuse_breaking(resource, old, where=f"revision {previous.revision + 1}")
+        found = differences(old, snapshot(resource))
+        if not found:
+            raise ChangeError(
+                f"{name}: the entry is the same as revision {previous.revision} "
+                f"({previous.recorded_at:%Y-%m-%d}); record a review instead "
+                f"(`govlake catalog review {name}`)"
+            )
     return _add(
         s,
         resource,
-        kind="change",
+        kind="registration" if previous is None else "change",
         by=by,
         at=at,
         effective_on=effective_on,

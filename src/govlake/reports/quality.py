@@ -18,11 +18,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pyspark.sql import SparkSession
 
 from govlake.core.catalog import CYCLE_HOURS, Catalog, Department, Resource, grace
+from govlake.core.figures import Summed
 from govlake.core.runs import naive_utc
 from govlake.core.settings import Settings
 from govlake.governance.changes import Upkeep, upkeep
@@ -63,8 +64,28 @@ class ExtractLine:
     on_time: bool | None  # the `as_of.timeliness` expectation; None when never checked
 
 
+class _Checked(Protocol):
+    @property
+    def expectations(self) -> int: ...
+    @property
+    def passed(self) -> int: ...
+
+
+class _PassRate:
+    """The share of expectations that passed, None without any."""
+
+    @property
+    def pass_rate(self: _Checked) -> float | None:
+        return self.passed / self.expectations if self.expectations else None
+
+
+def _row_totals(over: str) -> tuple[Summed, Summed, Summed]:
+    """`rows_read`, `rows_quarantined`, `rows_merged` summed over the items of `over`."""
+    return Summed(over, "rows_read"), Summed(over, "rows_quarantined"), Summed(over, "rows_merged")
+
+
 @dataclass(frozen=True)
-class DimensionFigure:
+class DimensionFigure(_PassRate):
     """How the department's extracts fared on one quality dimension."""
 
     dimension: str
@@ -72,10 +93,6 @@ class DimensionFigure:
     passed: int
     rows_checked: int  # rows judged by row-level expectations
     rows_passing: int
-
-    @property
-    def pass_rate(self) -> float | None:
-        return self.passed / self.expectations if self.expectations else None
 
     @property
     def row_pass_rate(self) -> float | None:
@@ -139,7 +156,7 @@ class Finding:
 
 
 @dataclass(frozen=True)
-class ResourceQuality:
+class ResourceQuality(_PassRate):
     """Everything about one resource the department supplies."""
 
     resource: str
@@ -165,21 +182,7 @@ class ResourceQuality:
             return f"authority for {', '.join(self.authority_for)}"
         return "copy for cross-checking"
 
-    @property
-    def rows_read(self) -> int:
-        return sum(e.rows_read for e in self.extracts)
-
-    @property
-    def rows_quarantined(self) -> int:
-        return sum(e.rows_quarantined for e in self.extracts)
-
-    @property
-    def rows_merged(self) -> int:
-        return sum(e.rows_merged for e in self.extracts)
-
-    @property
-    def held(self) -> list[ExtractLine]:
-        return [e for e in self.extracts if e.status in ("held", "rejected")]
+    rows_read, rows_quarantined, rows_merged = _row_totals("extracts")
 
     @property
     def expectations(self) -> int:
@@ -190,12 +193,12 @@ class ResourceQuality:
         return sum(d.passed for d in self.dimensions)
 
     @property
-    def pass_rate(self) -> float | None:
-        return self.passed / self.expectations if self.expectations else None
+    def held(self) -> list[ExtractLine]:
+        return [e for e in self.extracts if e.status in ("held", "rejected")]
 
 
 @dataclass(frozen=True)
-class QualityReport:
+class QualityReport(_PassRate):
     """The steward report of one provider department over one period."""
 
     department: Department
@@ -215,26 +218,12 @@ class QualityReport:
     def extracts(self) -> int:
         return sum(len(r.extracts) for r in self.resources)
 
-    @property
-    def rows_read(self) -> int:
-        return sum(r.rows_read for r in self.resources)
-
-    @property
-    def rows_quarantined(self) -> int:
-        return sum(r.rows_quarantined for r in self.resources)
-
-    @property
-    def rows_merged(self) -> int:
-        return sum(r.rows_merged for r in self.resources)
+    rows_read, rows_quarantined, rows_merged = _row_totals("resources")
+    expectations, passed = Summed("resources"), Summed("resources")
 
     @property
     def held(self) -> int:
         return sum(len(r.held) for r in self.resources)
-
-    @property
-    def pass_rate(self) -> float | None:
-        total = sum(r.expectations for r in self.resources)
-        return sum(r.passed for r in self.resources) / total if total else None
 
     @property
     def subject(self) -> str:

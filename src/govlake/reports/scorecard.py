@@ -39,6 +39,7 @@ from typing import Any
 from pyspark.sql import SparkSession
 
 from govlake.core.catalog import Catalog, Department, Resource
+from govlake.core.figures import Summed
 from govlake.core.runs import naive_utc
 from govlake.core.settings import SCORECARD_COMPONENTS, Settings
 from govlake.lake.tables import ops_tables, quality_tables
@@ -132,13 +133,8 @@ class ExpectationTally:
 class QualityPass:
     tallies: tuple[ExpectationTally, ...]
 
-    @property
-    def expectations(self) -> int:
-        return sum(t.checks for t in self.tallies)
-
-    @property
-    def passed(self) -> int:
-        return sum(t.passed for t in self.tallies)
+    expectations = Summed("tallies", "checks")
+    passed = Summed("tallies")
 
     @property
     def by_dimension(self) -> list[tuple[str, int, int, float]]:

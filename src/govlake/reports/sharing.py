@@ -72,6 +72,7 @@ from pyspark.sql import SparkSession
 from sqlalchemy import and_, func, or_, select
 
 from govlake.core.catalog import Catalog, Department, Resource, Steward
+from govlake.core.figures import Summed
 from govlake.core.runs import naive_utc
 from govlake.core.settings import Settings
 from govlake.governance.timeliness import assess
@@ -107,6 +108,33 @@ TOP_RESOURCES = 10
 
 Rows = Sequence[Mapping[str, Any]]
 RequestKind = Literal["access", "verification"]
+
+
+@dataclass(frozen=True)
+class SharingRows:
+    """What the sharing reports are built from.
+
+    `consumers`: the codes of the registered consumers; `publications`: rows of
+    `ops.publications` up to the period end (earlier ones too: the first publication of the
+    year is on time or late against the one before); `publication_checks`: publication-scope
+    rows of `ops.quality_runs` (`resource`, `silver_version`, `checked_at`, `outcome`);
+    `extracts`, `quality`, `timeliness`: the scorecard's delivery rows of the period;
+    `journal`: audit entries (`at`, `action`, `consumer`, `purpose`, `resource`, `table_name`,
+    `version`, `rows`, `outcome`, and optionally `entries`, how many identical entries the row
+    stands for; a refused read's `resource` filled in from its table); `access_requests` and
+    `verifications`: rows of those tables (`filed_at` before the period end; earlier years are
+    left out here).
+    """
+
+    consumers: Collection[str] = ()
+    publications: Rows = ()
+    publication_checks: Rows = ()
+    extracts: Rows = ()
+    quality: Rows = ()
+    timeliness: Rows = ()
+    journal: Rows = ()
+    access_requests: Rows = ()
+    verifications: Rows = ()
 
 
 # -- provided ----------------------------------------------------------------------------------
@@ -248,9 +276,7 @@ class RequestTally:
     def count(self, outcome: str) -> int:
         return sum(line.outcome == outcome for line in self.lines)
 
-    @property
-    def answered(self) -> int:
-        return sum(line.answered for line in self.lines)
+    answered = Summed("lines")
 
     @property
     def answered_on_time(self) -> int:
@@ -260,9 +286,7 @@ class RequestTally:
     def waiting(self) -> int:
         return self.filed - self.answered
 
-    @property
-    def overdue(self) -> int:
-        return sum(line.overdue for line in self.lines)
+    overdue = Summed("lines")
 
     def of(self, resource: str) -> RequestTally:
         return RequestTally(tuple(line for line in self.lines if line.resource == resource))
@@ -301,64 +325,20 @@ class DepartmentReport:
         return f"sharing-{self.code}-{self.year}"
 
     # provided
-    def _sum(self, name: str) -> int:
-        return sum(getattr(r, name) for r in self.resources)
-
-    @property
-    def responsible_for(self) -> int:
-        return sum(r.responsible for r in self.resources)
-
-    @property
-    def supplies(self) -> int:
-        return sum(r.source for r in self.resources)
-
-    @property
-    def publications(self) -> int:
-        return self._sum("publications")
-
-    @property
-    def versions_published(self) -> int:
-        return self._sum("versions_published")
-
-    @property
-    def publications_on_time(self) -> int:
-        return self._sum("publications_on_time")
-
-    @property
-    def publications_measured(self) -> int:
-        return self._sum("publications_measured")
-
-    @property
-    def publications_held(self) -> int:
-        return self._sum("held")
-
-    @property
-    def extracts(self) -> int:
-        return sum(r.provision.extracts for r in self.resources)
-
-    @property
-    def extracts_on_time(self) -> int:
-        return sum(r.delivery.on_time for r in self.resources)
-
-    @property
-    def expectations(self) -> int:
-        return sum(r.quality.expectations for r in self.resources)
-
-    @property
-    def expectations_passed(self) -> int:
-        return sum(r.quality.passed for r in self.resources)
-
-    @property
-    def reads_received(self) -> int:
-        return sum(t.reads for t in self.readers)
-
-    @property
-    def rows_served(self) -> int:
-        return sum(t.rows for t in self.readers)
-
-    @property
-    def refused_received(self) -> int:
-        return sum(t.refused for t in self.refused_readers)
+    responsible_for = Summed("resources", "responsible")
+    supplies = Summed("resources", "source")
+    publications = Summed("resources")
+    versions_published = Summed("resources")
+    publications_on_time = Summed("resources")
+    publications_measured = Summed("resources")
+    publications_held = Summed("resources", "held")
+    extracts = Summed("resources", "provision.extracts")
+    extracts_on_time = Summed("resources", "delivery.on_time")
+    expectations = Summed("resources", "quality.expectations")
+    expectations_passed = Summed("resources", "quality.passed")
+    reads_received = Summed("readers", "reads")
+    rows_served = Summed("readers", "rows")
+    refused_received = Summed("refused_readers", "refused")
 
     def readers_of(self, resource: str) -> tuple[ReadTally, ...]:
         return tuple(t for t in self.readers if t.resource == resource)
@@ -367,17 +347,9 @@ class DepartmentReport:
         return sum(t.refused for t in self.refused_readers if t.resource == resource)
 
     # used
-    @property
-    def reads_made(self) -> int:
-        return sum(t.reads for t in self.reads)
-
-    @property
-    def rows_read(self) -> int:
-        return sum(t.rows for t in self.reads)
-
-    @property
-    def refused_reads(self) -> int:
-        return sum(t.refused for t in self.refused)
+    reads_made = Summed("reads", "reads")
+    rows_read = Summed("reads", "rows")
+    refused_reads = Summed("refused", "refused")
 
     @property
     def has_activity(self) -> bool:
@@ -481,30 +453,28 @@ def _resource_provision(
     *,
     period: Period,
     grace_fraction: float,
-    publications: Rows,
-    publication_checks: Rows,
-    extracts: Rows,
-    quality: Rows,
-    timeliness: Rows,
+    rows: SharingRows,
 ) -> ResourceProvision:
     name = resource.qualified_name
     responsible, source = resource.provider == code, code in resource.sources
     runs: list[PublicationRun] = []
     held, state = 0, None
     if responsible:
-        runs, last = _runs(resource, publications, period=period, grace_fraction=grace_fraction)
+        runs, last = _runs(
+            resource, rows.publications, period=period, grace_fraction=grace_fraction
+        )
         held = len(
             {
                 c["silver_version"]
-                for c in publication_checks
+                for c in rows.publication_checks
                 if c["resource"] == name and c["outcome"] == "held" and _in(period, c["checked_at"])
             }
         )
         end = period.end
         state = assess(resource, last, at=end, grace_fraction=grace_fraction).state
 
-    def mine(rows: Rows) -> list[Mapping[str, Any]]:
-        return [r for r in rows if r["provider"] == code and r["resource"] == name]
+    def mine(delivered: Rows) -> list[Mapping[str, Any]]:
+        return [r for r in delivered if r["provider"] == code and r["resource"] == name]
 
     return ResourceProvision(
         resource=name,
@@ -515,9 +485,9 @@ def _resource_provision(
         runs=tuple(runs),
         held=held,
         state_at_end=state,
-        provision=provision_of((name,) if source else (), mine(extracts)),
-        delivery=on_time_of(mine(timeliness)),
-        quality=quality_of(mine(quality)),
+        provision=provision_of((name,) if source else (), mine(rows.extracts)),
+        delivery=on_time_of(mine(rows.timeliness)),
+        quality=quality_of(mine(rows.quality)),
     )
 
 
@@ -643,54 +613,31 @@ def build_department_report(
     year: int,
     period: Period,
     grace_fraction: float,
-    consumers: Collection[str] = (),
-    publications: Rows = (),
-    publication_checks: Rows = (),
-    extracts: Rows = (),
-    quality: Rows = (),
-    timeliness: Rows = (),
-    journal: Rows = (),
-    access_requests: Rows = (),
-    verifications: Rows = (),
+    rows: SharingRows = SharingRows(),
 ) -> DepartmentReport:
-    """Pure: department `code`'s sharing in `period`.
-
-    `publications`: rows of `ops.publications` up to the period end (earlier ones too: the
-    first publication of the year is on time or late against the one before);
-    `publication_checks`: publication-scope rows of `ops.quality_runs` (`resource`,
-    `silver_version`, `checked_at`, `outcome`); `extracts`, `quality`, `timeliness`: the
-    scorecard's delivery rows of the period; `journal`: audit entries (`at`, `action`,
-    `consumer`, `purpose`, `resource`, `table_name`, `version`, `rows`, `outcome`, and
-    optionally `entries`, how many identical entries the row stands for; a refused read's
-    `resource` filled in from its table); `access_requests` and `verifications`: rows of
-    those tables (`filed_at` before the period end; earlier years are left out here).
-    """
+    """Pure: department `code`'s sharing in `period`, from `rows` (see `SharingRows`)."""
     resources = tuple(
         _resource_provision(
             resource,
             code,
             period=period,
             grace_fraction=grace_fraction,
-            publications=publications,
-            publication_checks=publication_checks,
-            extracts=extracts,
-            quality=quality,
-            timeliness=timeliness,
+            rows=rows,
         )
         for resource in sorted(catalog, key=lambda r: r.qualified_name)
         if resource.provider == code or code in resource.sources
     )
-    reads = _reads(catalog, journal, period)
+    reads = _reads(catalog, rows.journal, period)
     own = [r for r in reads if r.provider == r.consumer]
     shared = [r for r in reads if r.provider != r.consumer]
     received = [r for r in shared if r.provider == code]
     made = [r for r in shared if r.consumer == code]
 
-    def filed_in_year(kind: RequestKind, rows: Rows, party: str) -> RequestTally:
+    def filed_in_year(kind: RequestKind, requests: Rows, party: str) -> RequestTally:
         return RequestTally(
             tuple(
                 line
-                for line in _request_lines(kind, rows, period=period)
+                for line in _request_lines(kind, requests, period=period)
                 if getattr(line, party) == code and line.filed_at >= period.start
             )
         )
@@ -699,16 +646,16 @@ def build_department_report(
         year=year,
         period=period,
         department=_department(catalog, code),
-        consumer=code in consumers,
+        consumer=code in rows.consumers,
         resources=resources,
         readers=_read_tallies(received, counterpart="consumer"),
         refused_readers=_refused_tallies(received, counterpart="consumer"),
-        access_received=filed_in_year("access", access_requests, "provider"),
-        verification_received=filed_in_year("verification", verifications, "provider"),
+        access_received=filed_in_year("access", rows.access_requests, "provider"),
+        verification_received=filed_in_year("verification", rows.verifications, "provider"),
         reads=_read_tallies(made, counterpart="provider"),
         refused=_refused_tallies(made, counterpart="provider"),
-        access_filed=filed_in_year("access", access_requests, "consumer"),
-        verification_filed=filed_in_year("verification", verifications, "consumer"),
+        access_filed=filed_in_year("access", rows.access_requests, "consumer"),
+        verification_filed=filed_in_year("verification", rows.verifications, "consumer"),
         own_reads=sum(r.entries for r in own if r.ok and r.consumer == code),
     )
 
@@ -719,39 +666,19 @@ def build_sharing(
     year: int,
     period: Period,
     grace_fraction: float,
-    consumers: Collection[str] = (),
-    publications: Rows = (),
-    publication_checks: Rows = (),
-    extracts: Rows = (),
-    quality: Rows = (),
-    timeliness: Rows = (),
-    journal: Rows = (),
-    access_requests: Rows = (),
-    verifications: Rows = (),
+    rows: SharingRows = SharingRows(),
 ) -> PlatformSummary:
-    """Pure: every department's report (see `build_department_report` for the rows) and the
-    platform summary: the most read resources and the requests overdue at the period end."""
-    reads = [r for r in _reads(catalog, journal, period) if r.provider != r.consumer]
-    codes = set(known_departments(catalog)) | set(consumers)
+    """Pure: every department's report (see `SharingRows` for the rows) and the platform
+    summary: the most read resources and the requests overdue at the period end."""
+    reads = [r for r in _reads(catalog, rows.journal, period) if r.provider != r.consumer]
+    requests = (*rows.access_requests, *rows.verifications)
+    codes = set(known_departments(catalog)) | set(rows.consumers)
     codes |= {r.consumer for r in reads}
-    codes |= {row["consumer"] for row in (*access_requests, *verifications)}
-    codes |= {row["provider"] for row in (*access_requests, *verifications)}
+    codes |= {row["consumer"] for row in requests}
+    codes |= {row["provider"] for row in requests}
     departments = tuple(
         build_department_report(
-            catalog,
-            code,
-            year=year,
-            period=period,
-            grace_fraction=grace_fraction,
-            consumers=consumers,
-            publications=publications,
-            publication_checks=publication_checks,
-            extracts=extracts,
-            quality=quality,
-            timeliness=timeliness,
-            journal=journal,
-            access_requests=access_requests,
-            verifications=verifications,
+            catalog, code, year=year, period=period, grace_fraction=grace_fraction, rows=rows
         )
         for code in sorted(codes)
     )
@@ -774,8 +701,8 @@ def build_sharing(
     )[:TOP_RESOURCES]
     late = [
         line
-        for kind, rows in (("access", access_requests), ("verification", verifications))
-        for line in _request_lines(kind, rows, period=period)  # type: ignore[arg-type]
+        for kind, filed in (("access", rows.access_requests), ("verification", rows.verifications))
+        for line in _request_lines(kind, filed, period=period)  # type: ignore[arg-type]
         if line.overdue
     ]
     return PlatformSummary(
@@ -870,11 +797,7 @@ def gather_sharing(
             )
         ]
         consumers = set(s.scalars(select(Consumer.code)))
-    return build_sharing(
-        catalog,
-        year=year,
-        period=period,
-        grace_fraction=settings.timeliness_grace,
+    rows = SharingRows(
         consumers=consumers,
         publications=publications,
         publication_checks=checks,
@@ -884,6 +807,9 @@ def gather_sharing(
         journal=journal,
         access_requests=access_requests,
         verifications=verifications,
+    )
+    return build_sharing(
+        catalog, year=year, period=period, grace_fraction=settings.timeliness_grace, rows=rows
     )
 
 
