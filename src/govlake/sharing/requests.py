@@ -149,7 +149,7 @@ def _journal(
     **fields: Any,
 ) -> None:
     """Journal `action` on `request`: its consumer and resource (and an access request's
-    usage scope as the purpose), the request's id first in `detail`."""
+    usage scope as the purpose), with the request's id in `detail`."""
     purpose = request.usage_scope if isinstance(request, AccessRequest) else None
     detail = {"request": request.id, **detail}
     audit.record_about(
