@@ -14,11 +14,11 @@ from govlake_tools.bench import results
 from expectations import custom, runner
 from govlake.core.catalog import Catalog, Resource
 from govlake.governance.changes import DutyChange
-from govlake.platform.database import AuditEntry, Grant, Token, WebhookDelivery
+from govlake.platform.database import AuditEntry, Grant, Subscription, Token, WebhookDelivery
 from govlake.reports import quality
 from govlake.reports.scorecard import QualityPass
 from govlake.reports.sharing import DepartmentReport, PlatformSummary, ResourceProvision
-from govlake.sharing import receivers, requests, subscriptions
+from govlake.sharing import receivers, subscriptions
 from govlake.sharing.server import gate, open_api, subscriptions_api, tables
 from govlake_app.cli import serve
 from jobs import maintenance
@@ -52,6 +52,9 @@ Token.issued_at
 Grant.revoke_reason
 WebhookDelivery.last_attempt_at
 AuditEntry.prev_hash
+# Read by name (getattr) where requests_api.view_of fills an answer's field of that name.
+Subscription.created_by
+WebhookDelivery.delivered_at
 
 # Read by the report templates (src/govlake/reports/templates).
 QualityPass.by_dimension  # scorecard.html.j2
@@ -80,18 +83,19 @@ receivers.PinnedTransport._pool
 gate._journaling_h11(...).send_400_response
 
 # Wire fields: the protocol's query body (predicate hints, read and ignored as the protocol
-# allows), a subscription delivery's JSON answer, a notice's record (which notification row
-# holds it).
+# allows), a subscription's and a delivery's JSON answer, a notice's record (which
+# notification row holds it).
 tables.QueryBody.predicateHints
 tables.QueryBody.jsonPredicateHints
+subscriptions_api.SubscriptionView.created_by
 subscriptions_api.DeliveryView.last_result
+subscriptions_api.DeliveryView.delivered_at
 subscriptions.Notice.channel
 subscriptions.Notice.notification_id
 
-# Read by the tests only: the overdue-request query (tests/test_requests.py: working-day
-# deadlines), the public routes' journal actions, the generator's defect kinds, dropping a
-# test database, and the benchmark report's free-text fields written into bench.json.
-requests.overdue_requests
+# Read by the tests only: the public routes' journal actions, the generator's defect kinds,
+# dropping a test database, and the benchmark report's free-text fields written into
+# bench.json.
 open_api.OPEN_ACTIONS
 generate.DEFECT_RULES
 pgserver.PostgresServer.drop_database

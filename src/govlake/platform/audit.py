@@ -36,7 +36,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
@@ -220,6 +220,26 @@ def record(
     s.add(entry)
     s.flush()
     return entry
+
+
+class Subject(Protocol):
+    """A platform row an entry is about: it names a consumer and a resource (a grant, an
+    access or verification request, a subscription, a webhook delivery)."""
+
+    @property
+    def consumer(self) -> str: ...
+
+    @property
+    def resource(self) -> str: ...
+
+
+def record_about(
+    s: Session, row: Subject, *, at: datetime, actor: str, action: str, **fields: Any
+) -> AuditEntry:
+    """`record` an entry about `row`: the entry's consumer and resource are the row's."""
+    return record(
+        s, at=at, actor=actor, action=action, consumer=row.consumer, resource=row.resource, **fields
+    )
 
 
 # -- the Delta archive ----------------------------------------------------------------------

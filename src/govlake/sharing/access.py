@@ -19,11 +19,12 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from govlake.core.catalog import Catalog, Resource, SharingClass
+from govlake.core.catalog import Catalog, CatalogError, Resource, SharingClass
 from govlake.core.errors import GovlakeError
 from govlake.core.location import Location
 from govlake.core.settings import Settings
@@ -31,6 +32,8 @@ from govlake.lake.tables import TableSet
 from govlake.platform.database import Base, Consumer, Grant, Suspension, Token, overlong
 
 DEFAULT_TOKEN_DAYS = 90
+
+_Row = TypeVar("_Row")
 
 
 class AccessError(GovlakeError):
@@ -81,6 +84,23 @@ def consumer(s: Session, code: str) -> Consumer:
     if found is None:
         raise SharingError(f"no consumer {code}: register it with `govlake share consumer add`")
     return found
+
+
+def resource(catalog: Catalog, name: str) -> Resource:
+    """The catalogue's resource `name`; an unknown one is a `SharingError`."""
+    try:
+        return catalog.get(name)
+    except CatalogError as exc:
+        raise SharingError(str(exc)) from exc
+
+
+def where_given(query: Select[_Row], model: type[Base], **values: object) -> Select[_Row]:
+    """`query` narrowed to the rows of `model` whose columns equal the values given (not
+    None): the filters of the listings of requests, subscriptions and deliveries."""
+    for column, value in values.items():
+        if value is not None:
+            query = query.where(getattr(model, column) == value)
+    return query
 
 
 def issue_token(s: Session, code: str, *, at: datetime, days: int = DEFAULT_TOKEN_DAYS) -> str:

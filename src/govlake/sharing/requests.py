@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar, Unpack, get_args
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -78,6 +78,13 @@ Outcome = Literal["confirmed", "corrected"]
 VERIFICATION_OUTCOMES: tuple[str, ...] = get_args(Outcome)
 
 
+_Request = TypeVar("_Request", AccessRequest, VerificationRequest)
+_KINDS: dict[type[AccessRequest | VerificationRequest], str] = {
+    AccessRequest: "access request",
+    VerificationRequest: "verification request",
+}
+
+
 class RequestNotFound(AccessError):
     """No such request, or none the caller may see."""
 
@@ -106,13 +113,6 @@ def _active_consumer(s: Session, code: str) -> Consumer:
     return found
 
 
-def _resource(catalog: Catalog, name: str) -> Resource:
-    try:
-        return catalog.get(name)
-    except CatalogError as exc:
-        raise SharingError(str(exc)) from exc
-
-
 def _legal_basis(resource: Resource, item: Item) -> str:
     return item.legal_basis or resource.legal_basis or "no legal basis recorded"
 
@@ -120,6 +120,85 @@ def _legal_basis(resource: Resource, item: Item) -> str:
 def overdue(due_on: date, at: datetime) -> bool:
     """Past its due date at `at`: answering on the due date itself is on time."""
     return china_date(at) > due_on
+
+
+def _due(settings: Settings, at: datetime, working_days: int) -> Due:
+    """The due date `working_days` after the filing date (China), on the official calendar."""
+    return add_working_days(
+        china_date(at), working_days, holidays_file=default_holidays_file(settings.catalog_dir)
+    )
+
+
+def _file(
+    s: Session, request: AccessRequest | VerificationRequest, due: Due, *, at: datetime
+) -> None:
+    """Add a new request to the session, filed at `at` and due as `due` says; it gets its id."""
+    request.filed_at, request.due_on, request.due_basis = at, due.due_on, due.basis[:200]
+    s.add(request)
+    s.flush()
+
+
+def _journal(
+    s: Session,
+    request: AccessRequest | VerificationRequest,
+    action: str,
+    *,
+    actor: str,
+    at: datetime,
+    detail: Mapping[str, object],
+    **fields: Any,
+) -> None:
+    """Journal `action` on `request`: its consumer and resource (and an access request's
+    usage scope as the purpose), with the request's id in `detail`."""
+    purpose = request.usage_scope if isinstance(request, AccessRequest) else None
+    detail = {"request": request.id, **detail}
+    audit.record_about(
+        s, request, at=at, actor=actor, action=action, purpose=purpose, detail=detail, **fields
+    )
+
+
+def _addressed(
+    s: Session, model: type[_Request], request_id: int, provider: str, *, role: str, verb: str
+) -> _Request:
+    """The request, locked until the caller's answer commits (PostgreSQL; SQLite has one
+    writer at a time) so that two answers cannot both find it open. Only the party it is
+    addressed to (its `role`: provider, authority) `verb`s it (decides, answers)."""
+    what = _KINDS[model]
+    request = s.get(model, request_id, with_for_update=True)
+    if request is None:
+        raise RequestNotFound(f"no {what} {request_id}")
+    if provider != request.provider:
+        raise AccessError(
+            f"only the {role} {request.provider} {verb} {what} {request_id}; {provider} may not"
+        )
+    return request
+
+
+class Filters(TypedDict, total=False):
+    """The filters of a listing of requests: `party` (as consumer or as provider), or by role
+    (`consumer`, `provider`), and `status`; None or left out: any."""
+
+    party: str | None
+    consumer: str | None
+    provider: str | None
+    status: str | None
+
+
+def _listed(
+    s: Session,
+    model: type[_Request],
+    *,
+    party: str | None = None,
+    consumer: str | None = None,
+    provider: str | None = None,
+    status: str | None = None,
+) -> list[_Request]:
+    """Requests, oldest first: of `party` as consumer or as provider, or filtered by role."""
+    query = select(model).order_by(model.filed_at, model.id)
+    if party is not None:
+        query = query.where(or_(model.consumer == party, model.provider == party))
+    query = access.where_given(query, model, consumer=consumer, provider=provider, status=status)
+    return list(s.scalars(query))
 
 
 # -- access requests ------------------------------------------------------------------------
@@ -181,7 +260,7 @@ def file_access_request(
     """File a request for conditional items of `resource` on behalf of `consumer`; it is due
     10 working days after the filing date (China), on the official calendar."""
     who = _active_consumer(s, consumer)
-    entry = _resource(catalog, resource)
+    entry = access.resource(catalog, resource)
     if who.code == entry.provider:
         raise SharingError(
             f"{who.code} is the responsible provider of {entry.qualified_name} and reads its "
@@ -201,11 +280,7 @@ def file_access_request(
     }
     _check_form(form)
     _none_pending(s, who.code, entry)
-    due = add_working_days(
-        china_date(at),
-        ACCESS_DUE_WORKING_DAYS,
-        holidays_file=default_holidays_file(settings.catalog_dir),
-    )
+    due = _due(settings, at, ACCESS_DUE_WORKING_DAYS)
     request = AccessRequest(
         resource=entry.qualified_name,
         provider=entry.provider,
@@ -214,13 +289,9 @@ def file_access_request(
         **{name: value.strip() for name, value in form.items()},
         usage_scope=usage_scope,
         usage_scope_other=usage_scope_other.strip() if usage_scope_other else None,
-        filed_at=at,
-        due_on=due.due_on,
-        due_basis=due.basis[:200],
         status="pending",
     )
-    s.add(request)
-    s.flush()
+    _file(s, request, due, at=at)
     _journal_filing(s, request, chosen, due, at=at)
     return request
 
@@ -264,22 +335,13 @@ def _none_pending(s: Session, consumer: str, entry: Resource) -> None:
 def _journal_filing(
     s: Session, request: AccessRequest, chosen: list[str], due: Due, *, at: datetime
 ) -> None:
-    audit.record(
-        s,
-        at=at,
-        actor=request.consumer,
-        action="request.file",
-        consumer=request.consumer,
-        purpose=request.usage_scope,
-        resource=request.resource,
-        detail={
-            "request": request.id,
-            "items": chosen,
-            "provider": request.provider,
-            "due_on": due.due_on.isoformat(),
-            "due_basis": due.basis,
-        },
-    )
+    detail = {
+        "items": chosen,
+        "provider": request.provider,
+        "due_on": due.due_on.isoformat(),
+        "due_basis": due.basis,
+    }
+    _journal(s, request, "request.file", actor=request.consumer, at=at, detail=detail)
 
 
 def request_items(request: AccessRequest) -> list[str]:
@@ -288,16 +350,7 @@ def request_items(request: AccessRequest) -> list[str]:
 
 
 def _decidable(s: Session, request_id: int, provider: str, by: str) -> AccessRequest:
-    # Locked until the decision commits (PostgreSQL; SQLite has one writer at a time), so
-    # that two deciders cannot both find the request pending.
-    request = s.get(AccessRequest, request_id, with_for_update=True)
-    if request is None:
-        raise RequestNotFound(f"no access request {request_id}")
-    if provider != request.provider:
-        raise AccessError(
-            f"only the provider {request.provider} decides access request {request_id}; "
-            f"{provider} may not"
-        )
+    request = _addressed(s, AccessRequest, request_id, provider, role="provider", verb="decides")
     if request.status != "pending":
         when = f" on {request.decided_at:%Y-%m-%d}" if request.decided_at else ""
         raise SharingError(
@@ -338,24 +391,15 @@ def approve(
     request.decided_at, request.decided_by = at, by.strip()
     request.expires_at = expires_at
     on_time = not overdue(request.due_on, at)
-    audit.record(
+    detail = {"by": by, "grant": made.id, "on_time": on_time}
+    _journal(s, request, "request.approve", actor=provider, at=at, detail=detail)
+    audit.record_about(
         s,
-        at=at,
-        actor=provider,
-        action="request.approve",
-        consumer=request.consumer,
-        purpose=request.usage_scope,
-        resource=request.resource,
-        detail={"request": request.id, "by": by, "grant": made.id, "on_time": on_time},
-    )
-    audit.record(
-        s,
+        made,
         at=at,
         actor=provider,
         action="grant.create",
-        consumer=request.consumer,
         purpose=made.purpose,
-        resource=made.resource,
         detail={
             "grant": made.id,
             "request": request.id,
@@ -376,43 +420,15 @@ def refuse(
     request.status = "refused"
     request.decided_at, request.decided_by = at, by.strip()
     request.reason = reason.strip()
-    audit.record(
-        s,
-        at=at,
-        actor=provider,
-        action="request.refuse",
-        consumer=request.consumer,
-        purpose=request.usage_scope,
-        resource=request.resource,
-        detail={
-            "request": request.id,
-            "by": by,
-            "reason": request.reason,
-            "on_time": not overdue(request.due_on, at),
-        },
-    )
+    on_time = not overdue(request.due_on, at)
+    detail = {"by": by, "reason": request.reason, "on_time": on_time}
+    _journal(s, request, "request.refuse", actor=provider, at=at, detail=detail)
     return request
 
 
-def access_requests(
-    s: Session,
-    *,
-    party: str | None = None,
-    consumer: str | None = None,
-    provider: str | None = None,
-    status: str | None = None,
-) -> list[AccessRequest]:
+def access_requests(s: Session, **filters: Unpack[Filters]) -> list[AccessRequest]:
     """Requests, oldest first: of `party` as consumer or as provider, or filtered by role."""
-    query = select(AccessRequest).order_by(AccessRequest.filed_at, AccessRequest.id)
-    if party is not None:
-        query = query.where(or_(AccessRequest.consumer == party, AccessRequest.provider == party))
-    if consumer is not None:
-        query = query.where(AccessRequest.consumer == consumer)
-    if provider is not None:
-        query = query.where(AccessRequest.provider == provider)
-    if status is not None:
-        query = query.where(AccessRequest.status == status)
-    return list(s.scalars(query))
+    return _listed(s, AccessRequest, **filters)
 
 
 def overdue_requests(s: Session, at: datetime) -> list[AccessRequest]:
@@ -535,17 +551,7 @@ def escalate(s: Session, catalog: Catalog, settings: Settings, *, at: datetime) 
     """Escalate every pending request past its due date that was not escalated yet: notify
     the provider's steward and the competent authority, and try to mail both. A mail that
     cannot be sent is recorded on its notification; the escalation stands."""
-    due = list(
-        s.scalars(
-            select(AccessRequest)
-            .where(
-                AccessRequest.status == "pending",
-                AccessRequest.escalated_at.is_(None),
-                AccessRequest.due_on < china_date(at),
-            )
-            .order_by(AccessRequest.due_on, AccessRequest.id)
-        )
-    )
+    due = [request for request in overdue_requests(s, at) if request.escalated_at is None]
     made = []
     for request in due:
         request.escalated_at = at
@@ -577,23 +583,14 @@ def escalate(s: Session, catalog: Catalog, settings: Settings, *, at: datetime) 
                 notice.sent = True
     for escalation in made:
         request, notices = escalation.request, escalation.notifications
-        audit.record(
-            s,
-            at=at,
-            actor=PLATFORM,
-            action="request.escalate",
-            consumer=request.consumer,
-            purpose=request.usage_scope,
-            resource=request.resource,
-            detail={
-                "request": request.id,
-                "provider": request.provider,
-                "due_on": request.due_on.isoformat(),
-                "notified": [n.recipient for n in notices],
-                "mailed": [n.recipient for n in notices if n.sent],
-                "notifications": [n.id for n in notices],
-            },
-        )
+        detail = {
+            "provider": request.provider,
+            "due_on": request.due_on.isoformat(),
+            "notified": [n.recipient for n in notices],
+            "mailed": [n.recipient for n in notices if n.sent],
+            "notifications": [n.id for n in notices],
+        }
+        _journal(s, request, "request.escalate", actor=PLATFORM, at=at, detail=detail)
     return made
 
 
@@ -677,7 +674,7 @@ def file_verification(
     """Flag a doubted value of one record to the item's authority (一数一源), due 5 working
     days after the filing date. `doubted_value` None means the value is missing."""
     who = _active_consumer(s, consumer)
-    entry = _resource(catalog, resource)
+    entry = access.resource(catalog, resource)
     if item not in entry.item_map:
         raise SharingError(
             f"{item} is not an item of {entry.qualified_name} (its items: "
@@ -698,11 +695,7 @@ def file_verification(
     stored_key = key_text(entry, key)
     _require({"evidence": evidence}, "a verification request")
     _fits(VerificationRequest, "a verification request", key=stored_key)
-    due = add_working_days(
-        china_date(at),
-        VERIFICATION_DUE_WORKING_DAYS,
-        holidays_file=default_holidays_file(settings.catalog_dir),
-    )
+    due = _due(settings, at, VERIFICATION_DUE_WORKING_DAYS)
     request = VerificationRequest(
         consumer=who.code,
         resource=entry.qualified_name,
@@ -711,28 +704,16 @@ def file_verification(
         item=item,
         doubted_value=doubted_value,
         evidence=evidence.strip(),
-        filed_at=at,
-        due_on=due.due_on,
-        due_basis=due.basis[:200],
         status="open",
     )
-    s.add(request)
-    s.flush()
-    audit.record(
-        s,
-        at=at,
-        actor=who.code,
-        action="verification.file",
-        consumer=who.code,
-        resource=entry.qualified_name,
-        detail={
-            "request": request.id,
-            "key": stored_key,
-            "item": item,
-            "provider": declared.authority,
-            "due_on": due.due_on.isoformat(),
-        },
-    )
+    _file(s, request, due, at=at)
+    detail = {
+        "key": stored_key,
+        "item": item,
+        "provider": declared.authority,
+        "due_on": due.due_on.isoformat(),
+    }
+    _journal(s, request, "verification.file", actor=who.code, at=at, detail=detail)
     return request
 
 
@@ -749,15 +730,9 @@ def answer_verification(
     corrected_value: str | None = None,
 ) -> VerificationRequest:
     """The item's authority confirms the value or corrects it (with the right value)."""
-    # Locked until the answer commits, like a decision on an access request.
-    request = s.get(VerificationRequest, request_id, with_for_update=True)
-    if request is None:
-        raise RequestNotFound(f"no verification request {request_id}")
-    if provider != request.provider:
-        raise AccessError(
-            f"only the authority {request.provider} answers verification request "
-            f"{request_id}; {provider} may not"
-        )
+    request = _addressed(
+        s, VerificationRequest, request_id, provider, role="authority", verb="answers"
+    )
     if request.status != "open":
         raise SharingError(
             f"verification request {request_id} was already answered ({request.status}) on "
@@ -771,7 +746,7 @@ def answer_verification(
         if corrected_value is None or _blank(corrected_value):
             raise SharingError("a correction needs the corrected value")
         corrected_value = corrected_value.strip()
-        entry = _resource(catalog, request.resource)
+        entry = access.resource(catalog, request.resource)
         _check_value(entry, entry.item(request.item), corrected_value)
     elif corrected_value is not None:
         raise SharingError("a confirmed value has no corrected value")
@@ -779,49 +754,21 @@ def answer_verification(
     request.answered_at, request.answered_by = at, by.strip()
     request.answer = answer.strip()
     request.corrected_value = corrected_value
-    audit.record(
-        s,
-        at=at,
-        actor=provider,
-        action="verification.answer",
-        consumer=request.consumer,
-        resource=request.resource,
-        detail={
-            "request": request.id,
-            "by": by,
-            "outcome": outcome,
-            "key": request.key,
-            "item": request.item,
-            "corrected_value": corrected_value,
-            "on_time": not overdue(request.due_on, at),
-        },
-    )
+    detail = {
+        "by": by,
+        "outcome": outcome,
+        "key": request.key,
+        "item": request.item,
+        "corrected_value": corrected_value,
+        "on_time": not overdue(request.due_on, at),
+    }
+    _journal(s, request, "verification.answer", actor=provider, at=at, detail=detail)
     return request
 
 
-def verification_requests(
-    s: Session,
-    *,
-    party: str | None = None,
-    consumer: str | None = None,
-    provider: str | None = None,
-    status: str | None = None,
-) -> list[VerificationRequest]:
+def verification_requests(s: Session, **filters: Unpack[Filters]) -> list[VerificationRequest]:
     """Verification requests, oldest first, filtered like `access_requests`."""
-    query = select(VerificationRequest).order_by(
-        VerificationRequest.filed_at, VerificationRequest.id
-    )
-    if party is not None:
-        query = query.where(
-            or_(VerificationRequest.consumer == party, VerificationRequest.provider == party)
-        )
-    if consumer is not None:
-        query = query.where(VerificationRequest.consumer == consumer)
-    if provider is not None:
-        query = query.where(VerificationRequest.provider == provider)
-    if status is not None:
-        query = query.where(VerificationRequest.status == status)
-    return list(s.scalars(query))
+    return _listed(s, VerificationRequest, **filters)
 
 
 # -- linking corrections to published versions ----------------------------------------------
@@ -945,17 +892,15 @@ def link_fixes(
         request.fixed_at = fix.published_at
         linked.append(request)
     for request in linked:
-        audit.record(
+        _journal(
             s,
-            at=at,
+            request,
+            "verification.fixed",
             actor=PLATFORM,
-            action="verification.fixed",
-            consumer=request.consumer,
-            resource=request.resource,
+            at=at,
             table_name=request.fixed_table,
             version=request.fixed_version,
             detail={
-                "request": request.id,
                 "key": request.key,
                 "item": request.item,
                 "corrected_value": request.corrected_value,

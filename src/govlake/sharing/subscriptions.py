@@ -51,8 +51,9 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -63,7 +64,7 @@ import httpx
 from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from govlake.core.catalog import Catalog, CatalogError, Resource, SharingClass
+from govlake.core.catalog import Catalog, Resource, SharingClass
 from govlake.core.errors import GovlakeError
 from govlake.core.runs import naive_utc
 from govlake.core.settings import Settings
@@ -160,13 +161,6 @@ class Notice:
 
 
 # -- checks ---------------------------------------------------------------------------------
-def _resource(catalog: Catalog, name: str) -> Resource:
-    try:
-        return catalog.get(name)
-    except CatalogError as exc:
-        raise SharingError(str(exc)) from exc
-
-
 def _fits(**values: str | None) -> None:
     if too_long := overlong(Subscription, values):
         raise SharingError(f"a subscription: {'; '.join(too_long)}")
@@ -206,7 +200,7 @@ def _same(column: InstrumentedAttribute[Any], value: object) -> ColumnElement[bo
 
 def published_tables(catalog: Catalog, settings: Settings, resource: str) -> list[SharedTable]:
     """The resource's published tables as the sharing protocol names them, in class order."""
-    entry = _resource(catalog, resource)
+    entry = access.resource(catalog, resource)
     return [
         t
         for t in access.shared_tables(catalog, settings)
@@ -261,7 +255,7 @@ def subscribe(
     which is shown this once. `by` is who acts (default the consumer itself).
     """
     who = access.consumer(s, consumer)
-    entry = _resource(catalog, resource)
+    entry = access.resource(catalog, resource)
     name = entry.qualified_name
     allowed = _readable_now(s, catalog, settings, who, entry, sharing_class, at=at)
     address = _email(email if email is not None else who.contact_email)
@@ -284,13 +278,12 @@ def subscribe(
     )
     s.add(made)
     s.flush()
-    audit.record(
+    audit.record_about(
         s,
+        made,
         at=at,
         actor=actor,
         action="subscription.create",
-        consumer=consumer,
-        resource=name,
         detail={
             "subscription": made.id,
             "sharing_class": sharing_class,
@@ -384,15 +377,8 @@ def unsubscribe(
     actor = (by or found.consumer).strip()
     _fits(cancelled_by=actor)
     found.cancelled_at, found.cancelled_by = at, actor
-    audit.record(
-        s,
-        at=at,
-        actor=actor,
-        action="subscription.cancel",
-        consumer=found.consumer,
-        resource=found.resource,
-        detail={"subscription": found.id},
-    )
+    detail = {"subscription": found.id}
+    audit.record_about(s, found, at=at, actor=actor, action="subscription.cancel", detail=detail)
     return found
 
 
@@ -413,10 +399,7 @@ def list_subscriptions(
 ) -> list[Subscription]:
     """Subscriptions, oldest first; by default only those in force."""
     query = select(Subscription).order_by(Subscription.created_at, Subscription.id)
-    if consumer is not None:
-        query = query.where(Subscription.consumer == consumer)
-    if resource is not None:
-        query = query.where(Subscription.resource == resource)
+    query = access.where_given(query, Subscription, consumer=consumer, resource=resource)
     if not include_cancelled:
         query = query.where(Subscription.cancelled_at.is_(None))
     return list(s.scalars(query))
@@ -431,13 +414,8 @@ def deliveries(
 ) -> list[WebhookDelivery]:
     """Webhook deliveries, oldest first."""
     query = select(WebhookDelivery).order_by(WebhookDelivery.created_at, WebhookDelivery.id)
-    if subscription_id is not None:
-        query = query.where(WebhookDelivery.subscription_id == subscription_id)
-    if consumer is not None:
-        query = query.where(WebhookDelivery.consumer == consumer)
-    if status is not None:
-        query = query.where(WebhookDelivery.status == status)
-    return list(s.scalars(query))
+    filters = {"subscription_id": subscription_id, "consumer": consumer, "status": status}
+    return list(s.scalars(access.where_given(query, WebhookDelivery, **filters)))
 
 
 # -- signatures -----------------------------------------------------------------------------
@@ -637,6 +615,13 @@ def _attempt(
     return _Attempt(code, error, retryable, _retry_after(response.headers.get("Retry-After")))
 
 
+@contextmanager
+def _locked(settings: Settings, out: _Outgoing) -> Iterator[WebhookDelivery | None]:
+    """The delivery's row (None if it is gone), locked in a transaction of its own."""
+    with session(settings) as s:
+        yield s.get(WebhookDelivery, out.row_id, with_for_update=True)
+
+
 def _save_attempt(
     settings: Settings,
     out: _Outgoing,
@@ -653,8 +638,7 @@ def _save_attempt(
         "status_code": result.status_code,
         "error": result.error,
     }
-    with session(settings) as s:
-        row = s.get(WebhookDelivery, out.row_id, with_for_update=True)
+    with _locked(settings, out) as row:
         if row is None:
             return
         row.attempts += 1
@@ -666,8 +650,7 @@ def _save_attempt(
 
 def _finish_round(settings: Settings, out: _Outgoing, last: _Attempt, at: datetime) -> None:
     """The delivery's status after a round of attempts ended with `last`."""
-    with session(settings) as s:
-        row = s.get(WebhookDelivery, out.row_id, with_for_update=True)
+    with _locked(settings, out) as row:
         if row is None:
             return
         row.rounds += 1
@@ -771,13 +754,12 @@ def _match_versions(
 def _refuse(s: Session, sub: Subscription, table: SharedTable, version: PublishedVersion,
             reason: str, at: datetime) -> Notice:  # fmt: skip
     """Journal a table left out of a subscriber's notice, with the reason."""
-    audit.record(
+    audit.record_about(
         s,
+        sub,
         at=at,
         actor=PLATFORM,
         action="subscription.notify",
-        consumer=sub.consumer,
-        resource=sub.resource,
         table_name=table.full_name,
         version=version.version,
         outcome="refused",
@@ -851,14 +833,13 @@ def _record_mail(s: Session, plan: _Planned, error: str | None, at: datetime) ->
     assert notification is not None
     notification.sent, notification.error = error is None, error
     for i in plan.items:
-        audit.record(
+        audit.record_about(
             s,
+            sub,
             at=at,
             actor=PLATFORM,
             action="subscription.notify",
-            consumer=sub.consumer,
             purpose=i.decision.purpose,
-            resource=sub.resource,
             table_name=i.table.full_name,
             version=i.version.version,
             outcome="ok" if error is None else "error",
@@ -884,35 +865,22 @@ def _record_mail(s: Session, plan: _Planned, error: str | None, at: datetime) ->
     )
 
 
-def _record_delivery(s: Session, row_id: int, *, at: datetime, retry: bool) -> Notice:
-    """Journal where a webhook delivery stands after a round, one entry per table."""
-    row = s.get(WebhookDelivery, row_id)
-    assert row is not None
+def _journal_webhook(
+    s: Session, row: WebhookDelivery, *, outcome: str, detail: dict[str, Any], at: datetime
+) -> Notice:
+    """Journal where a webhook delivery stands, one entry per table; its notice."""
     tables = _tables_of(row.payload)
     for table in tables:
-        audit.record(
+        audit.record_about(
             s,
+            row,
             at=at,
             actor=PLATFORM,
             action="subscription.notify",
-            consumer=row.consumer,
-            resource=row.resource,
             table_name=table["full_name"],
             version=table["version"],
-            outcome="ok" if row.status == "delivered" else "error",
-            detail={
-                "subscription": row.subscription_id,
-                "channel": "webhook",
-                "url": row.url,
-                "delivery": row.delivery_id,
-                "status": row.status,
-                "attempts": row.attempts,
-                "round": row.rounds,
-                "retry": retry,
-                "status_code": row.last_status_code,
-                "error": row.last_error,
-                "next_retry_at": row.next_retry_at.isoformat() if row.next_retry_at else None,
-            },
+            outcome=outcome,
+            detail={"subscription": row.subscription_id, "channel": "webhook", **detail},
         )
     return Notice(
         row.subscription_id,
@@ -924,6 +892,25 @@ def _record_delivery(s: Session, row_id: int, *, at: datetime, retry: bool) -> N
         detail=row.last_error if row.status != "delivered" else None,
         delivery_id=row.delivery_id,
     )
+
+
+def _record_delivery(s: Session, row_id: int, *, at: datetime, retry: bool) -> Notice:
+    """Journal where a webhook delivery stands after a round, one entry per table."""
+    row = s.get(WebhookDelivery, row_id)
+    assert row is not None
+    detail = {
+        "url": row.url,
+        "delivery": row.delivery_id,
+        "status": row.status,
+        "attempts": row.attempts,
+        "round": row.rounds,
+        "retry": retry,
+        "status_code": row.last_status_code,
+        "error": row.last_error,
+        "next_retry_at": row.next_retry_at.isoformat() if row.next_retry_at else None,
+    }
+    outcome = "ok" if row.status == "delivered" else "error"
+    return _journal_webhook(s, row, outcome=outcome, detail=detail, at=at)
 
 
 def notify_publication(
@@ -942,7 +929,7 @@ def notify_publication(
     It runs its own short transactions: none is open while mails and webhooks are sent.
     Returns the refusals first, then each subscription's mail and webhook notices.
     """
-    entry = _resource(catalog, resource)
+    entry = access.resource(catalog, resource)
     if not versions:
         return []
     matched = _match_versions(catalog, settings, entry, versions)
@@ -993,37 +980,8 @@ def _why_not(
 
 def _drop(s: Session, row: WebhookDelivery, reason: str, at: datetime) -> Notice:
     row.status, row.next_retry_at, row.last_error = "dropped", None, reason
-    tables = _tables_of(row.payload)
-    for table in tables:
-        audit.record(
-            s,
-            at=at,
-            actor=PLATFORM,
-            action="subscription.notify",
-            consumer=row.consumer,
-            resource=row.resource,
-            table_name=table["full_name"],
-            version=table["version"],
-            outcome="refused",
-            detail={
-                "subscription": row.subscription_id,
-                "channel": "webhook",
-                "delivery": row.delivery_id,
-                "status": "dropped",
-                "reason": reason,
-                "retry": True,
-            },
-        )
-    return Notice(
-        row.subscription_id,
-        row.consumer,
-        "webhook",
-        row.url,
-        tuple(t["full_name"] for t in tables),
-        "dropped",
-        detail=reason,
-        delivery_id=row.delivery_id,
-    )
+    detail = {"delivery": row.delivery_id, "status": "dropped", "reason": reason, "retry": True}
+    return _journal_webhook(s, row, outcome="refused", detail=detail, at=at)
 
 
 def _claim(s: Session, row: WebhookDelivery, at: datetime) -> bool:

@@ -12,7 +12,7 @@ read as `request.view`.
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -21,7 +21,13 @@ from sqlalchemy.orm import Session
 
 from govlake.core.catalog import Catalog, CatalogError
 from govlake.core.runs import naive_utc
-from govlake.platform.database import USAGE_SCOPES, AccessRequest, Grant, VerificationRequest
+from govlake.platform.database import (
+    USAGE_SCOPES,
+    AccessRequest,
+    Base,
+    Grant,
+    VerificationRequest,
+)
 from govlake.sharing import requests as domain
 from govlake.sharing.server.deps import (
     CatalogDep,
@@ -38,6 +44,9 @@ PREFIX = "/govlake/v1"
 #: PostgreSQL (which refuses a larger parameter) and 64-bit on SQLite (an OverflowError).
 #: A larger id in a path names nothing (not found), rather than a database error.
 MAX_ID = 2**31 - 1
+
+_View = TypeVar("_View", bound=BaseModel)
+_Request = TypeVar("_Request", AccessRequest, VerificationRequest)
 
 
 def in_id_range(row_id: int) -> bool:
@@ -180,35 +189,20 @@ class VerificationView(BaseModel):
     fixed_at: datetime | None
 
 
+def view_of(view: type[_View], row: Base, **computed: Any) -> _View:
+    """The answer's `view` of a platform row: each field the row's column of that name,
+    but those `computed` (what the row does not hold as the answer gives it)."""
+    fields = {name: getattr(row, name) for name in view.model_fields if name not in computed}
+    return view(**fields, **computed)
+
+
 def _access_view(s: Session, request: AccessRequest, at: datetime) -> AccessRequestView:
-    grant_id = s.scalar(select(Grant.id).where(Grant.request_id == request.id))
-    return AccessRequestView(
-        id=request.id,
-        resource=request.resource,
-        provider=request.provider,
-        consumer=request.consumer,
+    return view_of(
+        AccessRequestView,
+        request,
         items=domain.request_items(request),
-        applicant_name=request.applicant_name,
-        applicant_phone=request.applicant_phone,
-        applicant_email=request.applicant_email,
-        using_department=request.using_department,
-        using_contact=request.using_contact,
-        service_scenario=request.service_scenario,
-        usage_scope=request.usage_scope,
-        usage_scope_other=request.usage_scope_other,
-        business_system=request.business_system,
-        justification=request.justification,
-        filed_at=request.filed_at,
-        due_on=request.due_on,
-        due_basis=request.due_basis,
         overdue=request.status == "pending" and domain.overdue(request.due_on, at),
-        status=request.status,
-        decided_at=request.decided_at,
-        decided_by=request.decided_by,
-        reason=request.reason,
-        expires_at=request.expires_at,
-        escalated_at=request.escalated_at,
-        grant_id=grant_id,
+        grant_id=s.scalar(select(Grant.id).where(Grant.request_id == request.id)),
     )
 
 
@@ -222,41 +216,20 @@ def _key(catalog: Catalog, request: VerificationRequest) -> dict[str, str]:
 def _verification_view(
     catalog: Catalog, request: VerificationRequest, at: datetime
 ) -> VerificationView:
-    return VerificationView(
-        id=request.id,
-        consumer=request.consumer,
-        resource=request.resource,
-        provider=request.provider,
+    return view_of(
+        VerificationView,
+        request,
         key=_key(catalog, request),
-        item=request.item,
-        doubted_value=request.doubted_value,
-        evidence=request.evidence,
-        filed_at=request.filed_at,
-        due_on=request.due_on,
-        due_basis=request.due_basis,
         overdue=request.status == "open" and domain.overdue(request.due_on, at),
-        status=request.status,
-        answered_at=request.answered_at,
-        answered_by=request.answered_by,
-        answer=request.answer,
-        corrected_value=request.corrected_value,
-        fixed_table=request.fixed_table,
-        fixed_version=request.fixed_version,
-        fixed_at=request.fixed_at,
     )
 
 
-def _visible_access(s: Session, request_id: int, who: str) -> AccessRequest:
-    request = s.get(AccessRequest, request_id) if in_id_range(request_id) else None
+def _visible(s: Session, model: type[_Request], request_id: int, who: str) -> _Request:
+    """The request, if `who` filed it or is the party it is addressed to."""
+    request = s.get(model, request_id) if in_id_range(request_id) else None
     if request is None or who not in (request.consumer, request.provider):
-        raise domain.RequestNotFound(f"no access request {request_id}")
-    return request
-
-
-def _visible_verification(s: Session, request_id: int, who: str) -> VerificationRequest:
-    request = s.get(VerificationRequest, request_id) if in_id_range(request_id) else None
-    if request is None or who not in (request.consumer, request.provider):
-        raise domain.RequestNotFound(f"no verification request {request_id}")
+        what = "access" if model is AccessRequest else "verification"
+        raise domain.RequestNotFound(f"no {what} request {request_id}")
     return request
 
 
@@ -294,7 +267,7 @@ def list_access_requests(
 def get_access_request(
     call: Request, request_id: int, s: DbDep, at: NowDep, who: ConsumerDep
 ) -> AccessRequestView:
-    view = _access_view(s, _visible_access(s, request_id, who.code), at)
+    view = _access_view(s, _visible(s, AccessRequest, request_id, who.code), at)
     journal(call, "request.view", resource=view.resource, detail={"request": request_id})
     return view
 
@@ -310,7 +283,7 @@ def approve_access_request(
     who: ConsumerDep,
 ) -> AccessRequestView:
     """Approve as the request's provider: the consumer gets the conditional table."""
-    request = _visible_access(s, request_id, who.code)
+    request = _visible(s, AccessRequest, request_id, who.code)
     domain.approve(
         s,
         catalog,
@@ -329,7 +302,7 @@ def refuse_access_request(
     call: Request, request_id: int, body: RefuseBody, s: DbDep, at: NowDep, who: ConsumerDep
 ) -> AccessRequestView:
     """Refuse as the request's provider, with reasons."""
-    request = _visible_access(s, request_id, who.code)
+    request = _visible(s, AccessRequest, request_id, who.code)
     domain.refuse(
         s, request.id, provider=who.code, by=body.by or who.code, reason=body.reason, at=at
     )
@@ -375,7 +348,7 @@ def list_verification_requests(
 def get_verification_request(
     call: Request, request_id: int, s: DbDep, catalog: CatalogDep, at: NowDep, who: ConsumerDep
 ) -> VerificationView:
-    view = _verification_view(catalog, _visible_verification(s, request_id, who.code), at)
+    view = _verification_view(catalog, _visible(s, VerificationRequest, request_id, who.code), at)
     journal(call, "request.view", resource=view.resource, detail={"verification": request_id})
     return view
 
@@ -391,7 +364,7 @@ def answer_verification_request(
     who: ConsumerDep,
 ) -> VerificationView:
     """Confirm or correct the value, as the item's authority."""
-    request = _visible_verification(s, request_id, who.code)
+    request = _visible(s, VerificationRequest, request_id, who.code)
     domain.answer_verification(
         s,
         catalog,

@@ -26,7 +26,7 @@ from govlake.sharing import subscriptions as domain
 from govlake.sharing.server import deps
 from govlake.sharing.server.deps import CatalogDep, ConsumerDep, DbDep, NowDep, SettingsDep
 from govlake.sharing.server.gate import journal, journaled
-from govlake.sharing.server.requests_api import PREFIX, Body, in_id_range
+from govlake.sharing.server.requests_api import PREFIX, Body, in_id_range, view_of
 
 router = APIRouter(prefix=PREFIX, tags=["subscriptions"], route_class=deps.InvalidParameterRoute)
 
@@ -82,19 +82,7 @@ class DeliveryView(BaseModel):
 
 
 def _view(sub: Subscription) -> SubscriptionView:
-    return SubscriptionView(
-        id=sub.id,
-        consumer=sub.consumer,
-        resource=sub.resource,
-        sharing_class=sub.sharing_class,
-        email=sub.email,
-        webhook_url=sub.webhook_url,
-        created_at=sub.created_at,
-        created_by=sub.created_by,
-        cancelled_at=sub.cancelled_at,
-        cancelled_by=sub.cancelled_by,
-        active=sub.cancelled_at is None,
-    )
+    return view_of(SubscriptionView, sub, active=sub.cancelled_at is None)
 
 
 def _result_class(
@@ -109,18 +97,7 @@ def _result_class(
 
 
 def _delivery_view(d: WebhookDelivery) -> DeliveryView:
-    return DeliveryView(
-        delivery_id=d.delivery_id,
-        subscription_id=d.subscription_id,
-        resource=d.resource,
-        url=d.url,
-        created_at=d.created_at,
-        status=d.status,
-        attempts=d.attempts,
-        last_result=_result_class(d),
-        next_retry_at=d.next_retry_at,
-        delivered_at=d.delivered_at,
-    )
+    return view_of(DeliveryView, d, last_result=_result_class(d))
 
 
 def _checked(subscription_id: int) -> int:
