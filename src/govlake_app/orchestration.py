@@ -28,7 +28,7 @@ from datetime import datetime
 from typing import Any
 
 from govlake.core.catalog import Catalog, Resource
-from govlake.core.runs import Interval, naive_utc
+from govlake.core.runs import Interval, StageCounts, naive_utc
 from govlake.core.settings import Settings, get_settings
 
 SPARK_CONNECT_CONN_ID = "spark_connect_default"
@@ -135,7 +135,6 @@ def run_stage(
     from dataclasses import asdict
     from importlib import import_module
 
-    from govlake.core.runs import StageCounts
     from govlake_app import pipeline
 
     interval = _interval(start, end)
