@@ -8,8 +8,7 @@ report. Tasks receive the run's data interval; none reads the clock.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from functools import partial
 from typing import Any
 
@@ -20,6 +19,7 @@ from govlake.core.catalog import CYCLE_HOURS, Resource
 from govlake_app.orchestration import (
     announce,
     doc_md,
+    interval_task,
     load_catalog,
     run_stage,
     steward_report,
@@ -49,22 +49,6 @@ def _sensor(resource: Resource) -> Any:
     return wait_for_extract
 
 
-def _step(task_id: str, step: Callable[..., Any], *, multiple_outputs: bool = True) -> Any:
-    """The task that runs `step` over the run's data interval, after the task whose result it
-    is given. A stage's counts (a dict) go to XCom whole and key by key."""
-
-    @task(task_id=task_id, multiple_outputs=multiple_outputs)
-    def run(
-        _previous: Any,  # the task before: only an ordering
-        data_interval_start: datetime | None = None,
-        data_interval_end: datetime | None = None,
-    ) -> Any:
-        assert data_interval_start is not None and data_interval_end is not None
-        return step(start=data_interval_start, end=data_interval_end)
-
-    return run
-
-
 def ingestion_dag(resource: Resource) -> Any:
     name = resource.qualified_name
 
@@ -83,14 +67,16 @@ def ingestion_dag(resource: Resource) -> Any:
         },
     )
     def ingest() -> None:
+        # A stage's counts (a dict) go to XCom whole and key by key.
+        step = partial(interval_task, multiple_outputs=True)
         landed = _sensor(resource)()
-        loaded = _step("bronze", partial(run_stage, "bronze", name))(landed)
-        validated = _step("validate", partial(run_stage, "validate", name))(loaded)
-        merged = _step("silver", partial(run_stage, "silver", name))(validated)
-        published = _step("publish", partial(run_stage, "publish", name))(merged)
-        announced = _step("announce", partial(announce, name))(published)
+        loaded = step("bronze", partial(run_stage, "bronze", name))(landed)
+        validated = step("validate", partial(run_stage, "validate", name))(loaded)
+        merged = step("silver", partial(run_stage, "silver", name))(validated)
+        published = step("publish", partial(run_stage, "publish", name))(merged)
+        announced = step("announce", partial(announce, name))(published)
         report = partial(steward_report, resource.provider)
-        _step("report", report, multiple_outputs=False)(announced)
+        interval_task("report", report)(announced)
 
     return ingest()
 

@@ -50,6 +50,34 @@ class Verdict:
         return self.outcome == "held"
 
 
+@dataclass(frozen=True)
+class _Run:
+    """What one suite run checks: an extract (`extract_id`) or a silver version about to be
+    published (`silver_version`), with the time of the check and the rows checked."""
+
+    resource: Resource
+    provider: str
+    checked_at: datetime
+    rows: int
+    extract_id: str | None = None
+    silver_version: int | None = None
+
+    @property
+    def scope(self) -> Scope:
+        return "extract" if self.extract_id is not None else "publication"
+
+    @property
+    def subject(self) -> str:
+        return self.extract_id if self.extract_id is not None else f"silver-v{self.silver_version}"
+
+    @property
+    def run_id(self) -> str:
+        return (
+            f"{self.scope}:{self.resource.qualified_name}:{self.subject}:"
+            f"{self.checked_at:%Y%m%dT%H%M%S}"
+        )
+
+
 def project_dir(settings: Settings) -> Path | None:
     """The Great Expectations project (suites, results, Data Docs) in a local warehouse."""
     warehouse = settings.warehouse_location
@@ -76,26 +104,16 @@ def _verdict(run_id: str, outcomes: list[Outcome]) -> Verdict:
 
 
 def _record(
-    spark: SparkSession,
-    settings: Settings,
-    verdict: Verdict,
-    *,
-    resource: Resource,
-    provider: str,
-    scope: Scope,
-    extract_id: str | None,
-    silver_version: int | None,
-    checked_at: datetime,
-    rows: int,
-    data_docs: str | None,
+    spark: SparkSession, settings: Settings, verdict: Verdict, run: _Run, data_docs: str | None
 ) -> None:
     runs, results = quality_tables(settings.warehouse_location)
+    resource, provider, scope, checked_at = run.resource, run.provider, run.scope, run.checked_at
     register(spark, runs)
     register(spark, results)
     failed = [o for o in verdict.outcomes if not o.success]
     run_row = (
-        verdict.run_id, resource.qualified_name, provider, scope, extract_id, silver_version,
-        checked_at, rows, len(verdict.outcomes),
+        verdict.run_id, resource.qualified_name, provider, scope, run.extract_id,
+        run.silver_version, checked_at, run.rows, len(verdict.outcomes),
         sum(o.check.severity == "error" for o in failed),
         sum(o.check.severity == "warn" for o in failed),
         verdict.outcome, verdict.reason, data_docs,
@@ -107,7 +125,7 @@ def _record(
             resource.qualified_name,
             provider,
             scope,
-            extract_id,
+            run.extract_id,
             checked_at,
             o.check.expectation,
             o.check.kind,
@@ -127,21 +145,16 @@ def _record(
     append(spark.createDataFrame(result_rows, results.ddl_columns()), results)
 
 
-def _run_id(scope: Scope, resource: Resource, subject: str, checked_at: datetime) -> str:
-    return f"{scope}:{resource.qualified_name}:{subject}:{checked_at:%Y%m%dT%H%M%S}"
-
-
 def previous_extract_rows(
     spark: SparkSession, extracts: Table, resource: Resource, provider: str, extract_id: str
 ) -> int | None:
     """Rows of the provider's latest earlier extract that went through (merged or published)."""
-    rows = spark.sql(
-        f"SELECT rows_read FROM {extracts.sql_name} "
-        f"WHERE resource = {sql_literal(resource.qualified_name)} "
-        f"AND provider = {sql_literal(provider)} AND extract_id <> {sql_literal(extract_id)} "
-        f"AND status IN ('merged', 'published') ORDER BY as_of DESC, ingested_at DESC LIMIT 1"
-    ).collect()
-    return None if not rows else int(rows[0].rows_read)
+    last = registry.latest(
+        spark, extracts, resource, columns="rows_read", order="as_of DESC, ingested_at DESC",
+        where=f"AND provider = {sql_literal(provider)} AND extract_id <> {sql_literal(extract_id)} "
+        "AND status IN ('merged', 'published') ",
+    )  # fmt: skip
+    return None if last is None else int(last.rows_read)
 
 
 def check_extract(
@@ -175,20 +188,9 @@ def check_extract(
             RECORD_TIME_COLUMN,
             F.when(record_time <= F.lit(checked_at).cast("timestamp"), record_time),
         )
-    return _run_and_record(
-        spark,
-        settings,
-        data,
-        checks,
-        resource=resource,
-        provider=extract.provider,
-        scope="extract",
-        extract_id=extract.extract_id,
-        silver_version=None,
-        checked_at=checked_at,
-        subject=extract.extract_id,
-        rows=int(extract.rows_read or 0),
-    )
+    run = _Run(resource, extract.provider, checked_at, int(extract.rows_read or 0),
+               extract_id=extract.extract_id)  # fmt: skip
+    return _run_and_record(spark, settings, data, checks, run)
 
 
 def last_held_silver_version(
@@ -197,14 +199,12 @@ def last_held_silver_version(
     """The silver version whose publication was last held back, if the last check held it."""
     runs, _ = quality_tables(settings.warehouse_location)
     register(spark, runs)
-    rows = spark.sql(
-        f"SELECT silver_version, outcome FROM {runs.sql_name} "
-        f"WHERE resource = {sql_literal(resource.qualified_name)} AND scope = 'publication' "
-        f"ORDER BY checked_at DESC, silver_version DESC LIMIT 1"
-    ).collect()
-    if not rows or rows[0].outcome != "held":
+    last = registry.latest(spark, runs, resource, columns="silver_version, outcome",
+                           where="AND scope = 'publication' ",
+                           order="checked_at DESC, silver_version DESC")  # fmt: skip
+    if last is None or last.outcome != "held":
         return None
-    return int(rows[0].silver_version)
+    return int(last.silver_version)
 
 
 def check_publication(
@@ -239,52 +239,17 @@ def check_publication(
         previous_rows=None if latest is None else int(latest.rows),
         crosschecked=crosschecked,
     )
-    checked_at = interval.end_naive_utc
-    return _run_and_record(
-        spark,
-        settings,
-        data,
-        checks,
-        resource=resource,
-        provider=resource.provider,
-        scope="publication",
-        extract_id=None,
-        silver_version=silver_version,
-        checked_at=checked_at,
-        subject=f"silver-v{silver_version}",
-        rows=rows,
-    )
+    run = _Run(resource, resource.provider, interval.end_naive_utc, rows,
+               silver_version=silver_version)  # fmt: skip
+    return _run_and_record(spark, settings, data, checks, run)
 
 
 def _run_and_record(
-    spark: SparkSession,
-    settings: Settings,
-    data: DataFrame,
-    checks: list[Check],
-    *,
-    resource: Resource,
-    provider: str,
-    scope: Scope,
-    extract_id: str | None,
-    silver_version: int | None,
-    checked_at: datetime,
-    subject: str,
-    rows: int,
+    spark: SparkSession, settings: Settings, data: DataFrame, checks: list[Check], run: _Run
 ) -> Verdict:
+    resource, provider, scope = run.resource, run.provider, run.scope
     suite = f"{resource.qualified_name}.{scope}" + (f".{provider}" if scope == "extract" else "")
     result = run_suite(data, checks, name=suite, project=project_dir(settings))
-    verdict = _verdict(_run_id(scope, resource, subject, checked_at), result.outcomes)
-    _record(
-        spark,
-        settings,
-        verdict,
-        resource=resource,
-        provider=provider,
-        scope=scope,
-        extract_id=extract_id,
-        silver_version=silver_version,
-        checked_at=checked_at,
-        rows=rows,
-        data_docs=result.data_docs,
-    )
+    verdict = _verdict(run.run_id, result.outcomes)
+    _record(spark, settings, verdict, run, result.data_docs)
     return verdict

@@ -77,13 +77,21 @@ def update(spark: SparkSession, table: Table, extract_id: str, **values: Any) ->
     )
 
 
+def latest(
+    spark: SparkSession, table: Table, resource: Resource, *, order: str, columns: str = "*",
+    where: str = "",
+) -> Row | None:  # fmt: skip
+    """The first row of `table` about `resource` (and `where`) in `order`, None if none."""
+    rows = spark.sql(
+        f"SELECT {columns} FROM {table.sql_name} "
+        f"WHERE resource = {sql_literal(resource.qualified_name)} {where}"
+        f"ORDER BY {order} LIMIT 1"
+    ).collect()
+    return rows[0] if rows else None
+
+
 def latest_publication(spark: SparkSession, settings: Settings, resource: Resource) -> Row | None:
     """The newest row of `ops.publications` for `resource`, or None before the first."""
     _, publications = ops_tables(settings.warehouse_location)
     register(spark, publications)
-    rows = spark.sql(
-        f"SELECT * FROM {publications.sql_name} "
-        f"WHERE resource = {sql_literal(resource.qualified_name)} "
-        f"ORDER BY published_at DESC, version DESC LIMIT 1"
-    ).collect()
-    return rows[0] if rows else None
+    return latest(spark, publications, resource, order="published_at DESC, version DESC")

@@ -18,11 +18,9 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass
 from glob import glob
 from pathlib import Path
-from types import TracebackType
 
 import psycopg
 from psycopg import sql
@@ -30,6 +28,7 @@ from sqlalchemy.engine import URL
 
 from govlake.core.errors import GovlakeError
 from govlake.core.net import free_port
+from govlake_tools.loopback import LoopbackServer, end, spawn, wait_ready
 
 #: The superuser the cluster is created with, and its first database.
 USER = "govlake"
@@ -106,7 +105,7 @@ def _chown_tree(path: Path, user: str) -> None:
 
 
 @dataclass
-class PostgresServer:
+class PostgresServer(LoopbackServer):
     process: subprocess.Popen[bytes]
     port: int
     user: str
@@ -156,40 +155,26 @@ class PostgresServer:
                 "-k", str(sockets),
                 *(arg for name, value in _SETTINGS.items() for arg in ("-c", f"{name}={value}")),
             ]  # fmt: skip
-            with log.open("ab") as out:
-                process = subprocess.Popen(
-                    command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    start_new_session=True,
-                )  # fmt: skip
+            process = spawn(command, log)
         except BaseException:
             if private is not None:
                 shutil.rmtree(private, ignore_errors=True)
             raise
         server = cls(process, port, USER, password, datadir, log, private)
         atexit.register(server.stop)
-        try:
-            server._wait_ready(timeout)
-            server.create_database(DATABASE)
-        except BaseException:
-            server.stop()
-            raise
-        return server
+        return server.ready(timeout)
 
     def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise PostgresServerError(
-                    f"postgres exited ({self.process.returncode}); see {self.log}"
-                )
-            try:
-                with self._admin():
-                    return
-            except psycopg.OperationalError:  # not accepting connections yet
-                time.sleep(0.1)
-        raise PostgresServerError(
-            f"PostgreSQL did not answer within {timeout:.0f} s; see {self.log}"
-        )
+        """Wait until the server answers, then create the `govlake` database."""
+
+        def answers() -> None:
+            with self._admin():
+                pass
+
+        wait_ready(self.process, answers, log=self.log, timeout=timeout, pause=0.1,
+                   starting=(psycopg.OperationalError,),  # not accepting connections yet
+                   error=PostgresServerError, names=("postgres", "PostgreSQL"))  # fmt: skip
+        self.create_database(DATABASE)
 
     def _admin(self) -> psycopg.Connection[tuple[object, ...]]:
         return psycopg.connect(
@@ -246,22 +231,10 @@ class PostgresServer:
         if self.process.poll() is None:
             if postmaster is None:
                 self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            end(self.process, timeout)
         for group in groups - {os.getpgrp()}:  # anything left behind
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(group, signal.SIGKILL)
         if self.private is not None:
             shutil.rmtree(self.private, ignore_errors=True)
         atexit.unregister(self.stop)
-
-    def __enter__(self) -> PostgresServer:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, _tb: TracebackType | None
-    ) -> None:
-        self.stop()

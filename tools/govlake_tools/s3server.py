@@ -16,14 +16,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from govlake.core.errors import GovlakeError
 from govlake.core.net import free_ports
+from govlake_tools.loopback import LoopbackServer, end, spawn, wait_ready
 
 REGION = "us-east-1"
 #: The ports `weed mini` opens; each gets a free loopback port.
@@ -38,7 +37,7 @@ class S3ServerError(GovlakeError, RuntimeError):
 
 
 @dataclass
-class SeaweedS3:
+class SeaweedS3(LoopbackServer):
     process: subprocess.Popen[bytes]
     endpoint: str
     access_key: str
@@ -72,30 +71,15 @@ class SeaweedS3:
             *(f"-{name}={port}" for name, port in ports.items()),
         ]  # fmt: skip
         log = workdir / "weed.log"
-        with log.open("ab") as out:
-            process = subprocess.Popen(
-                command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )  # fmt: skip
+        process = spawn(command, log)
         server = cls(process, f"http://127.0.0.1:{ports['s3.port']}", access_key, secret_key, log)
-        try:
-            server._wait_ready(timeout)
-        except BaseException:
-            server.stop()
-            raise
-        return server
+        return server.ready(timeout)
 
     def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise S3ServerError(f"weed exited ({self.process.returncode}); see {self.log}")
-            try:
-                self.client().list_buckets()
-                return
-            except Exception:  # not listening yet, or the filer is still starting
-                time.sleep(0.3)
-        raise S3ServerError(f"SeaweedFS S3 did not answer within {timeout:.0f} s; see {self.log}")
+        wait_ready(self.process, lambda: self.client().list_buckets(), log=self.log,
+                   timeout=timeout, pause=0.3,
+                   starting=(Exception,),  # not listening yet, or the filer is still starting
+                   error=S3ServerError, names=("weed", "SeaweedFS S3"))  # fmt: skip
 
     def client(self, *, access_key: str | None = None, secret_key: str | None = None) -> Any:
         """A boto3 S3 client for this server (SigV4, path-style addressing)."""
@@ -132,18 +116,6 @@ class SeaweedS3:
     def stop(self, timeout: float = 20) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            end(self.process, timeout)
         with contextlib.suppress(ProcessLookupError):  # anything it left in its group
             os.killpg(self.process.pid, signal.SIGKILL)
-
-    def __enter__(self) -> SeaweedS3:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, _tb: TracebackType | None
-    ) -> None:
-        self.stop()

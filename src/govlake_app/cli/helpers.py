@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import Annotated
 
 import typer
 from pydantic import ValidationError
@@ -25,6 +26,10 @@ from govlake_app.cli.console import errors
 
 # Wide enough for the tables when the output is a pipe or a CI log.
 console = Console(width=None if sys.stdout.isatty() else 160)
+
+#: Options that several commands take.
+By = Annotated[str | None, typer.Option(help="who acts (recorded); default the OS user")]
+OnlyConsumer = Annotated[str | None, typer.Option(help="only this consumer's")]
 
 
 def fail(message: str, code: int = 2, *, stderr: bool = False) -> typer.Exit:

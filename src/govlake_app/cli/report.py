@@ -4,12 +4,14 @@ until a command runs."""
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from typing import Annotated
 
 import typer
 from rich.table import Table as RichTable
 
+from govlake.core.catalog import Catalog
+from govlake.core.settings import Settings
 from govlake.reports import ReportError, percent
 from govlake_app.cli.helpers import at_moment, console, fail, load_catalog, load_settings
 
@@ -17,6 +19,22 @@ report_app = typer.Typer(
     help="Reports for department stewards, the yearly department scorecard and sharing report.",
     no_args_is_help=True,
 )
+
+ReportAt = Annotated[str | None, typer.Option(help="report up to this UTC time (ISO), default now")]
+
+
+def _inputs(
+    at: str | None, *, since: str | None = None
+) -> tuple[Settings, Catalog, datetime, date | None]:
+    """What every report command reads first: the settings, the catalogue, `--at` and
+    `--since` (the first day, if given)."""
+    settings = load_settings(variables=True)
+    catalog = load_catalog(settings)
+    try:
+        first_day = date.fromisoformat(since) if since else None
+    except ValueError as exc:
+        raise typer.BadParameter(f"--since {since!r} is not a date (YYYY-MM-DD)") from exc
+    return settings, catalog, at_moment(at), first_day
 
 
 @report_app.command("quality")
@@ -28,9 +46,7 @@ def quality(
     send: Annotated[
         bool, typer.Option("--send", help="mail the report to the department's data steward")
     ] = False,
-    at: Annotated[
-        str | None, typer.Option(help="report up to this UTC time (ISO), default now")
-    ] = None,
+    at: ReportAt = None,
 ) -> None:
     """One department's extracts, checks, quarantine and findings as HTML; --send mails it."""
     from govlake.governance import changes
@@ -38,13 +54,7 @@ def quality(
     from govlake.platform.mail import MailError, send_report
     from govlake.reports.quality import known_department, report_period, write_quality_report
 
-    settings = load_settings(variables=True)
-    catalog = load_catalog(settings)
-    try:
-        first_day = date.fromisoformat(since) if since else None
-    except ValueError as exc:
-        raise typer.BadParameter(f"--since {since!r} is not a date (YYYY-MM-DD)") from exc
-    moment = at_moment(at)
+    settings, catalog, moment, first_day = _inputs(at, since=since)
     try:
         department = known_department(catalog, provider)
         report_period(since=first_day, at=moment)  # refuse an empty period before the engine
@@ -85,9 +95,7 @@ def scorecard(
     from govlake.lake.engine import get_spark
     from govlake.reports.scorecard import write_scorecard, year_period
 
-    settings = load_settings(variables=True)
-    catalog = load_catalog(settings)
-    moment = at_moment(at)
+    settings, catalog, moment, _ = _inputs(at)
     try:
         year_period(year, at=moment)  # refuse a future year before starting the engine
         spark = get_spark(settings, catalog, fresh=True)
@@ -126,18 +134,14 @@ def sharing(
         str | None,
         typer.Option(help="department code; default: the platform summary and every department"),
     ] = None,
-    at: Annotated[
-        str | None, typer.Option(help="report up to this UTC time (ISO), default now")
-    ] = None,
+    at: ReportAt = None,
 ) -> None:
     """The yearly sharing report: what a department provided and used (HTML, CSV)."""
     from govlake.lake.engine import get_spark
     from govlake.reports.scorecard import year_period
     from govlake.reports.sharing import check_department, write_sharing_reports
 
-    settings = load_settings(variables=True)
-    catalog = load_catalog(settings)
-    moment = at_moment(at)
+    settings, catalog, moment, _ = _inputs(at)
     try:
         # Refuse an unknown department or a future year before starting the engine.
         if department is not None:

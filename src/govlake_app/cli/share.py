@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 from rich.table import Table as RichTable
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from govlake.core.catalog import CatalogError
 from govlake.core.settings import get_settings
@@ -22,7 +23,16 @@ from govlake.platform.workdays import CalendarError
 from govlake.sharing import access
 from govlake.sharing import requests as domain
 from govlake.sharing.access import AccessError, SharingError
-from govlake_app.cli.helpers import at_moment, console, fail, now, user, work
+from govlake_app.cli.helpers import (
+    By,
+    OnlyConsumer,
+    at_moment,
+    console,
+    fail,
+    now,
+    user,
+    work,
+)
 from govlake_app.cli.subscriptions import subscription_app
 
 share_app = typer.Typer(
@@ -53,7 +63,18 @@ share_app.add_typer(suspend_app, name="suspend")
 #: The errors of a broken rule: the transaction rolls back and the command exits 2.
 REFUSED = (SharingError, AccessError, CalendarError, CatalogError)
 
-By = Annotated[str | None, typer.Option(help="who acts (recorded); default the OS user")]
+OnlyProvider = Annotated[str | None, typer.Option(help="only those addressed to it")]
+JudgedAt = Annotated[str | None, typer.Option(help="judge overdue at this UTC time (ISO)")]
+
+
+def _journal(
+    s: Session, at: datetime, action: str, consumer: str, detail: dict[str, object],
+    *, purpose: str | None = None, resource: str | None = None,
+) -> None:  # fmt: skip
+    """A platform action on a consumer (a grant's: with its purpose and resource) in the audit
+    journal."""
+    audit.record(s, at=at, actor=domain.PLATFORM, action=action, consumer=consumer,
+                 purpose=purpose, resource=resource, detail=detail)  # fmt: skip
 
 
 # -- consumers ------------------------------------------------------------------------------
@@ -69,13 +90,8 @@ def consumer_add(
     at = now()
     with work(*REFUSED) as (_, catalog, s):
         made = access.register_consumer(s, catalog, code, email=email, at=at)
-        audit.record(
-            s,
-            at=at,
-            actor=domain.PLATFORM,
-            action="consumer.register",
-            consumer=code,
-            detail={"by": by or user(), "email": made.contact_email},
+        _journal(
+            s, at, "consumer.register", code, {"by": by or user(), "email": made.contact_email}
         )
     console.print(
         f"registered {made.code} ({made.name}), contact {made.contact_email}", highlight=False
@@ -120,14 +136,7 @@ def token_issue(code: str, days: Days = access.DEFAULT_TOKEN_DAYS, by: By = None
     at = now()
     with work(*REFUSED) as (_, _catalog, s):
         value = access.issue_token(s, code, at=at, days=days)
-        audit.record(
-            s,
-            at=at,
-            actor=domain.PLATFORM,
-            action="token.issue",
-            consumer=code,
-            detail={"by": by or user(), "days": days},
-        )
+        _journal(s, at, "token.issue", code, {"by": by or user(), "days": days})
     _show_token(code, value, at + timedelta(days=days))
 
 
@@ -146,13 +155,12 @@ def token_rotate(
         value = access.rotate_token(
             s, code, at=at, days=days, overlap=timedelta(hours=overlap_hours)
         )
-        audit.record(
+        _journal(
             s,
-            at=at,
-            actor=domain.PLATFORM,
-            action="token.rotate",
-            consumer=code,
-            detail={"by": by or user(), "days": days, "overlap_hours": overlap_hours},
+            at,
+            "token.rotate",
+            code,
+            {"by": by or user(), "days": days, "overlap_hours": overlap_hours},
         )
     _show_token(code, value, at + timedelta(days=days))
 
@@ -229,15 +237,14 @@ def grant_revoke(
         raise fail("a revocation needs its reason")
     with work(*REFUSED) as (_, _catalog, s):
         found = access.revoke(s, grant_id, reason=reason.strip(), at=at)
-        audit.record(
+        _journal(
             s,
-            at=at,
-            actor=domain.PLATFORM,
-            action="grant.revoke",
-            consumer=found.consumer,
+            at,
+            "grant.revoke",
+            found.consumer,
+            {"grant": grant_id, "reason": reason.strip(), "by": by or user()},
             purpose=found.purpose,
             resource=found.resource,
-            detail={"grant": grant_id, "reason": reason.strip(), "by": by or user()},
         )
     console.print(
         f"revoked grant {grant_id}: {found.consumer} on {found.resource}", highlight=False
@@ -295,11 +302,11 @@ def request_file(
 
 @request_app.command("list")
 def request_list(
-    consumer: Annotated[str | None, typer.Option(help="only this consumer's")] = None,
-    provider: Annotated[str | None, typer.Option(help="only those addressed to it")] = None,
+    consumer: OnlyConsumer = None,
+    provider: OnlyProvider = None,
     status: Annotated[str | None, typer.Option(help="pending, approved or refused")] = None,
     overdue_only: Annotated[bool, typer.Option("--overdue", help="only overdue ones")] = False,
-    at: Annotated[str | None, typer.Option(help="judge overdue at this UTC time (ISO)")] = None,
+    at: JudgedAt = None,
 ) -> None:
     """Access requests with their status, due date and whether they are overdue."""
     if status is not None and status not in REQUEST_STATUSES:
@@ -529,10 +536,10 @@ def verify_file(
 
 @verify_app.command("list")
 def verify_list(
-    consumer: Annotated[str | None, typer.Option(help="only this consumer's")] = None,
-    provider: Annotated[str | None, typer.Option(help="only those addressed to it")] = None,
+    consumer: OnlyConsumer = None,
+    provider: OnlyProvider = None,
     status: Annotated[str | None, typer.Option(help="open, confirmed, corrected or fixed")] = None,
-    at: Annotated[str | None, typer.Option(help="judge overdue at this UTC time (ISO)")] = None,
+    at: JudgedAt = None,
 ) -> None:
     """Verification requests with their answer and the version that carries a fix."""
     moment = at_moment(at)
@@ -629,14 +636,7 @@ def suspend_start(
     who = by or user()
     with work(*REFUSED) as (_, catalog, s):
         access.suspend(s, catalog, department, reason=reason, by=who, at=at)
-        audit.record(
-            s,
-            at=at,
-            actor=domain.PLATFORM,
-            action="suspension.start",
-            consumer=department,
-            detail={"by": who, "reason": reason},
-        )
+        _journal(s, at, "suspension.start", department, {"by": who, "reason": reason})
     console.print(f"suspended {department}: {reason}", highlight=False)
 
 
@@ -647,14 +647,7 @@ def suspend_lift(department: str, by: By = None) -> None:
     who = by or user()
     with work(*REFUSED) as (_, _catalog, s):
         found = access.lift(s, department, by=who, at=at)
-        audit.record(
-            s,
-            at=at,
-            actor=domain.PLATFORM,
-            action="suspension.lift",
-            consumer=department,
-            detail={"by": who, "suspension": found.id},
-        )
+        _journal(s, at, "suspension.lift", department, {"by": who, "suspension": found.id})
     console.print(f"lifted the suspension of {department}", highlight=False)
 
 

@@ -15,7 +15,17 @@ from govlake.platform.database import WebhookDelivery
 from govlake.sharing import access, sealing
 from govlake.sharing import subscriptions as domain
 from govlake.sharing.access import AccessError, SharingError
-from govlake_app.cli.helpers import console, fail, load_catalog, load_settings, now, user, work
+from govlake_app.cli.helpers import (
+    By,
+    OnlyConsumer,
+    console,
+    fail,
+    load_catalog,
+    load_settings,
+    now,
+    user,
+    work,
+)
 
 subscription_app = typer.Typer(
     help="Subscriptions (订阅): mail and webhook notices of new published versions.",
@@ -34,9 +44,6 @@ def _sharing_class(value: str | None) -> SharingClass | None:
             f"--class {value!r} is not one of {', '.join(domain.SHARING_CLASSES)}"
         )
     return cast(SharingClass, value)
-
-
-By = Annotated[str | None, typer.Option(help="who acts (recorded); default the OS user")]
 
 
 @subscription_app.command("add")
@@ -106,7 +113,7 @@ def subscription_add(
 
 @subscription_app.command("list")
 def subscription_list(
-    consumer: Annotated[str | None, typer.Option(help="only this consumer's")] = None,
+    consumer: OnlyConsumer = None,
     resource: Annotated[str | None, typer.Option(help="only this resource's")] = None,
     all_: Annotated[bool, typer.Option("--all", help="cancelled ones too")] = False,
 ) -> None:

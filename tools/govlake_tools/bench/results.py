@@ -68,24 +68,28 @@ class Measurement:
         return data
 
 
-def peak_rss_bytes() -> int:
-    """This process's peak resident set (VmHWM), engine threads included."""
+def _proc_status_bytes(field: str) -> int | None:
+    """A size field (in kB) of this process's /proc status, in bytes; None off Linux."""
     status = Path("/proc/self/status")
     if status.exists():
         for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
+    return None
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set (VmHWM), engine threads included."""
+    peak = _proc_status_bytes("VmHWM")
+    if peak is not None:
+        return peak
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
 def rss_bytes() -> int:
     """This process's resident set now."""
-    status = Path("/proc/self/status")
-    if status.exists():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return peak_rss_bytes()
+    now = _proc_status_bytes("VmRSS")
+    return peak_rss_bytes() if now is None else now
 
 
 def machine() -> dict[str, Any]:
