@@ -37,7 +37,7 @@ from govlake_app.cli.backup import restore as restore_command
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RESIDENTS = "population.residents"
 PUBLISHED = "population.residents_unconditional"
 DAYS = (datetime.date(2026, 3, 1), datetime.date(2026, 3, 2))

@@ -38,7 +38,7 @@ from govlake_app.cli.serve import running, write_profile
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RESIDENTS, ENTERPRISES = "population.residents", "legal_entity.enterprises"
 # The test's own date, not the clock's: the extracts' seed is the day of the month, and the
 # seeds of 13-16 December make extracts that pass every error-level check (seed 7, for one,

@@ -51,7 +51,7 @@ from govlake_app import pipeline as ingest
 from govlake_app.cli.open import catalog_export
 from jobs import publish
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DAY = datetime.date(2026, 11, 2)
 END = datetime.datetime(2026, 11, 3, 2, tzinfo=datetime.UTC)
 START = datetime.datetime(2026, 11, 4, 9)  # the server's clock

@@ -23,6 +23,7 @@ import uvicorn
 from deltalake import DeltaTable
 from govlake_tools.generate import generate
 from pyspark.sql import SparkSession
+from support import Clock
 from typer.testing import CliRunner
 
 from govlake.core import settings as settings_module
@@ -47,7 +48,7 @@ from govlake.sharing import requests as req
 from govlake.sharing.server.app import create_app
 from govlake_app import pipeline as ingest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RESIDENTS, ENTERPRISES = "population.residents", "legal_entity.enterprises"
 PROVIDER, USER = "public_security", "taxation"
 #: Publication days: the last days of 2025, then two days of 2026.
@@ -60,14 +61,6 @@ SHARE = {
     RESIDENTS: "population.population.residents",
     ENTERPRISES: "legal_entity.legal_entity.enterprises",
 }
-
-
-class Clock:
-    def __init__(self, at: datetime.datetime):
-        self.at = at
-
-    def __call__(self) -> datetime.datetime:
-        return self.at
 
 
 @dataclass

@@ -23,6 +23,7 @@ import uvicorn
 from deltalake import DeltaTable
 from govlake_tools.generate import generate
 from sqlalchemy import select, text
+from support import Clock
 
 from govlake.core.catalog import Catalog
 from govlake.core.net import free_port
@@ -38,19 +39,11 @@ from govlake_app import pipeline as ingest
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DAY1, DAY2 = datetime.date(2026, 11, 2), datetime.date(2026, 11, 3)
 START = datetime.datetime(2026, 11, 4, 9)  # the server's clock when the tests begin
 UNCONDITIONAL = "population.population.residents_unconditional"
 CONDITIONAL = "population.population.residents_conditional"
-
-
-class Clock:
-    def __init__(self, at: datetime.datetime):
-        self.at = at
-
-    def __call__(self) -> datetime.datetime:
-        return self.at
 
 
 @dataclass

@@ -9,21 +9,21 @@ import email
 import email.policy
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
 import pytest
-from aiosmtpd.controller import Controller
 from deltalake import write_deltalake
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from support import Inbox
 from typer.testing import CliRunner
 
 from govlake.core.catalog import Catalog, Resource, check_rules
 from govlake.core.net import free_port
-from govlake.core.settings import Settings, get_settings
+from govlake.core.settings import Settings
 from govlake.lake.tables import TableSet
 from govlake.platform.database import (
     AccessRequest,
@@ -275,30 +275,8 @@ def test_a_request_is_decided_once(db: Settings, catalog: Catalog) -> None:
 
 
 # -- escalation -----------------------------------------------------------------------------
-class _Inbox:
-    """An aiosmtpd handler that keeps every envelope it receives."""
-
-    def __init__(self) -> None:
-        self.envelopes: list[Any] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.envelopes.append(envelope)
-        return "250 Message accepted for delivery"
-
-
-@pytest.fixture
-def smtp() -> Iterator[tuple[_Inbox, int]]:
-    inbox, port = _Inbox(), free_port()
-    server = Controller(inbox, hostname="127.0.0.1", port=port)
-    server.start()
-    try:
-        yield inbox, port
-    finally:
-        server.stop()
-
-
 def test_overdue_request_is_escalated_once_and_mailed(
-    db: Settings, catalog: Catalog, smtp: tuple[_Inbox, int]
+    db: Settings, catalog: Catalog, smtp: tuple[Inbox, int]
 ) -> None:
     inbox, port = smtp
     settings = db.model_copy(update={"smtp_host": "127.0.0.1", "smtp_port": port})
@@ -594,18 +572,9 @@ def test_a_composite_key_is_stored_in_key_order(db: Settings, catalog: Catalog) 
 
 # -- command line ---------------------------------------------------------------------------
 @pytest.fixture
-def cli(settings: Settings) -> Iterator[CliRunner]:
+def cli(settings: Settings, cli_runner: Callable[..., CliRunner]) -> CliRunner:
     """A runner whose `get_settings()` reads the test's platform database."""
-    get_settings.cache_clear()
-    yield CliRunner(
-        env={
-            "COLUMNS": "300",
-            "GOVLAKE_DATABASE_URL": settings.database_url,
-            "GOVLAKE_CATALOG_DIR": str(settings.catalog_dir),
-            "GOVLAKE_WAREHOUSE": settings.warehouse,
-        }
-    )
-    get_settings.cache_clear()
+    return cli_runner(settings)
 
 
 def _cli_form() -> list[str]:

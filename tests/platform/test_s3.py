@@ -37,7 +37,7 @@ from jobs import maintenance
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BUCKET = "govlake-test"
 DAY1, DAY2 = datetime.date(2026, 11, 2), datetime.date(2026, 11, 3)
 RESIDENTS, ENTERPRISES = "population.residents", "legal_entity.enterprises"

@@ -24,7 +24,7 @@ from delta_sharing.protocol import DeltaSharingProfile, Table
 from delta_sharing.rest_client import DataSharingRestClient
 from deltalake import write_deltalake
 from sqlalchemy import select
-from test_sharing_server import Clock
+from support import Clock
 
 from govlake.core.catalog import Catalog
 from govlake.core.settings import Settings
@@ -34,7 +34,7 @@ from govlake.sharing import access
 from govlake.sharing.server.app import create_app
 from govlake_app.cli.serve import running
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 START = datetime.datetime(2026, 11, 4, 9)  # the server's clock
 KEY = b"a signing key known to the test"
 RESIDENTS = "population.residents"

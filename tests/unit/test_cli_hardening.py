@@ -28,7 +28,7 @@ from govlake.platform.database import AccessRequest, AuditEntry, session
 from govlake.sharing import access
 from govlake_app.cli import app, console
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 GOVLAKE = [sys.executable, "-c", "from govlake_app.cli import app; app()"]
 
 
