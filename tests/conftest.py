@@ -2,6 +2,11 @@
 platform database on SQLite or on a real PostgreSQL server, a real mail server, and CLI
 runners bound to a test's platform.
 
+The tests sit by kind: `unit/` (small DataFrames, pure functions, local files, no server),
+`platform/` (a real database, S3, mail or HTTP server, Airflow), `e2e/` (the pipeline over
+generated extracts, read back with the official sharing client). Helpers that are not
+fixtures are in `support.py`.
+
 A test module marked `pytest.mark.platform_state` runs each of its tests that use
 `settings` twice, `[sqlite]` and `[postgresql]`; every other test gets a SQLite file.
 """
@@ -19,7 +24,7 @@ from aiosmtpd.controller import Controller
 from govlake_tools.pgserver import PostgresServer
 from govlake_tools.s3server import SeaweedS3
 from pyspark.sql import SparkSession
-from support import REPO, Inbox
+from support import REPO, Inbox, lake_settings
 from typer.testing import CliRunner
 
 from govlake.core.catalog import Catalog
@@ -89,13 +94,7 @@ def database_url(
 def settings(tmp_path: Path, database_url: str) -> Settings:
     """A lakehouse, landing zone and platform database of the test's own, on the embedded
     engine."""
-    return Settings(
-        warehouse=str(tmp_path / "lakehouse"),
-        landing=str(tmp_path / "landing"),
-        database_url=database_url,
-        catalog_dir=REPO / "schemas",
-        spark_remote=None,
-    )
+    return lake_settings(tmp_path, database_url=database_url)
 
 
 @pytest.fixture(scope="session")

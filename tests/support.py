@@ -1,8 +1,9 @@
-"""Helpers that test modules of several folders share: a settable clock, a mail inbox and a
-webhook receiver that act as real counterparts, the routers of the sharing server under its
-error handlers, a valid access request form, and the subscription set-up of the platform
-tests. Fixtures built on them are in `conftest.py`; this module is importable because
-`tests` is on pytest's `pythonpath`."""
+"""Helpers that test modules of several folders share: a throw-away lakehouse's settings,
+generated extracts ingested by the pipeline, consumers with tokens and their profile files,
+a settable clock, a mail inbox and a webhook receiver that act as real counterparts, the
+routers of the sharing server under its error handlers, a valid access request form, and the
+subscription set-up of the platform tests. Fixtures built on them are in `conftest.py`; this
+module is importable because `tests` is on pytest's `pythonpath`."""
 
 from __future__ import annotations
 
@@ -14,25 +15,88 @@ import hmac
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
+from govlake_tools.generate import generate
+from pyspark.sql import SparkSession
 from sqlalchemy import select
 
 from govlake.core.catalog import Catalog
+from govlake.core.runs import Interval
 from govlake.core.settings import Settings
 from govlake.platform.database import AuditEntry, WebhookDelivery, session
+from govlake.sharing import access
 from govlake.sharing import subscriptions as subs
 from govlake.sharing.access import AccessError, SharingError
 from govlake.sharing.server.subscriptions_api import router as subscriptions_router
 from govlake.sharing.subscriptions import PublishedVersion
+from govlake_app import pipeline as ingest
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+# -- a throw-away lakehouse -----------------------------------------------------------------
+def lake_settings(root: Path, *, database_url: str | None = None, **fields: Any) -> Settings:
+    """A lakehouse and landing zone under `root`, on the embedded engine, with the
+    repository's catalogue and a SQLite platform database under `root` unless another is
+    given; `fields` set or override other settings."""
+    defaults: dict[str, Any] = {
+        "warehouse": str(root / "lakehouse"),
+        "landing": str(root / "landing"),
+        "catalog_dir": REPO / "schemas",
+        "spark_remote": None,
+    }
+    return Settings(
+        database_url=database_url or f"sqlite:///{root / 'govlake.db'}", **{**defaults, **fields}
+    )
+
+
+def deliver(
+    spark: SparkSession,
+    settings: Settings,
+    catalog: Catalog,
+    *,
+    day: date,
+    names: list[str],
+    rows: int,
+    end: datetime,
+) -> None:
+    """Every source of `names` delivers a generated extract as of `day` (seeded by its day
+    of the month), and the pipeline ingests each resource over the interval ending at `end`."""
+    generate(catalog, settings.landing_location, rows=rows, seed=day.day, as_of=day,
+             resources=names)  # fmt: skip
+    for name in names:
+        ingest.run(spark, resource=catalog.get(name), interval=Interval.ending(end),
+                   settings=settings)  # fmt: skip
+
+
+def consumers_with_tokens(
+    settings: Settings, catalog: Catalog, codes: Iterable[str], *, at: datetime, **token: Any
+) -> dict[str, str]:
+    """Register each department as a consumer (no mail address) and issue it a token."""
+    tokens = {}
+    with session(settings) as s:
+        for code in codes:
+            access.register_consumer(s, catalog, code, email=None, at=at)
+            tokens[code] = access.issue_token(s, code, at=at, **token)
+    return tokens
+
+
+def write_profiles(folder: Path, endpoint: str, tokens: dict[str, str]) -> dict[str, str]:
+    """A Delta Sharing profile file per consumer in `folder`; their paths by consumer."""
+    profiles = {}
+    for code, token in tokens.items():
+        profile = folder / f"{code}.share"
+        profile.write_text(json.dumps({"shareCredentialsVersion": 1, "endpoint": endpoint,
+                                       "bearerToken": token}))  # fmt: skip
+        profiles[code] = str(profile)
+    return profiles
 
 
 class Clock:

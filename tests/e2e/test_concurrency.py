@@ -23,6 +23,7 @@ import pytest
 from deltalake import DeltaTable
 from govlake_tools.generate import generate
 from sqlalchemy import select
+from support import lake_settings
 
 from govlake.core.catalog import Catalog
 from govlake.core.location import Location
@@ -51,9 +52,7 @@ BUSINESS = ["citizen_id", "name", "gender", "birth_date", "marital_status",
 
 
 def _settings(root: Path) -> Settings:
-    return Settings(warehouse=str(root / "lakehouse"), landing=str(root / "landing"),
-                    database_url=f"sqlite:///{root / 'govlake.db'}", reports_dir=root / "reports",
-                    catalog_dir=REPO / "schemas", spark_remote=None)  # fmt: skip
+    return lake_settings(root, reports_dir=root / "reports")
 
 
 def _extracts(catalog: Catalog, root: Path, day: datetime.date, names: list[str]) -> Path:

@@ -21,7 +21,7 @@ from govlake_tools.generate import generate
 from markupsafe import escape
 from pydantic import ValidationError
 from pyspark.sql import SparkSession
-from support import Inbox
+from support import Inbox, lake_settings
 from typer.testing import CliRunner
 
 from govlake.core import settings as settings_module
@@ -89,14 +89,7 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> Lake:
         re.sub(r"^reviewed_on: .*$", f"reviewed_on: {STALE_REVIEW}", text, flags=re.M),
         encoding="utf-8",
     )
-    settings = Settings(
-        warehouse=str(root / "lakehouse"),
-        landing=str(root / "landing"),
-        database_url=f"sqlite:///{root / 'govlake.db'}",
-        catalog_dir=schemas,
-        spark_remote=None,
-        reports_dir=root / "reports",
-    )
+    settings = lake_settings(root, catalog_dir=schemas, reports_dir=root / "reports")
     catalog = Catalog.load(schemas)
     lake = Lake(settings, catalog, get_spark(settings, catalog, fresh=True))
     landing = settings.landing_location

@@ -18,7 +18,7 @@ import pytest
 from deltalake import write_deltalake
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
-from support import Inbox
+from support import FORM, Inbox
 from typer.testing import CliRunner
 
 from govlake.core.catalog import Catalog, Resource, check_rules
@@ -52,15 +52,10 @@ PERSON_A, PERSON_B, PERSON_C = "11010519491231002X", "110105194912310037", "1101
 def form(**overrides: Any) -> dict[str, Any]:
     """The application form as a using department fills it in."""
     fields: dict[str, Any] = {
+        **FORM,
         "consumer": USER,
         "resource": RESIDENTS,
         "items": ["residence_address", "marital_status"],
-        "applicant_name": "张伟",
-        "applicant_phone": "010-12345678",
-        "applicant_email": "zhang.wei@market-regulation.gov.example",
-        "using_department": "市场监督管理局",
-        "using_contact": "李娜 010-87654321",
-        "service_scenario": "企业开办：核验法定代表人住址",
         "usage_scope": "data_verification",
         "business_system": "企业登记系统（应用系统）",
         "justification": "核验法定代表人登记住址，避免重复向群众索要证明",

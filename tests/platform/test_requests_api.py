@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from support import FORM, router_app
+from support import FORM, consumers_with_tokens, router_app
 
 from govlake.core.catalog import Catalog
 from govlake.core.settings import Settings
@@ -36,11 +36,8 @@ class Api:
 
 @pytest.fixture
 def api(settings: Settings, catalog: Catalog) -> Iterator[Api]:
-    tokens = {}
-    with session(settings) as s:
-        for code in (USER, PROVIDER, OTHER, "civil_affairs"):
-            access.register_consumer(s, catalog, code, email=None, at=AT - timedelta(days=1))
-            tokens[code] = access.issue_token(s, code, at=AT - timedelta(days=1))
+    codes = (USER, PROVIDER, OTHER, "civil_affairs")
+    tokens = consumers_with_tokens(settings, catalog, codes, at=AT - timedelta(days=1))
     clock = [AT]
     with TestClient(router_app(router, settings, catalog, lambda: clock[0])) as client:
         yield Api(client, tokens, clock)

@@ -24,7 +24,7 @@ from delta_sharing.protocol import DeltaSharingProfile, Table
 from delta_sharing.rest_client import DataSharingRestClient
 from deltalake import write_deltalake
 from sqlalchemy import select
-from support import Clock
+from support import Clock, lake_settings
 
 from govlake.core.catalog import Catalog
 from govlake.core.settings import Settings
@@ -102,9 +102,7 @@ def _publish(settings: Settings, catalog: Catalog) -> None:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("files")
-    settings = Settings(warehouse=str(root / "lakehouse"), landing=str(root / "landing"),
-                        database_url=f"sqlite:///{root / 'govlake.db'}",
-                        catalog_dir=REPO / "schemas", spark_remote=None)  # fmt: skip
+    settings = lake_settings(root)
     catalog = Catalog.load(settings.catalog_dir)
     _publish(settings, catalog)
     clock = Clock(START)

@@ -31,6 +31,7 @@ from support import (
     delivery_of,
     hooked,
     journal_entries,
+    lake_settings,
     subscribe,
     subscriptions_app,
     versions,
@@ -572,12 +573,8 @@ def test_a_real_publication_names_a_version_that_reads_back(
     from govlake_app import pipeline as ingest
 
     inbox, port = smtp
-    settings = Settings(
-        warehouse=str(tmp_path / "lakehouse"),
-        landing=str(tmp_path / "landing"),
-        database_url=f"sqlite:///{tmp_path / 'govlake.db'}",
-        catalog_dir=REPO / "schemas",
-        spark_remote=None,
+    settings = lake_settings(
+        tmp_path,
         smtp_host="127.0.0.1",
         smtp_port=port,
         webhook_backoff_seconds=0.05,
