@@ -41,7 +41,6 @@ from govlake.sharing import requests as req
 from govlake.sharing.server.app import create_app
 from govlake_app.cli.serve import running
 
-REPO = Path(__file__).resolve().parents[2]
 RESIDENTS, ENTERPRISES = "population.residents", "legal_entity.enterprises"
 PROVIDER, USER = "public_security", "taxation"
 #: Publication days: the last days of 2025, then two days of 2026.

@@ -34,7 +34,6 @@ from govlake.sharing import access
 from govlake.sharing.server.app import create_app
 from govlake_app.cli.serve import running
 
-REPO = Path(__file__).resolve().parents[2]
 START = datetime.datetime(2026, 11, 4, 9)  # the server's clock
 KEY = b"a signing key known to the test"
 RESIDENTS = "population.residents"

@@ -55,7 +55,6 @@ from govlake_app.cli.subscriptions import subscription_app
 #: Every test that uses `settings` runs on SQLite and on PostgreSQL.
 pytestmark = pytest.mark.platform_state
 
-REPO = Path(__file__).resolve().parents[2]
 UNCONDITIONAL = "population.population.residents_unconditional"
 CONDITIONAL = "population.population.residents_conditional"
 
