@@ -1,5 +1,11 @@
-"""Shared fixtures: the repository catalogue, throw-away lakehouses, engine sessions, and
-the platform database on SQLite or on a real PostgreSQL server.
+"""Shared fixtures: the repository catalogue, throw-away lakehouses, engine sessions, the
+platform database on SQLite or on a real PostgreSQL server, a real mail server, and CLI
+runners bound to a test's platform.
+
+The tests sit by kind: `unit/` (small DataFrames, pure functions, local files, no server),
+`platform/` (a real database, S3, mail or HTTP server, Airflow), `e2e/` (the pipeline over
+generated extracts, read back with the official sharing client). Helpers that are not
+fixtures are in `support.py`.
 
 A test module marked `pytest.mark.platform_state` runs each of its tests that use
 `settings` twice, `[sqlite]` and `[postgresql]`; every other test gets a SQLite file.
@@ -10,19 +16,22 @@ from __future__ import annotations
 import itertools
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from aiosmtpd.controller import Controller
 from govlake_tools.pgserver import PostgresServer
 from govlake_tools.s3server import SeaweedS3
 from pyspark.sql import SparkSession
+from support import REPO, Inbox, lake_settings
+from typer.testing import CliRunner
 
 from govlake.core.catalog import Catalog
-from govlake.core.settings import Settings
+from govlake.core.net import free_port
+from govlake.core.settings import Settings, get_settings
 from govlake.lake.engine import get_spark
 
-REPO = Path(__file__).resolve().parents[1]
 #: The platform database backends a `platform_state` test runs on.
 DATABASE_BACKENDS = ("sqlite", "postgresql")
 _database_numbers = itertools.count(1)
@@ -85,13 +94,7 @@ def database_url(
 def settings(tmp_path: Path, database_url: str) -> Settings:
     """A lakehouse, landing zone and platform database of the test's own, on the embedded
     engine."""
-    return Settings(
-        warehouse=str(tmp_path / "lakehouse"),
-        landing=str(tmp_path / "landing"),
-        database_url=database_url,
-        catalog_dir=REPO / "schemas",
-        spark_remote=None,
-    )
+    return lake_settings(tmp_path, database_url=database_url)
 
 
 @pytest.fixture(scope="session")
@@ -116,3 +119,37 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
         pytest.skip("S3 server on the real clock, tests on a faked one (libfaketime)")
     with SeaweedS3.start(tmp_path_factory.mktemp("seaweedfs")) as server:
         yield server
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[Inbox, int]]:
+    """A real SMTP server (aiosmtpd) on a free loopback port, and the inbox it fills."""
+    inbox, port = Inbox(), free_port()
+    server = Controller(inbox, hostname="127.0.0.1", port=port)
+    server.start()
+    try:
+        yield inbox, port
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def cli_runner() -> Iterator[Callable[..., CliRunner]]:
+    """Makes CliRunners whose `get_settings()` reads the given platform (its database,
+    catalogue and lakehouse) with the extra variables given; the settings cache is cleared
+    when a runner is made and after the test."""
+
+    def runner(settings: Settings, **env: str) -> CliRunner:
+        get_settings.cache_clear()
+        return CliRunner(
+            env={
+                "COLUMNS": "300",
+                "GOVLAKE_DATABASE_URL": settings.database_url,
+                "GOVLAKE_CATALOG_DIR": str(settings.catalog_dir),
+                "GOVLAKE_WAREHOUSE": settings.warehouse,
+                **env,
+            }
+        )
+
+    yield runner
+    get_settings.cache_clear()

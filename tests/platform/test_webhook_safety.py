@@ -15,44 +15,39 @@ from __future__ import annotations
 import json
 import socket
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-import test_subscriptions
 from cryptography.fernet import Fernet, InvalidToken
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from sqlalchemy import create_engine, text
-from test_subscriptions import (
+from support import (
     AT,
     GRANTED,
     RESIDENTS,
     USER,
     Receiver,
-    _app,
-    _delivery,
-    _hooked,
-    _journal,
-    _subscribe,
+    delivery_of,
+    hooked,
+    journal_entries,
+    subscribe,
+    subscriptions_app,
     versions,
 )
 from typer.testing import CliRunner
 
 from govlake.core.catalog import Catalog
 from govlake.core.net import free_port
-from govlake.core.settings import Settings, get_settings
+from govlake.core.settings import Settings
 from govlake.platform.database import Base, Consumer, Subscription, session
 from govlake.sharing import access, sealing
 from govlake.sharing import subscriptions as subs
 from govlake.sharing.access import SharingError
 from govlake_app.cli.subscriptions import subscription_app
-
-# The platform (consumers, mail server, loopback receivers allowed) and the webhook receiver
-# of the subscription tests.
-db, receiver, smtp = test_subscriptions.db, test_subscriptions.receiver, test_subscriptions.smtp
 
 #: A public address (example.com's) that no test ever connects to.
 PUBLIC = "93.184.215.14"
@@ -122,7 +117,7 @@ INTERNAL = [
 
 
 def test_internal_receivers_are_refused_when_subscribing(
-    closed: Settings, catalog: Catalog, tmp_path: Path
+    closed: Settings, catalog: Catalog, tmp_path: Path, cli_runner: Callable[..., CliRunner]
 ) -> None:
     port = free_port()
     by_name = [
@@ -131,7 +126,7 @@ def test_internal_receivers_are_refused_when_subscribing(
         "http://nothing.invalid/hook",  # resolves nowhere: the same answer
     ]
     token = _tokens(closed, USER)[USER]
-    with TestClient(_app(closed, catalog)) as client:
+    with TestClient(subscriptions_app(closed, catalog)) as client:
         for url, reason in INTERNAL:
             answer = client.post(
                 "/govlake/v1/subscriptions",
@@ -162,23 +157,15 @@ def test_internal_receivers_are_refused_when_subscribing(
             assert answer.status_code == 400 and "http:// or https://" in answer.json()["message"]
 
     # The operator's CLI refuses them too, with the reason.
-    get_settings.cache_clear()
-    runner = CliRunner(
-        env={
-            "COLUMNS": "300",
-            "GOVLAKE_DATABASE_URL": closed.database_url,
-            "GOVLAKE_CATALOG_DIR": str(closed.catalog_dir),
-            "GOVLAKE_SECRETS_KEY_FILE": str(tmp_path / "cli.key"),
-            "GOVLAKE_WEBHOOK_ALLOWED_RECEIVERS": "",
-        }
+    runner = cli_runner(
+        closed,
+        GOVLAKE_SECRETS_KEY_FILE=str(tmp_path / "cli.key"),
+        GOVLAKE_WEBHOOK_ALLOWED_RECEIVERS="",
     )
-    try:
-        for url in ("http://127.0.0.1:6379/", f"http://localhost:{port}/"):
-            added = runner.invoke(subscription_app, ["add", USER, RESIDENTS, "--webhook", url])
-            assert added.exit_code == 2, added.output
-            assert "public addresses only" in added.output
-    finally:
-        get_settings.cache_clear()
+    for url in ("http://127.0.0.1:6379/", f"http://localhost:{port}/"):
+        added = runner.invoke(subscription_app, ["add", USER, RESIDENTS, "--webhook", url])
+        assert added.exit_code == 2, added.output
+        assert "public addresses only" in added.output
     with session(closed) as s:
         assert subs.list_subscriptions(s, include_cancelled=True) == []
 
@@ -217,7 +204,7 @@ def test_a_deployment_allows_its_internal_receivers(
         "https://hooks.public.example/govlake",  # resolves to a public address only
     ]
     for number, url in enumerate(accepted):
-        _subscribe(allowed, catalog, USER, webhook_url=url, email=f"n{number}@market.gov.example")
+        subscribe(allowed, catalog, USER, webhook_url=url, email=f"n{number}@market.gov.example")
     for url in (
         "http://127.0.0.1:9001/hook",
         "http://10.20.0.7/hook",
@@ -243,7 +230,7 @@ def test_a_name_rebound_to_loopback_after_subscribing_gets_no_request(
     # listens, standing in for an internal service) when the notice goes out.
     dns[REBOUND] = [[PUBLIC], ["127.0.0.1"]]
     url = f"http://{REBOUND}:{receiver.port}/internal"
-    sub_id, secret = _subscribe(closed, catalog, USER, webhook_url=url)
+    sub_id, secret = subscribe(closed, catalog, USER, webhook_url=url)
     assert secret is not None
     receiver.secrets["/internal"] = secret
     notices = subs.notify_publication(
@@ -252,10 +239,10 @@ def test_a_name_rebound_to_loopback_after_subscribing_gets_no_request(
     assert receiver.hits == []  # nothing reached the loopback service
     (hook,) = [n for n in notices if n.channel == "webhook"]
     assert hook.outcome == "failed"  # final: not retried against an internal address
-    delivery = _delivery(closed, sub_id)
+    delivery = delivery_of(closed, sub_id)
     assert (delivery.status, delivery.attempts, delivery.next_retry_at) == ("failed", 1, None)
     assert "127.0.0.1 (loopback)" in str(delivery.last_error)  # the operators' detail
-    (entry,) = [e for e in _journal(closed) if json.loads(e.detail)["channel"] == "webhook"]
+    (entry,) = [e for e in journal_entries(closed) if json.loads(e.detail)["channel"] == "webhook"]
     assert "not public" in json.loads(entry.detail)["error"]
 
     # A name that answers a public and an internal address at once is refused as well, and
@@ -275,13 +262,13 @@ def test_a_name_rebound_to_loopback_after_subscribing_gets_no_request(
 def test_the_consumer_sees_whether_it_went_through_and_the_class_only(
     db: Settings, catalog: Catalog, receiver: Receiver
 ) -> None:
-    refusing = _hooked(db, catalog, receiver, USER, "/refuses")
+    refusing = hooked(db, catalog, receiver, USER, "/refuses")
     receiver.status["/refuses"] = 401
-    dead, _ = _subscribe(db, catalog, USER, webhook_url=f"http://127.0.0.1:{free_port()}/")
-    delivered = _hooked(db, catalog, receiver, USER, "/ok")
+    dead, _ = subscribe(db, catalog, USER, webhook_url=f"http://127.0.0.1:{free_port()}/")
+    delivered = hooked(db, catalog, receiver, USER, "/ok")
     subs.notify_publication(db, catalog, resource=RESIDENTS, versions=versions(), at=AT)
     token = _tokens(db, USER)[USER]
-    with TestClient(_app(db, catalog)) as client:
+    with TestClient(subscriptions_app(db, catalog)) as client:
         shown = {}
         for sub_id in (refusing, dead, delivered):
             (view,) = client.get(
@@ -303,9 +290,9 @@ def test_the_consumer_sees_whether_it_went_through_and_the_class_only(
         for leak in ("no (", "Errno", "ConnectError", "Connection refused"):
             assert leak not in json.dumps(view), (leak, view)
     # The operators keep the detail: the row and the journal.
-    assert _delivery(db, refusing).last_status_code == 401
-    assert "ConnectError" in str(_delivery(db, dead).last_error)
-    errors = [json.loads(e.detail).get("error") for e in _journal(db)]
+    assert delivery_of(db, refusing).last_status_code == 401
+    assert "ConnectError" in str(delivery_of(db, dead).last_error)
+    errors = [json.loads(e.detail).get("error") for e in journal_entries(db)]
     assert "HTTP 401: no (401)" in errors
 
 
@@ -314,7 +301,7 @@ def test_the_consumer_sees_whether_it_went_through_and_the_class_only(
 def test_the_database_holds_no_secret_and_signatures_still_verify(
     db: Settings, catalog: Catalog, receiver: Receiver
 ) -> None:
-    sub_id = _hooked(db, catalog, receiver, USER, "/sealed")
+    sub_id = hooked(db, catalog, receiver, USER, "/sealed")
     secret = receiver.secrets["/sealed"]
     (stored,) = _stored_secrets(db)
     assert secret not in stored and stored.startswith("fernet:")
@@ -326,8 +313,8 @@ def test_the_database_holds_no_secret_and_signatures_still_verify(
     (hit,) = receiver.at("/sealed")
     assert hit.verified
     # Nor is the secret anywhere else in the database: not in the journal, not in deliveries.
-    assert all(secret not in e.detail for e in _journal(db, "subscription.create"))
-    assert secret not in _delivery(db, sub_id).payload
+    assert all(secret not in e.detail for e in journal_entries(db, "subscription.create"))
+    assert secret not in delivery_of(db, sub_id).payload
 
 
 def test_a_fresh_checkout_makes_its_key_and_a_server_database_needs_one(
@@ -336,7 +323,7 @@ def test_a_fresh_checkout_makes_its_key_and_a_server_database_needs_one(
     database = Path(settings.database_url.removeprefix("sqlite:///"))
     with session(settings) as s:
         access.register_consumer(s, catalog, USER, email=None, at=AT)
-    _subscribe(settings, catalog, USER, webhook_url=f"http://{PUBLIC}/hook")
+    subscribe(settings, catalog, USER, webhook_url=f"http://{PUBLIC}/hook")
     made = database.with_name("govlake-secrets.key")
     assert made.is_file() and stat.S_IMODE(made.stat().st_mode) == 0o600
     (stored,) = _stored_secrets(settings)
@@ -351,7 +338,7 @@ def test_rotation_reseals_under_the_new_key_and_the_old_key_can_go(
 ) -> None:
     old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
     first = db.model_copy(update={"secrets_key": SecretStr(old)})
-    _hooked(first, catalog, receiver, USER, "/rotated")
+    hooked(first, catalog, receiver, USER, "/rotated")
     (before,) = _stored_secrets(db)
 
     # The new key first, the old one still there: rotate.
@@ -373,7 +360,7 @@ def test_rotation_reseals_under_the_new_key_and_the_old_key_can_go(
 
     # Had the old key gone before the rotation, nothing is sent unsigned: the delivery waits
     # (retryable) for the operator to put the key back.
-    _hooked(first, catalog, receiver, GRANTED, "/unrotated", sharing_class="conditional")
+    hooked(first, catalog, receiver, GRANTED, "/unrotated", sharing_class="conditional")
     notices = subs.notify_publication(
         only_new, catalog, resource=RESIDENTS, versions=versions(4, 4), at=AT
     )
@@ -385,24 +372,13 @@ def test_rotation_reseals_under_the_new_key_and_the_old_key_can_go(
 
 
 def test_the_rotate_key_command_adds_a_key_reseals_and_retires_the_old(
-    db: Settings, catalog: Catalog, receiver: Receiver
+    db: Settings, catalog: Catalog, receiver: Receiver, cli_runner: Callable[..., CliRunner]
 ) -> None:
-    _hooked(db, catalog, receiver, USER, "/cli")
+    hooked(db, catalog, receiver, USER, "/cli")
     assert db.secrets_key_file is not None
     (old,) = db.secrets_key_file.read_text().split()
-    get_settings.cache_clear()
-    runner = CliRunner(
-        env={
-            "COLUMNS": "300",
-            "GOVLAKE_DATABASE_URL": db.database_url,
-            "GOVLAKE_CATALOG_DIR": str(db.catalog_dir),
-            "GOVLAKE_SECRETS_KEY_FILE": str(db.secrets_key_file),
-        }
-    )
-    try:
-        rotated = runner.invoke(subscription_app, ["rotate-key", "--new-key", "--retire"])
-    finally:
-        get_settings.cache_clear()
+    runner = cli_runner(db, GOVLAKE_SECRETS_KEY_FILE=str(db.secrets_key_file))
+    rotated = runner.invoke(subscription_app, ["rotate-key", "--new-key", "--retire"])
     assert rotated.exit_code == 0, rotated.output
     assert "1 webhook secret(s) sealed again under the newest of 2 key(s)" in rotated.output
     assert "1 older key(s) removed from the key file" in rotated.output
@@ -412,7 +388,7 @@ def test_the_rotate_key_command_adds_a_key_reseals_and_retires_the_old(
     Fernet(new.encode()).decrypt(stored.removeprefix("fernet:").encode())
     subs.notify_publication(db, catalog, resource=RESIDENTS, versions=versions(), at=AT)
     assert receiver.at("/cli")[0].verified
-    (journaled,) = _journal(db, "subscription.rotate_key")
+    (journaled,) = journal_entries(db, "subscription.rotate_key")
     assert json.loads(journaled.detail) == {"resealed": 1, "plain": 0, "keys": 2, "retire": True}
 
 

@@ -25,7 +25,7 @@ from govlake.core.catalog import Catalog
 from govlake.core.settings import Settings
 from govlake.lake.tables import TableSet
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RESIDENTS = "population.residents"
 PERSON = "11010519491231002X"
 FILES = 20  # the abort needs a scan over several files

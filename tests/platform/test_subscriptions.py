@@ -7,287 +7,56 @@ notified version back with delta-rs."""
 from __future__ import annotations
 
 import datetime as dt
-import email
-import email.policy
 import hashlib
 import hmac
 import json
-import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from deltalake import DeltaTable
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
+from support import (
+    AT,
+    GRANTED,
+    PROVIDER,
+    RESIDENTS,
+    USER,
+    Inbox,
+    Receiver,
+    delivery_of,
+    hooked,
+    journal_entries,
+    lake_settings,
+    subscribe,
+    subscriptions_app,
+    versions,
+)
 from typer.testing import CliRunner
 
 from govlake.core.catalog import Catalog, Resource, check_rules
 from govlake.core.net import free_port
-from govlake.core.settings import Settings, get_settings
+from govlake.core.settings import Settings
 from govlake.platform.database import (
-    AuditEntry,
     Notification,
     Subscription,
-    WebhookDelivery,
     session,
 )
 from govlake.sharing import access, sealing
 from govlake.sharing import subscriptions as subs
-from govlake.sharing.access import AccessError, SharingError
-from govlake.sharing.server.errors import answer_for
-from govlake.sharing.server.subscriptions_api import router
+from govlake.sharing.access import SharingError
 from govlake.sharing.subscriptions import PublishedVersion
 from govlake_app.cli.subscriptions import subscription_app
 
 #: Every test that uses `settings` runs on SQLite and on PostgreSQL.
 pytestmark = pytest.mark.platform_state
 
-REPO = Path(__file__).resolve().parents[1]
-AT = datetime(2026, 11, 4, 2, 0)  # naive UTC
-RESIDENTS = "population.residents"
-USER, PROVIDER, GRANTED = "market_regulation", "public_security", "taxation"
 UNCONDITIONAL = "population.population.residents_unconditional"
 CONDITIONAL = "population.population.residents_conditional"
-
-
-def versions(
-    unconditional: int = 3, conditional: int = 3, rows: int = 600
-) -> list[PublishedVersion]:
-    """What the pipeline records for one publication of the residents."""
-    published = datetime(2026, 11, 4, 2, 0)
-    return [
-        PublishedVersion(
-            "unconditional", "population.residents_unconditional", unconditional, rows, published
-        ),
-        PublishedVersion(
-            "conditional", "population.residents_conditional", conditional, rows, published
-        ),
-    ]
-
-
-# -- real receivers -------------------------------------------------------------------------
-class _Inbox:
-    """An aiosmtpd handler that keeps every envelope it receives."""
-
-    def __init__(self) -> None:
-        self.envelopes: list[Any] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.envelopes.append(envelope)
-        return "250 Message accepted for delivery"
-
-    def texts(self, to: str) -> list[str]:
-        found = []
-        for envelope in self.envelopes:
-            if to in envelope.rcpt_tos:
-                message = email.message_from_bytes(envelope.content, policy=email.policy.default)
-                assert isinstance(message, email.message.EmailMessage)
-                body = message.get_body(preferencelist=("plain",))
-                assert body is not None
-                found.append(f"Subject: {message['Subject']}\n{body.get_content()}")
-        return found
-
-
-@pytest.fixture
-def smtp() -> Iterator[tuple[_Inbox, int]]:
-    inbox, port = _Inbox(), free_port()
-    server = Controller(inbox, hostname="127.0.0.1", port=port)
-    server.start()
-    try:
-        yield inbox, port
-    finally:
-        server.stop()
-
-
-@dataclass
-class Hit:
-    """One request the receiver got, and whether its signature verified."""
-
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    verified: bool
-    answered: int
-
-    @property
-    def payload(self) -> dict[str, Any]:
-        parsed: dict[str, Any] = json.loads(self.body)
-        return parsed
-
-
-@dataclass
-class Receiver:
-    """A webhook receiver as a consumer would write one: it verifies the HMAC of
-    `<timestamp>.<body>` with its secret and refuses stale timestamps (401). Per path it can
-    answer 503 to the first requests, sleep past the sender's timeout, or answer a fixed
-    status."""
-
-    port: int
-    secrets: dict[str, str] = field(default_factory=dict)
-    fail_first: dict[str, int] = field(default_factory=dict)
-    slow_first: dict[str, int] = field(default_factory=dict)
-    status: dict[str, int] = field(default_factory=dict)
-    hits: list[Hit] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def at(self, path: str) -> list[Hit]:
-        return [hit for hit in self.hits if hit.path == path]
-
-    def verify(self, path: str, headers: dict[str, str], body: bytes) -> bool:
-        secret = self.secrets.get(path)
-        timestamp = headers.get("x-govlake-timestamp", "")
-        if secret is None or not timestamp.isdigit():
-            return False
-        if abs(time.time() - int(timestamp)) > 300:
-            return False
-        expected = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
-        return hmac.compare_digest(
-            "sha256=" + expected.hexdigest(), headers.get("x-govlake-signature", "")
-        )
-
-    def answer(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, float]:
-        """The status to answer and how long to wait first."""
-        verified = self.verify(path, headers, body)
-        with self.lock:
-            seen = len(self.at(path))
-            if not verified:
-                code, wait = 401, 0.0
-            elif seen < self.slow_first.get(path, 0):
-                code, wait = 200, 1.5
-            elif seen < self.fail_first.get(path, 0):
-                code, wait = 503, 0.0
-            else:
-                code, wait = self.status.get(path, 200), 0.0
-            self.hits.append(Hit(path, headers, body, verified, code))
-        return code, wait
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    state = Receiver(free_port())
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            code, wait = state.answer(self.path, headers, body)
-            time.sleep(wait)
-            try:
-                self.send_response(code)
-                self.send_header("Content-Type", "text/plain")
-                self.end_headers()
-                self.wfile.write(b"ok" if code == 200 else f"no ({code})".encode())
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the sender timed out and left
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", state.port), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-# -- the platform ---------------------------------------------------------------------------
-@pytest.fixture
-def db(settings: Settings, catalog: Catalog, smtp: tuple[_Inbox, int], tmp_path: Path) -> Settings:
-    """Consumers registered (GRANTED holds a grant of the residents' conditional table), mail
-    to the real SMTP server, webhook pauses short; the receivers on loopback allowed, and the
-    webhook secrets sealed with a key file of the test's own (also on PostgreSQL)."""
-    _, port = smtp
-    with session(settings) as s:
-        for code in (USER, PROVIDER, GRANTED, "civil_affairs"):
-            access.register_consumer(
-                s, catalog, code, email=f"data@{code}.gov.example", at=AT - timedelta(days=30)
-            )
-        access.grant(
-            s,
-            catalog,
-            GRANTED,
-            RESIDENTS,
-            purpose="administrative_basis",
-            by=PROVIDER,
-            at=AT - timedelta(days=1),
-        )
-    return settings.model_copy(
-        update={
-            "smtp_host": "127.0.0.1",
-            "smtp_port": port,
-            "webhook_attempts": 3,
-            "webhook_backoff_seconds": 0.05,
-            "webhook_timeout_seconds": 0.5,
-            "sharing_endpoint": "https://share.platform.gov.example/delta-sharing",
-            "webhook_allowed_receivers": ["127.0.0.1"],
-            "secrets_key_file": tmp_path / "secrets.key",
-        }
-    )
-
-
-def _subscribe(
-    settings: Settings, catalog: Catalog, consumer: str, **options: Any
-) -> tuple[int, str | None]:
-    with session(settings) as s:
-        made, secret = subs.subscribe(
-            s,
-            catalog,
-            settings,
-            consumer=consumer,
-            resource=options.pop("resource", RESIDENTS),
-            at=options.pop("at", AT),
-            **options,
-        )
-        return made.id, secret
-
-
-def _hooked(
-    settings: Settings,
-    catalog: Catalog,
-    receiver: Receiver,
-    consumer: str,
-    path: str,
-    **options: Any,
-) -> int:
-    """Subscribe with a webhook to `path` of the receiver, which learns the secret."""
-    sub_id, secret = _subscribe(
-        settings, catalog, consumer, webhook_url=receiver.url(path), **options
-    )
-    assert secret is not None
-    receiver.secrets[path] = secret
-    return sub_id
-
-
-def _journal(settings: Settings, action: str = "subscription.notify") -> list[AuditEntry]:
-    with session(settings) as s:
-        return list(
-            s.scalars(
-                select(AuditEntry).where(AuditEntry.action == action).order_by(AuditEntry.seq)
-            )
-        )
-
-
-def _delivery(settings: Settings, sub_id: int) -> WebhookDelivery:
-    with session(settings) as s:
-        return s.scalars(
-            select(WebhookDelivery).where(WebhookDelivery.subscription_id == sub_id)
-        ).one()
 
 
 def _conditional_only(catalog: Catalog) -> Catalog:
@@ -336,8 +105,8 @@ def test_subscribing_needs_a_table_the_consumer_may_read(db: Settings, catalog: 
         with session(db) as s, pytest.raises(error, match=message):
             subs.subscribe(s, used, db, at=AT, **options)
     # The provider reads its own conditional table; a grant holder reads it too.
-    assert _subscribe(db, only_conditional, PROVIDER)[1] is None
-    assert _subscribe(db, only_conditional, GRANTED, sharing_class="conditional")[1] is None
+    assert subscribe(db, only_conditional, PROVIDER)[1] is None
+    assert subscribe(db, only_conditional, GRANTED, sharing_class="conditional")[1] is None
     with session(db) as s:
         access.suspend(s, catalog, USER, reason="catalogue not updated", by="bureau", at=AT)
     with session(db) as s, pytest.raises(subs.SubscriptionRefused, match="suspended since"):
@@ -349,16 +118,16 @@ def test_subscribing_needs_a_table_the_consumer_may_read(db: Settings, catalog: 
             (GRANTED, "conditional"),
         ]
         assert stored[0].email == f"data@{PROVIDER}.gov.example"  # the contact by default
-    created = _journal(db, "subscription.create")
+    created = journal_entries(db, "subscription.create")
     assert [json.loads(e.detail)["readable_now"] for e in created] == [[CONDITIONAL]] * 2
 
 
 def test_a_duplicate_is_refused_and_only_the_owner_cancels(db: Settings, catalog: Catalog) -> None:
-    sub_id, _ = _subscribe(db, catalog, USER)
+    sub_id, _ = subscribe(db, catalog, USER)
     with session(db) as s, pytest.raises(SharingError, match=f"already subscribes .*{sub_id}"):
         subs.subscribe(s, catalog, db, consumer=USER, resource=RESIDENTS, at=AT)
     # Another address is another subscription.
-    _subscribe(db, catalog, USER, email="other@market.gov.example")
+    subscribe(db, catalog, USER, email="other@market.gov.example")
     with session(db) as s, pytest.raises(subs.SubscriptionNotFound):
         subs.unsubscribe(s, sub_id, consumer=GRANTED, at=AT)
     with session(db) as s:
@@ -370,19 +139,19 @@ def test_a_duplicate_is_refused_and_only_the_owner_cancels(db: Settings, catalog
             "other@market.gov.example"
         ]
         assert len(subs.list_subscriptions(s, include_cancelled=True)) == 2
-    (cancelled,) = _journal(db, "subscription.cancel")
+    (cancelled,) = journal_entries(db, "subscription.cancel")
     assert (cancelled.actor, cancelled.consumer) == (USER, USER)
     # Once cancelled, the same subscription may be made again.
-    _subscribe(db, catalog, USER)
+    subscribe(db, catalog, USER)
 
 
 # -- notices --------------------------------------------------------------------------------
 def test_each_subscriber_hears_of_the_tables_it_may_read(
-    db: Settings, catalog: Catalog, smtp: tuple[_Inbox, int], receiver: Receiver
+    db: Settings, catalog: Catalog, smtp: tuple[Inbox, int], receiver: Receiver
 ) -> None:
     inbox, _ = smtp
-    user_sub = _hooked(db, catalog, receiver, USER, "/market")
-    assert _subscribe(db, catalog, GRANTED)[1] is None  # no webhook, no secret
+    user_sub = hooked(db, catalog, receiver, USER, "/market")
+    assert subscribe(db, catalog, GRANTED)[1] is None  # no webhook, no secret
 
     notices = subs.notify_publication(
         db, catalog, resource=RESIDENTS, versions=versions(), at=AT + timedelta(minutes=5)
@@ -424,7 +193,7 @@ def test_each_subscriber_hears_of_the_tables_it_may_read(
     assert [
         (t["full_name"], t["version"], t["rows"], t["published_at"]) for t in hit.payload["tables"]
     ] == [(UNCONDITIONAL, 3, 600, "2026-11-04T02:00:00Z")]
-    delivery = _delivery(db, user_sub)
+    delivery = delivery_of(db, user_sub)
     assert (delivery.status, delivery.attempts, delivery.last_status_code) == ("delivered", 1, 200)
     assert delivery.next_retry_at is None and delivery.delivered_at == AT + timedelta(minutes=5)
 
@@ -436,7 +205,7 @@ def test_each_subscriber_hears_of_the_tables_it_may_read(
         ]
     journal = [
         (e.consumer, json.loads(e.detail)["channel"], e.table_name, e.version, e.outcome)
-        for e in _journal(db)
+        for e in journal_entries(db)
     ]
     assert sorted(journal) == sorted(
         [
@@ -448,17 +217,17 @@ def test_each_subscriber_hears_of_the_tables_it_may_read(
         ]
     )
     granted_conditional = next(
-        e for e in _journal(db) if e.table_name == CONDITIONAL and e.consumer == GRANTED
+        e for e in journal_entries(db) if e.table_name == CONDITIONAL and e.consumer == GRANTED
     )
     assert granted_conditional.purpose == "administrative_basis"
 
 
 def test_a_revoked_grant_or_a_suspension_stops_the_notices(
-    db: Settings, catalog: Catalog, smtp: tuple[_Inbox, int]
+    db: Settings, catalog: Catalog, smtp: tuple[Inbox, int]
 ) -> None:
     inbox, _ = smtp
-    _subscribe(db, catalog, GRANTED, sharing_class="conditional")
-    _subscribe(db, catalog, USER, sharing_class="unconditional")
+    subscribe(db, catalog, GRANTED, sharing_class="conditional")
+    subscribe(db, catalog, USER, sharing_class="unconditional")
     first = subs.notify_publication(db, catalog, resource=RESIDENTS, versions=versions(3, 3), at=AT)
     assert sorted((n.consumer, n.outcome) for n in first) == [(USER, "sent"), (GRANTED, "sent")]
 
@@ -489,7 +258,7 @@ def test_a_revoked_grant_or_a_suspension_stops_the_notices(
         db, catalog, resource=RESIDENTS, versions=versions(5, 5), at=AT + timedelta(days=4)
     )
     assert sorted((n.consumer, n.outcome) for n in third) == [(USER, "sent"), (GRANTED, "refused")]
-    refusals = [e for e in _journal(db) if e.outcome == "refused"]
+    refusals = [e for e in journal_entries(db) if e.outcome == "refused"]
     assert [(e.consumer, e.version) for e in refusals] == [(GRANTED, 4), (USER, 4), (GRANTED, 5)]
     assert json.loads(refusals[1].detail)["reason"].startswith(f"department {USER} is suspended")
 
@@ -497,7 +266,7 @@ def test_a_revoked_grant_or_a_suspension_stops_the_notices(
 def test_503s_are_retried_with_the_same_body_until_delivered(
     db: Settings, catalog: Catalog, receiver: Receiver
 ) -> None:
-    sub_id = _hooked(db, catalog, receiver, USER, "/flaky")
+    sub_id = hooked(db, catalog, receiver, USER, "/flaky")
     receiver.fail_first["/flaky"] = 2
     started = time.monotonic()
     (_, hook) = [
@@ -515,37 +284,37 @@ def test_503s_are_retried_with_the_same_body_until_delivered(
     assert len({h.body for h in hits}) == 1  # the same body, signed afresh each time
     assert len({h.headers["x-govlake-delivery"] for h in hits}) == 1
     assert [h.headers["x-govlake-attempt"] for h in hits] == ["1", "2", "3"]
-    delivery = _delivery(db, sub_id)
+    delivery = delivery_of(db, sub_id)
     assert (delivery.status, delivery.attempts, delivery.rounds) == ("delivered", 3, 1)
     log = json.loads(delivery.attempt_log)
     assert [(a["attempt"], a["status_code"]) for a in log] == [(1, 503), (2, 503), (3, 200)]
     assert log[0]["error"].startswith("HTTP 503")
-    (entry,) = [e for e in _journal(db) if json.loads(e.detail)["channel"] == "webhook"]
+    (entry,) = [e for e in journal_entries(db) if json.loads(e.detail)["channel"] == "webhook"]
     assert entry.outcome == "ok" and json.loads(entry.detail)["attempts"] == 3
 
 
 def test_a_timeout_is_retried(db: Settings, catalog: Catalog, receiver: Receiver) -> None:
-    sub_id = _hooked(db, catalog, receiver, USER, "/slow")
+    sub_id = hooked(db, catalog, receiver, USER, "/slow")
     receiver.slow_first["/slow"] = 1
     subs.notify_publication(db, catalog, resource=RESIDENTS, versions=versions(), at=AT)
-    delivery = _delivery(db, sub_id)
+    delivery = delivery_of(db, sub_id)
     assert (delivery.status, delivery.attempts) == ("delivered", 2)
     first = json.loads(delivery.attempt_log)[0]
     assert first["status_code"] is None and first["error"].startswith("timed out after 0.5 s")
 
 
 def test_a_4xx_is_final(db: Settings, catalog: Catalog, receiver: Receiver) -> None:
-    sub_id = _hooked(db, catalog, receiver, USER, "/gone")
+    sub_id = hooked(db, catalog, receiver, USER, "/gone")
     receiver.status["/gone"] = 400
     notices = subs.notify_publication(db, catalog, resource=RESIDENTS, versions=versions(), at=AT)
     (hook,) = [n for n in notices if n.channel == "webhook"]
     assert (hook.outcome, hook.detail) == ("failed", "HTTP 400: no (400)")
     assert len(receiver.at("/gone")) == 1
-    delivery = _delivery(db, sub_id)
+    delivery = delivery_of(db, sub_id)
     assert (delivery.status, delivery.attempts, delivery.last_status_code) == ("failed", 1, 400)
     assert delivery.next_retry_at is None
     assert subs.retry_deliveries(db, at=AT + timedelta(days=1), catalog=catalog) == []
-    (entry,) = [e for e in _journal(db) if json.loads(e.detail)["channel"] == "webhook"]
+    (entry,) = [e for e in journal_entries(db) if json.loads(e.detail)["channel"] == "webhook"]
     assert entry.outcome == "error" and json.loads(entry.detail)["status_code"] == 400
 
 
@@ -553,16 +322,16 @@ def test_later_retries_deliver_then_give_up(
     db: Settings, catalog: Catalog, receiver: Receiver
 ) -> None:
     # Down for the 3 immediate attempts and the first later retry, then up.
-    sub_id = _hooked(db, catalog, receiver, USER, "/down")
+    sub_id = hooked(db, catalog, receiver, USER, "/down")
     receiver.fail_first["/down"] = 4
     subs.notify_publication(db, catalog, resource=RESIDENTS, versions=versions(), at=AT)
-    delivery = _delivery(db, sub_id)
+    delivery = delivery_of(db, sub_id)
     assert (delivery.status, delivery.attempts) == ("retrying", 3)
     assert delivery.next_retry_at == AT + subs.RETRY_DELAYS[0]
     assert subs.retry_deliveries(db, at=AT + timedelta(minutes=4), catalog=catalog) == []
     (again,) = subs.retry_deliveries(db, at=AT + timedelta(minutes=5), catalog=catalog)
     assert again.outcome == "retrying"
-    assert _delivery(db, sub_id).next_retry_at == AT + timedelta(minutes=5) + subs.RETRY_DELAYS[1]
+    assert delivery_of(db, sub_id).next_retry_at == AT + timedelta(minutes=5) + subs.RETRY_DELAYS[1]
     (done,) = subs.retry_deliveries(db, at=AT + timedelta(hours=1), catalog=catalog)
     assert done.outcome == "delivered"
     assert [h.answered for h in receiver.at("/down")] == [503] * 4 + [200]
@@ -570,7 +339,7 @@ def test_later_retries_deliver_then_give_up(
 
     # A receiver that never answers: the immediate attempts, then one per later retry.
     dead = f"http://127.0.0.1:{free_port()}/hook"
-    dead_sub, _ = _subscribe(db, catalog, GRANTED, webhook_url=dead)
+    dead_sub, _ = subscribe(db, catalog, GRANTED, webhook_url=dead)
     subs.notify_publication(
         db, catalog, resource=RESIDENTS, versions=versions(4, 4), at=AT + timedelta(days=1)
     )
@@ -581,13 +350,13 @@ def test_later_retries_deliver_then_give_up(
         (notice,) = subs.retry_deliveries(db, at=moment, catalog=catalog)
         outcomes.append(notice.outcome)
     assert outcomes == ["retrying"] * (len(subs.RETRY_DELAYS) - 1) + ["failed"]
-    given_up = _delivery(db, dead_sub)
+    given_up = delivery_of(db, dead_sub)
     assert given_up.attempts == 3 + len(subs.RETRY_DELAYS)
     assert "ConnectError" in str(given_up.last_error) and "gave up after 8 attempts" in str(
         given_up.last_error
     )
     assert subs.retry_deliveries(db, at=moment + timedelta(days=1), catalog=catalog) == []
-    retried = [e for e in _journal(db) if json.loads(e.detail).get("retry")]
+    retried = [e for e in journal_entries(db) if json.loads(e.detail).get("retry")]
     assert len(retried) == 2 + len(subs.RETRY_DELAYS) * 2  # one entry per table notified
     assert {e.outcome for e in retried} == {"ok", "error"}
 
@@ -595,8 +364,8 @@ def test_later_retries_deliver_then_give_up(
 def test_a_cancelled_subscription_or_revoked_grant_drops_waiting_retries(
     db: Settings, catalog: Catalog, receiver: Receiver
 ) -> None:
-    cancelled = _hooked(db, catalog, receiver, USER, "/a")
-    revoked = _hooked(db, catalog, receiver, GRANTED, "/b", sharing_class="conditional")
+    cancelled = hooked(db, catalog, receiver, USER, "/a")
+    revoked = hooked(db, catalog, receiver, GRANTED, "/b", sharing_class="conditional")
     receiver.fail_first["/a"] = receiver.fail_first["/b"] = 100
     subs.notify_publication(db, catalog, resource=RESIDENTS, versions=versions(), at=AT)
     with session(db) as s:
@@ -608,7 +377,7 @@ def test_a_cancelled_subscription_or_revoked_grant_drops_waiting_retries(
         (GRANTED, "dropped"),
     ]
     assert f"subscription {cancelled} was cancelled" in str(dropped[0].detail)
-    assert "holds no active grant" in str(_delivery(db, revoked).last_error)
+    assert "holds no active grant" in str(delivery_of(db, revoked).last_error)
     assert len(receiver.hits) == 6  # the immediate attempts only
     # A cancelled subscription hears of nothing more.
     later = subs.notify_publication(
@@ -621,7 +390,7 @@ def test_a_failing_mail_server_does_not_fail_the_notice(
     db: Settings, catalog: Catalog, receiver: Receiver
 ) -> None:
     broken = db.model_copy(update={"smtp_port": free_port()})
-    _hooked(broken, catalog, receiver, USER, "/hook")
+    hooked(broken, catalog, receiver, USER, "/hook")
     notices = subs.notify_publication(
         broken, catalog, resource=RESIDENTS, versions=versions(), at=AT
     )
@@ -632,14 +401,14 @@ def test_a_failing_mail_server_does_not_fail_the_notice(
     with session(db) as s:
         (notice,) = s.scalars(select(Notification)).all()
         assert not notice.sent and "could not mail" in str(notice.error)
-    mail = next(e for e in _journal(db) if json.loads(e.detail)["channel"] == "email")
+    mail = next(e for e in journal_entries(db) if json.loads(e.detail)["channel"] == "email")
     assert mail.outcome == "error" and "could not mail" in json.loads(mail.detail)["error"]
 
 
 def test_versions_the_resource_does_not_publish_are_the_callers_error(
     db: Settings, catalog: Catalog
 ) -> None:
-    _subscribe(db, catalog, USER)
+    subscribe(db, catalog, USER)
     wrong = [PublishedVersion("unconditional", "population.people", 3, 10, AT)]
     with pytest.raises(SharingError, match=r"population\.people is not the unconditional table"):
         subs.notify_publication(db, catalog, resource=RESIDENTS, versions=wrong, at=AT)
@@ -677,26 +446,6 @@ def test_signatures_verify_and_replays_are_refused() -> None:
 
 
 # -- HTTP API -------------------------------------------------------------------------------
-def _app(settings: Settings, catalog: Catalog) -> FastAPI:
-    """The router under the two handlers the sharing server registers."""
-    app = FastAPI()
-    app.state.settings, app.state.catalog = settings, catalog
-    app.state.clock = lambda: AT
-    app.include_router(router)
-
-    @app.exception_handler(AccessError)
-    async def _refused(request: Request, exc: AccessError) -> JSONResponse:
-        return answer_for(exc).response()
-
-    @app.exception_handler(SharingError)
-    async def _invalid(request: Request, exc: SharingError) -> JSONResponse:
-        return JSONResponse(
-            {"errorCode": "INVALID_PARAMETER_VALUE", "message": str(exc)}, status_code=400
-        )
-
-    return app
-
-
 def test_api_subscribes_lists_and_cancels_as_the_token(
     db: Settings, catalog: Catalog, receiver: Receiver
 ) -> None:
@@ -704,7 +453,7 @@ def test_api_subscribes_lists_and_cancels_as_the_token(
         tokens = {
             code: access.issue_token(s, code, at=AT - timedelta(days=1)) for code in (USER, GRANTED)
         }
-    with TestClient(_app(db, _conditional_only(catalog))) as client:
+    with TestClient(subscriptions_app(db, _conditional_only(catalog))) as client:
 
         def call(method: str, path: str, who: str, **kwargs: Any) -> Any:
             headers = {"Authorization": f"Bearer {tokens[who]}"}
@@ -749,26 +498,19 @@ def test_api_subscribes_lists_and_cancels_as_the_token(
         assert call("GET", "/subscriptions", GRANTED).json() == []
         every = call("GET", "/subscriptions?include_cancelled=true", GRANTED).json()
         assert every[0]["cancelled_by"] == GRANTED
-    assert [e.actor for e in _journal(db, "subscription.create")] == [GRANTED]
+    assert [e.actor for e in journal_entries(db, "subscription.create")] == [GRANTED]
 
 
 # -- command line ---------------------------------------------------------------------------
 @pytest.fixture
-def cli(db: Settings) -> Iterator[CliRunner]:
+def cli(db: Settings, cli_runner: Callable[..., CliRunner]) -> CliRunner:
     """A runner whose `get_settings()` reads the test's platform database."""
-    get_settings.cache_clear()
-    yield CliRunner(
-        env={
-            "COLUMNS": "300",
-            "GOVLAKE_DATABASE_URL": db.database_url,
-            "GOVLAKE_CATALOG_DIR": str(db.catalog_dir),
-            "GOVLAKE_WAREHOUSE": db.warehouse,
-            "GOVLAKE_SECRETS_KEY_FILE": str(db.secrets_key_file),
-            # The platform does not resolve this name: allowed by name.
-            "GOVLAKE_WEBHOOK_ALLOWED_RECEIVERS": "127.0.0.1,hooks.market.gov.example",
-        }
+    return cli_runner(
+        db,
+        GOVLAKE_SECRETS_KEY_FILE=str(db.secrets_key_file),
+        # The platform does not resolve this name: allowed by name.
+        GOVLAKE_WEBHOOK_ALLOWED_RECEIVERS="127.0.0.1,hooks.market.gov.example",
     )
-    get_settings.cache_clear()
 
 
 def test_cli_adds_lists_cancels_and_retries(cli: CliRunner, db: Settings) -> None:
@@ -835,7 +577,7 @@ def _lakehouse(tmp_path: Path, smtp_port: int) -> Settings:
 
 
 def test_a_real_publication_names_a_version_that_reads_back(
-    tmp_path: Path, catalog: Catalog, smtp: tuple[_Inbox, int], receiver: Receiver
+    tmp_path: Path, catalog: Catalog, smtp: tuple[Inbox, int], receiver: Receiver
 ) -> None:
     from govlake_tools.generate import generate
 
@@ -845,7 +587,13 @@ def test_a_real_publication_names_a_version_that_reads_back(
     from govlake_app import pipeline as ingest
 
     inbox, port = smtp
-    settings = _lakehouse(tmp_path, port)
+    settings = lake_settings(
+        tmp_path,
+        smtp_host="127.0.0.1",
+        smtp_port=port,
+        webhook_backoff_seconds=0.05,
+        webhook_allowed_receivers=["127.0.0.1"],
+    )
     day = dt.date(2026, 11, 2)
     generate(catalog, settings.landing_location, rows=60, seed=3, as_of=day, resources=[RESIDENTS])
     end = datetime.combine(day + timedelta(days=1), dt.time(2), dt.UTC)
@@ -872,7 +620,7 @@ def test_a_real_publication_names_a_version_that_reads_back(
     at = end.replace(tzinfo=None) + timedelta(minutes=10)
     with session(settings) as s:
         access.register_consumer(s, catalog, USER, email=None, at=at)
-    sub_id = _hooked(settings, catalog, receiver, USER, "/e2e", at=at)
+    sub_id = hooked(settings, catalog, receiver, USER, "/e2e", at=at)
     notices = subs.notify_publication(
         settings, catalog, resource=RESIDENTS, versions=published, at=at
     )

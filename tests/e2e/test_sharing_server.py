@@ -8,8 +8,6 @@ import datetime
 import json
 import re
 import shutil
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,14 +17,11 @@ import delta_sharing
 import httpx
 import pandas as pd
 import pytest
-import uvicorn
 from deltalake import DeltaTable
-from govlake_tools.generate import generate
 from sqlalchemy import select, text
+from support import Clock, consumers_with_tokens, deliver, lake_settings, write_profiles
 
 from govlake.core.catalog import Catalog
-from govlake.core.net import free_port
-from govlake.core.runs import Interval
 from govlake.core.settings import Settings
 from govlake.lake.engine import get_spark
 from govlake.lake.tables import TableSet
@@ -34,23 +29,15 @@ from govlake.platform import audit
 from govlake.platform.database import AuditEntry, session
 from govlake.sharing import access
 from govlake.sharing.server.app import create_app
-from govlake_app import pipeline as ingest
+from govlake_app.cli.serve import running
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DAY1, DAY2 = datetime.date(2026, 11, 2), datetime.date(2026, 11, 3)
 START = datetime.datetime(2026, 11, 4, 9)  # the server's clock when the tests begin
 UNCONDITIONAL = "population.population.residents_unconditional"
 CONDITIONAL = "population.population.residents_conditional"
-
-
-class Clock:
-    def __init__(self, at: datetime.datetime):
-        self.at = at
-
-    def __call__(self) -> datetime.datetime:
-        return self.at
 
 
 @dataclass
@@ -77,20 +64,14 @@ def sharing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sharing]:
     # was published: its old tables stay on disk and must never be exposed.
     catalog_dir = root / "schemas"
     shutil.copytree(REPO / "schemas", catalog_dir)
-    settings = Settings(warehouse=str(root / "lakehouse"), landing=str(root / "landing"),
-                        database_url=f"sqlite:///{root / 'govlake.db'}",
-                        catalog_dir=REPO / "schemas", spark_remote=None)  # fmt: skip
+    settings = lake_settings(root)
     catalog = Catalog.load(settings.catalog_dir)
     spark = get_spark(settings, catalog, fresh=True)
     names = ["population.residents", "geospatial.registered_addresses", "legal_entity.enterprises"]
     for day in (DAY1, DAY2):
-        generate(catalog, settings.landing_location, rows=600, seed=day.day, as_of=day,
-                 resources=names)  # fmt: skip
         end = datetime.datetime.combine(day + datetime.timedelta(days=1), datetime.time(2),
                                         datetime.UTC)  # fmt: skip
-        for name in names:
-            ingest.run(spark, resource=catalog.get(name), interval=Interval.ending(end),
-                       settings=settings)  # fmt: skip
+        deliver(spark, settings, catalog, day=day, names=names, rows=600, end=end)
     addresses = catalog_dir / "geospatial" / "registered_addresses.yaml"
     original = addresses.read_text(encoding="utf-8").replace("base_item: true", "base_item: false")
     reclassified = re.sub(r"sharing: (un)?conditional", "sharing: not_shared", original)
@@ -103,30 +84,12 @@ def sharing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sharing]:
     assert catalog.get("geospatial.registered_addresses").sharing_classes == []
 
     clock = Clock(START)
-    tokens = {}
-    with session(settings) as s:
-        for code in ("civil_affairs", "public_security", "market_regulation", "taxation"):
-            access.register_consumer(s, catalog, code, email=None, at=START)
-            tokens[code] = access.issue_token(s, code, at=START, days=30)
-    port = free_port()
-    endpoint = f"http://127.0.0.1:{port}/delta-sharing"
+    codes = ("civil_affairs", "public_security", "market_regulation", "taxation")
+    tokens = consumers_with_tokens(settings, catalog, codes, at=START, days=30)
     app = create_app(settings, catalog, clock=clock)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    profiles = {}
-    for code, token in tokens.items():
-        profile = root / f"{code}.share"
-        profile.write_text(json.dumps({"shareCredentialsVersion": 1, "endpoint": endpoint,
-                                       "bearerToken": token}))  # fmt: skip
-        profiles[code] = str(profile)
-    try:
+    with running(settings, app=app) as endpoint:
+        profiles = write_profiles(root, endpoint, tokens)
         yield Sharing(settings, catalog, endpoint, clock, tokens, profiles)
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def _published(sharing: Sharing, resource: str, cls: str) -> DeltaTable:

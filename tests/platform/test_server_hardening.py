@@ -17,10 +17,10 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
-import test_requests_api
 from deltalake import write_deltalake
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
+from support import FORM
 
 from govlake.core.catalog import Catalog
 from govlake.core.settings import Settings
@@ -39,7 +39,6 @@ pytestmark = pytest.mark.platform_state
 AT = datetime(2026, 9, 30, 2, 0)
 USER, PROVIDER = "market_regulation", "public_security"
 UNCONDITIONAL = "population.population.residents_unconditional"
-FORM = test_requests_api.FORM  # the same valid access request form
 
 
 def _last_seq(settings: Settings) -> int:

@@ -14,7 +14,7 @@ from govlake.core import catalog as cat
 from govlake.core.catalog import Catalog, CatalogRuleError, load_resource
 from govlake_app.cli import app
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RESIDENTS = REPO / "schemas" / "population" / "residents.yaml"
 
 

@@ -23,7 +23,7 @@ from govlake.core import reference
 from govlake.core.catalog import Catalog, Resource
 from govlake.core.location import Location
 
-SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
+SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 AS_OF = datetime.date(2026, 3, 31)
 ROWS = 20_000
 DEFECT_RATE = 0.05

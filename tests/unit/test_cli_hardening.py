@@ -19,6 +19,7 @@ import pyarrow as pa
 import pytest
 from deltalake import write_deltalake
 from sqlalchemy import select
+from support import lake_settings
 
 from govlake.core.catalog import Catalog
 from govlake.core.settings import Settings, get_settings
@@ -28,7 +29,7 @@ from govlake.platform.database import AccessRequest, AuditEntry, session
 from govlake.sharing import access
 from govlake_app.cli import app, console
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 GOVLAKE = [sys.executable, "-c", "from govlake_app.cli import app; app()"]
 
 
@@ -58,13 +59,7 @@ def _govlake(
 
 
 def _settings(root: Path) -> Settings:
-    return Settings(
-        warehouse=str(root / "lakehouse"),
-        landing=str(root / "landing"),
-        database_url=f"sqlite:///{root / 'govlake.db'}",
-        catalog_dir=REPO / "schemas",
-        spark_remote=None,
-    )
+    return lake_settings(root)
 
 
 # -- item 15: the true exit status, every time ------------------------------------------------

@@ -24,7 +24,7 @@ from delta_sharing.protocol import DeltaSharingProfile, Table
 from delta_sharing.rest_client import DataSharingRestClient
 from deltalake import write_deltalake
 from sqlalchemy import select
-from test_sharing_server import Clock
+from support import Clock, lake_settings
 
 from govlake.core.catalog import Catalog
 from govlake.core.settings import Settings
@@ -34,7 +34,6 @@ from govlake.sharing import access
 from govlake.sharing.server.app import create_app
 from govlake_app.cli.serve import running
 
-REPO = Path(__file__).resolve().parents[1]
 START = datetime.datetime(2026, 11, 4, 9)  # the server's clock
 KEY = b"a signing key known to the test"
 RESIDENTS = "population.residents"
@@ -102,9 +101,7 @@ def _publish(settings: Settings, catalog: Catalog) -> None:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("files")
-    settings = Settings(warehouse=str(root / "lakehouse"), landing=str(root / "landing"),
-                        database_url=f"sqlite:///{root / 'govlake.db'}",
-                        catalog_dir=REPO / "schemas", spark_remote=None)  # fmt: skip
+    settings = lake_settings(root)
     catalog = Catalog.load(settings.catalog_dir)
     _publish(settings, catalog)
     clock = Clock(START)

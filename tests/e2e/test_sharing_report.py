@@ -6,12 +6,10 @@ test did. The pure core is checked on hand-made rows."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime
-import json
 import re
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,16 +17,13 @@ from typing import Any, Literal
 
 import delta_sharing
 import pytest
-import uvicorn
 from deltalake import DeltaTable
-from govlake_tools.generate import generate
 from pyspark.sql import SparkSession
+from support import Clock, consumers_with_tokens, deliver, lake_settings, write_profiles
 from typer.testing import CliRunner
 
 from govlake.core import settings as settings_module
 from govlake.core.catalog import Catalog
-from govlake.core.net import free_port
-from govlake.core.runs import Interval
 from govlake.core.settings import Settings
 from govlake.lake.engine import get_spark
 from govlake.lake.tables import TableSet
@@ -43,12 +38,10 @@ from govlake.reports.sharing import (
     sharing_dir,
     write_sharing_reports,
 )
-from govlake.sharing import access
 from govlake.sharing import requests as req
 from govlake.sharing.server.app import create_app
-from govlake_app import pipeline as ingest
+from govlake_app.cli.serve import running
 
-REPO = Path(__file__).resolve().parents[1]
 RESIDENTS, ENTERPRISES = "population.residents", "legal_entity.enterprises"
 PROVIDER, USER = "public_security", "taxation"
 #: Publication days: the last days of 2025, then two days of 2026.
@@ -61,14 +54,6 @@ SHARE = {
     RESIDENTS: "population.population.residents",
     ENTERPRISES: "legal_entity.legal_entity.enterprises",
 }
-
-
-class Clock:
-    def __init__(self, at: datetime.datetime):
-        self.at = at
-
-    def __call__(self) -> datetime.datetime:
-        return self.at
 
 
 @dataclass
@@ -101,49 +86,25 @@ def _published(
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     root = tmp_path_factory.mktemp("sharing_report")
-    settings = Settings(
-        warehouse=str(root / "lakehouse"),
-        landing=str(root / "landing"),
-        database_url=f"sqlite:///{root / 'govlake.db'}",
-        catalog_dir=REPO / "schemas",
-        spark_remote=None,
-        reports_dir=root / "reports",
-    )
+    settings = lake_settings(root, reports_dir=root / "reports")
     catalog = Catalog.load(settings.catalog_dir)
     spark = get_spark(settings, catalog, fresh=True)
 
-    def deliver(day: datetime.date, names: list[str]) -> None:
+    def ingest_day(day: datetime.date, names: list[str]) -> None:
         """Every source of `names` delivers an extract as of `day`, ingested at 20:00."""
-        generate(catalog, settings.landing_location, rows=200, seed=day.day, as_of=day,
-                 resources=names)  # fmt: skip
         end = datetime.datetime.combine(day, datetime.time(20), datetime.UTC)
-        for name in names:
-            ingest.run(spark, resource=catalog.get(name), interval=Interval.ending(end),
-                       settings=settings)  # fmt: skip
+        deliver(spark, settings, catalog, day=day, names=names, rows=200, end=end)
 
-    deliver(OLD_DAY, [RESIDENTS])
+    ingest_day(OLD_DAY, [RESIDENTS])
 
     registered = datetime.datetime(2025, 12, 1)
-    tokens = {}
-    with session(settings) as s:
-        for code in (PROVIDER, USER, "civil_affairs", "market_regulation"):
-            access.register_consumer(s, catalog, code, email=None, at=registered)
-            tokens[code] = access.issue_token(s, code, at=registered, days=400)
+    codes = (PROVIDER, USER, "civil_affairs", "market_regulation")
+    tokens = consumers_with_tokens(settings, catalog, codes, at=registered, days=400)
     clock = Clock(OLD_READ)
-    port = free_port()
-    endpoint = f"http://127.0.0.1:{port}/delta-sharing"
     app = create_app(settings, catalog, clock=clock)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    profiles = {}
-    for code, token in tokens.items():
-        profile = root / f"{code}.share"
-        profile.write_text(json.dumps({"shareCredentialsVersion": 1, "endpoint": endpoint,
-                                       "bearerToken": token}))  # fmt: skip
-        profiles[code] = str(profile)
+    server = contextlib.ExitStack()
+    endpoint = server.enter_context(running(settings, app=app))
+    profiles = write_profiles(root, endpoint, tokens)
     world = World(settings, catalog, spark, [], {})
 
     def read(
@@ -182,8 +143,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             req.refuse(s, world.requests["old"], provider=PROVIDER, by="王建国",
                        reason="尚无法律依据", at=refused_at)  # fmt: skip
 
-        deliver(DAY1, [RESIDENTS, ENTERPRISES])
-        deliver(DAY2, [RESIDENTS, ENTERPRISES])
+        ingest_day(DAY1, [RESIDENTS, ENTERPRISES])
+        ingest_day(DAY2, [RESIDENTS, ENTERPRISES])
 
         # 2026: taxation reads unconditional data, asks for the conditional items and gets
         # them in time, then reads them under the grant's purpose.
@@ -243,8 +204,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                                     outcome="confirmed", answer="经核查，出生日期无误")  # fmt: skip
         yield world
     finally:
-        server.should_exit = True
-        thread.join(10)
+        server.close()
 
 
 def _publication_rows(world: World) -> list[Any]:

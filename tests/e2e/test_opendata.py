@@ -12,8 +12,6 @@ import datetime
 import io
 import json
 import shutil
-import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +22,6 @@ import httpx
 import pandas as pd
 import pytest
 import typer
-import uvicorn
 import yaml
 from deltalake import DeltaTable
 from govlake_tools.generate import generate
@@ -33,6 +30,7 @@ from pyspark.sql import functions as F
 from rdflib import Graph, Literal, Namespace, URIRef
 from rdflib.namespace import DCAT, DCTERMS, FOAF, RDF, RDFS, XSD
 from sqlalchemy import select
+from support import lake_settings
 from typer.testing import CliRunner
 
 from govlake.core.catalog import Catalog, PiiOpenedRaw
@@ -49,9 +47,10 @@ from govlake.sharing.server.open_api import OPEN_ACTIONS
 from govlake.transforms import opendata
 from govlake_app import pipeline as ingest
 from govlake_app.cli.catalog import catalog_export
+from govlake_app.cli.serve import running
 from jobs import publish
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DAY = datetime.date(2026, 11, 2)
 END = datetime.datetime(2026, 11, 3, 2, tzinfo=datetime.UTC)
 START = datetime.datetime(2026, 11, 4, 9)  # the server's clock
@@ -235,10 +234,9 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lake]:
     shutil.copytree(REPO / "schemas", schemas)
     _open_residents(schemas, RESIDENT_RULES)
     port = free_port()
-    settings = Settings(warehouse=str(root / "lakehouse"), landing=str(root / "landing"),
-                        database_url=f"sqlite:///{root / 'govlake.db'}", catalog_dir=schemas,
-                        spark_remote=None,
-                        open_endpoint=f"http://127.0.0.1:{port}/open")  # fmt: skip
+    settings = lake_settings(
+        root, catalog_dir=schemas, open_endpoint=f"http://127.0.0.1:{port}/open"
+    )
     catalog = Catalog.load(schemas)
     assert OPEN_ACTIONS <= audit.ACTIONS  # the public routes' actions are journaled
     spark = get_spark(settings, catalog, fresh=True)
@@ -260,17 +258,8 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lake]:
     reopened = ingest.run(spark, resource=catalog.get(CREDIT), interval=Interval.ending(END),
                           settings=settings)  # fmt: skip
     app = create_app(settings, catalog, clock=lambda: START)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level="warning"))  # fmt: skip
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    try:
+    with running(settings, port=port, app=app):
         yield Lake(settings, catalog, spark, f"http://127.0.0.1:{port}", reopened)
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def _csv(lake: Lake, path: str) -> pd.DataFrame:

@@ -19,7 +19,7 @@ from govlake.core.catalog import Catalog
 from govlake.core.settings import Settings, get_settings
 from govlake_app.orchestration import timetable
 
-DAGS = Path(__file__).resolve().parents[1] / "dags"
+DAGS = Path(__file__).resolve().parents[2] / "dags"
 
 
 @pytest.fixture(scope="module")

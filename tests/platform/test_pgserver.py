@@ -22,7 +22,7 @@ from govlake.platform.audit import GENESIS_HASH, record
 from govlake.platform.database import AuditEntry, Base, engine, session
 from govlake_app.cli.audit import audit_app
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 START = datetime(2026, 3, 2, 9, 0, 0, 250_000)
 #: Writer processes in the race (each pays an interpreter start and the imports).
 WRITERS = 3

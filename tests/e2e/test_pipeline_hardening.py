@@ -42,7 +42,7 @@ def _lakehouse(root: Path, database_url: str, catalog: Catalog) -> tuple[Setting
         warehouse=str(root / "lakehouse"),
         landing=str(root / "landing"),
         database_url=database_url,
-        catalog_dir=Path(__file__).resolve().parents[1] / "schemas",
+        catalog_dir=Path(__file__).resolve().parents[2] / "schemas",
         spark_remote=None,
     )
     return settings, get_spark(settings, catalog, fresh=True)

@@ -16,28 +16,26 @@ import pyarrow as pa
 import pytest
 import typer
 from deltalake import DeltaTable, write_deltalake
-from govlake_tools.generate import generate
 from govlake_tools.s3server import SeaweedS3
 from sqlalchemy import select
+from support import deliver, lake_settings
 from typer.testing import CliRunner
 
 from govlake.core.catalog import Catalog
 from govlake.core.location import Location
-from govlake.core.runs import Interval
 from govlake.core.settings import Settings, get_settings
 from govlake.governance import backup as backups
 from govlake.governance.backup import NotBackedUp, RestoreRefused, UnknownTable
 from govlake.lake.engine import get_spark
 from govlake.platform import audit
 from govlake.platform.database import AuditEntry, session
-from govlake_app import pipeline as ingest
 from govlake_app.cli.backup import backup as backup_command
 from govlake_app.cli.backup import backup_status as backup_status_command
 from govlake_app.cli.backup import restore as restore_command
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RESIDENTS = "population.residents"
 PUBLISHED = "population.residents_unconditional"
 DAYS = (datetime.date(2026, 3, 1), datetime.date(2026, 3, 2))
@@ -46,23 +44,14 @@ AT = datetime.datetime(2026, 3, 3, 1)
 
 
 def _settings(root: Path, database_url: str | None = None) -> Settings:
-    return Settings(
-        warehouse=str(root / "lakehouse"), landing=str(root / "landing"),
-        backup=str(root / "backups"),
-        database_url=database_url or f"sqlite:///{root / 'govlake.db'}",
-        catalog_dir=REPO / "schemas", spark_remote=None,
-    )  # fmt: skip
+    return lake_settings(root, database_url=database_url, backup=str(root / "backups"))
 
 
 def _ingest(settings: Settings, catalog: Catalog, day: datetime.date, names: list[str]) -> None:
     spark = get_spark(settings, catalog, fresh=True)
-    generate(catalog, settings.landing_location, rows=150, seed=day.day, as_of=day,
-             resources=names)  # fmt: skip
     end = datetime.datetime.combine(day + datetime.timedelta(days=1), datetime.time(2),
                                     datetime.UTC)  # fmt: skip
-    for name in names:
-        ingest.run(spark, resource=catalog.get(name), interval=Interval.ending(end),
-                   settings=settings)  # fmt: skip
+    deliver(spark, settings, catalog, day=day, names=names, rows=150, end=end)
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ from pydantic import AliasChoices, AliasPath
 
 from govlake.core.settings import Settings, get_settings
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 INFRA = REPO / "infra"
 COMPOSE = INFRA / "compose.yaml"
 ENV_EXAMPLE = INFRA / ".env.example"

@@ -27,7 +27,7 @@ from govlake.core.location import Location
 from govlake.core.runs import Interval, StageCounts
 from govlake.core.settings import Settings
 from govlake.lake.engine import get_spark
-from govlake.lake.tables import TableSet
+from govlake.lake.tables import TableSet, ops_tables
 from govlake.platform import audit
 from govlake.platform.database import session
 from govlake.sharing import access
@@ -37,7 +37,7 @@ from jobs import maintenance
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BUCKET = "govlake-test"
 DAY1, DAY2 = datetime.date(2026, 11, 2), datetime.date(2026, 11, 3)
 RESIDENTS, ENTERPRISES = "population.residents", "legal_entity.enterprises"
@@ -152,13 +152,15 @@ def test_an_unreadable_file_is_kept_on_s3_with_its_reason(lake: Lake) -> None:
 
 
 @pytest.fixture(scope="module")
-def analyst(lake: Lake) -> Iterator[tuple[str, str]]:
-    """Civil affairs reading through the sharing server over the S3 lakehouse."""
+def analyst(lake: Lake, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """Civil affairs reading through the sharing server over the S3 lakehouse (its profile
+    outside the lake's folder, which holds nothing but the platform database)."""
     with session(lake.settings) as s:
         access.register_consumer(s, lake.catalog, "civil_affairs", email=None, at=AT)
     with running(lake.settings) as endpoint:
         profile = write_profile(lake.settings, lake.catalog, "civil_affairs",
-                                lake.root / "civil_affairs.share", days=7,
+                                tmp_path_factory.mktemp("profiles") / "civil_affairs.share",
+                                days=7,
                                 at=datetime.datetime.now(datetime.UTC).replace(tzinfo=None),
                                 endpoint=endpoint)  # fmt: skip
         yield endpoint, str(profile)
@@ -175,7 +177,15 @@ def test_the_official_client_reads_s3_tables_through_presigned_urls(
     assert sorted(read["citizen_id"]) == sorted(expected["citizen_id"])
     first = lake.delta(RESIDENTS, "unconditional", version=0).to_pandas()
     assert len(delta_sharing.load_as_pandas(f"{profile}#{table}", version=0)) == len(first)
-    latest = lake.delta(RESIDENTS, "unconditional").version()
+    # The latest publication: table maintenance may have committed a compaction after it.
+    publications = ops_tables(lake.settings.warehouse_location)[1].location
+    latest = max(
+        row["version"]
+        for row in DeltaTable(publications.uri, storage_options=publications.storage_options())
+        .to_pyarrow_table()
+        .to_pylist()
+        if row["resource"] == RESIDENTS and row["sharing_class"] == "unconditional"
+    )
     changes = delta_sharing.load_table_changes_as_pandas(
         f"{profile}#{table}", starting_version=latest, ending_version=latest
     )

@@ -26,7 +26,7 @@ from govlake.lake.engine import get_spark
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PLATFORM_DAGS = {"platform_timeliness", "platform_quality_reports", "platform_maintenance",
                  "platform_scorecard"}  # fmt: skip
 

@@ -9,21 +9,21 @@ import email
 import email.policy
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
 import pytest
-from aiosmtpd.controller import Controller
 from deltalake import write_deltalake
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from support import FORM, Inbox
 from typer.testing import CliRunner
 
 from govlake.core.catalog import Catalog, Resource, check_rules
 from govlake.core.net import free_port
-from govlake.core.settings import Settings, get_settings
+from govlake.core.settings import Settings
 from govlake.lake.tables import TableSet
 from govlake.platform.database import (
     AccessRequest,
@@ -52,15 +52,10 @@ PERSON_A, PERSON_B, PERSON_C = "11010519491231002X", "110105194912310037", "1101
 def form(**overrides: Any) -> dict[str, Any]:
     """The application form as a using department fills it in."""
     fields: dict[str, Any] = {
+        **FORM,
         "consumer": USER,
         "resource": RESIDENTS,
         "items": ["residence_address", "marital_status"],
-        "applicant_name": "张伟",
-        "applicant_phone": "010-12345678",
-        "applicant_email": "zhang.wei@market-regulation.gov.example",
-        "using_department": "市场监督管理局",
-        "using_contact": "李娜 010-87654321",
-        "service_scenario": "企业开办：核验法定代表人住址",
         "usage_scope": "data_verification",
         "business_system": "企业登记系统（应用系统）",
         "justification": "核验法定代表人登记住址，避免重复向群众索要证明",
@@ -275,30 +270,8 @@ def test_a_request_is_decided_once(db: Settings, catalog: Catalog) -> None:
 
 
 # -- escalation -----------------------------------------------------------------------------
-class _Inbox:
-    """An aiosmtpd handler that keeps every envelope it receives."""
-
-    def __init__(self) -> None:
-        self.envelopes: list[Any] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.envelopes.append(envelope)
-        return "250 Message accepted for delivery"
-
-
-@pytest.fixture
-def smtp() -> Iterator[tuple[_Inbox, int]]:
-    inbox, port = _Inbox(), free_port()
-    server = Controller(inbox, hostname="127.0.0.1", port=port)
-    server.start()
-    try:
-        yield inbox, port
-    finally:
-        server.stop()
-
-
 def test_overdue_request_is_escalated_once_and_mailed(
-    db: Settings, catalog: Catalog, smtp: tuple[_Inbox, int]
+    db: Settings, catalog: Catalog, smtp: tuple[Inbox, int]
 ) -> None:
     inbox, port = smtp
     settings = db.model_copy(update={"smtp_host": "127.0.0.1", "smtp_port": port})
@@ -594,18 +567,9 @@ def test_a_composite_key_is_stored_in_key_order(db: Settings, catalog: Catalog) 
 
 # -- command line ---------------------------------------------------------------------------
 @pytest.fixture
-def cli(settings: Settings) -> Iterator[CliRunner]:
+def cli(settings: Settings, cli_runner: Callable[..., CliRunner]) -> CliRunner:
     """A runner whose `get_settings()` reads the test's platform database."""
-    get_settings.cache_clear()
-    yield CliRunner(
-        env={
-            "COLUMNS": "300",
-            "GOVLAKE_DATABASE_URL": settings.database_url,
-            "GOVLAKE_CATALOG_DIR": str(settings.catalog_dir),
-            "GOVLAKE_WAREHOUSE": settings.warehouse,
-        }
-    )
-    get_settings.cache_clear()
+    return cli_runner(settings)
 
 
 def _cli_form() -> list[str]:

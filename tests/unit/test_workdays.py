@@ -20,7 +20,7 @@ from govlake.platform.workdays import (
     working_days_between,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _oracle(start: date, n: int) -> date:

@@ -17,16 +17,15 @@ from typing import Any
 
 import pytest
 import yaml
-from aiosmtpd.controller import Controller
 from govlake_tools.generate import generate
 from markupsafe import escape
 from pydantic import ValidationError
 from pyspark.sql import SparkSession
+from support import Inbox, lake_settings
 from typer.testing import CliRunner
 
 from govlake.core import settings as settings_module
 from govlake.core.catalog import Catalog
-from govlake.core.net import free_port
 from govlake.core.runs import Interval
 from govlake.core.settings import Settings
 from govlake.lake.engine import get_spark
@@ -35,7 +34,7 @@ from govlake.reports.quality import write_quality_report
 from govlake.reports.scorecard import effective_weights, entry_upkeep, write_scorecard
 from govlake_app import pipeline as ingest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DAY1 = datetime.date(2026, 11, 18)
 DAY2 = datetime.date(2026, 11, 19)
 STALE = datetime.date(2026, 11, 10)  # market regulation's second extract is this old
@@ -90,14 +89,7 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> Lake:
         re.sub(r"^reviewed_on: .*$", f"reviewed_on: {STALE_REVIEW}", text, flags=re.M),
         encoding="utf-8",
     )
-    settings = Settings(
-        warehouse=str(root / "lakehouse"),
-        landing=str(root / "landing"),
-        database_url=f"sqlite:///{root / 'govlake.db'}",
-        catalog_dir=schemas,
-        spark_remote=None,
-        reports_dir=root / "reports",
-    )
+    settings = lake_settings(root, catalog_dir=schemas, reports_dir=root / "reports")
     catalog = Catalog.load(schemas)
     lake = Lake(settings, catalog, get_spark(settings, catalog, fresh=True))
     landing = settings.landing_location
@@ -280,24 +272,22 @@ def test_a_department_without_data_still_gets_a_report(lake: Lake) -> None:
 
 @pytest.mark.slow
 def test_send_mails_the_report_to_the_department_steward(
-    lake: Lake, cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    lake: Lake,
+    cli_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    smtp: tuple[Inbox, int],
 ) -> None:
     from govlake_app.cli import app
 
-    inbox, port = _Inbox(), free_port()
-    server = Controller(inbox, hostname="127.0.0.1", port=port)
-    server.start()
-    try:
-        monkeypatch.setenv("GOVLAKE_SMTP_HOST", "127.0.0.1")
-        monkeypatch.setenv("GOVLAKE_SMTP_PORT", str(port))
-        settings_module.get_settings.cache_clear()
-        result = CliRunner(env={"COLUMNS": "300"}).invoke(
-            app,
-            ["report", "quality", "--provider", SLOPPY, "--since", "2026-11-01",
-             "--at", AT.isoformat(), "--send"],
-        )  # fmt: skip
-    finally:
-        server.stop()
+    inbox, port = smtp
+    monkeypatch.setenv("GOVLAKE_SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("GOVLAKE_SMTP_PORT", str(port))
+    settings_module.get_settings.cache_clear()
+    result = CliRunner(env={"COLUMNS": "300"}).invoke(
+        app,
+        ["report", "quality", "--provider", SLOPPY, "--since", "2026-11-01",
+         "--at", AT.isoformat(), "--send"],
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     path = lake.settings.reports_dir / f"quality_{SLOPPY}_2026-11-20.html"
     assert str(path) in result.output
@@ -320,17 +310,6 @@ def test_send_mails_the_report_to_the_department_steward(
     assert [a.get_filename() for a in attachments] == [path.name]
     assert _normal(attachments[0].get_content()) == _normal(html)
     assert "legal_entity.enterprises" in html
-
-
-class _Inbox:
-    """An aiosmtpd handler that keeps every envelope it receives."""
-
-    def __init__(self) -> None:
-        self.envelopes: list[Any] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.envelopes.append(envelope)
-        return "250 Message accepted for delivery"
 
 
 def _normal(text: str) -> str:

@@ -5,18 +5,15 @@ tables (additive changes reach them, breaking ones are refused unless a new vers
 from __future__ import annotations
 
 import datetime
-import email
-import email.policy
 import json
 import shutil
-import socket
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from aiosmtpd.controller import Controller
 from deltalake import DeltaTable, write_deltalake
 from govlake_tools.generate import generate
+from support import Inbox
 from typer.testing import CliRunner
 
 from govlake.core.catalog import Catalog
@@ -31,7 +28,7 @@ from govlake.platform.database import Notification, session
 from govlake_app import pipeline as ingest
 from jobs import bronze
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 AT = datetime.datetime(2026, 11, 2, 2, 0)  # naive UTC, a Monday
 SOURCE = (
     "public_security: [name, gender, ethnicity, birth_date, household_division_code, "
@@ -251,44 +248,39 @@ def test_breaking_change_needs_a_new_resource_version(register: Settings) -> Non
 
 
 def test_duty_change_puts_entries_due_in_15_working_days_and_mails_the_steward(
-    register: Settings,
+    register: Settings, smtp: tuple[Inbox, int]
 ) -> None:
-    inbox, port = _smtp()
+    inbox, port = smtp
     settings = register.model_copy(update={"smtp_host": "127.0.0.1", "smtp_port": port})
     catalog = Catalog.load(settings.catalog_dir)
     registered = datetime.datetime(2026, 9, 25, 2)  # Friday before the National Day week
-    try:
-        with session(settings) as s:
-            changes.sync(s, catalog, at=registered)
-            change = changes.register_duty_change(
-                s,
-                catalog,
-                settings,
-                provider="public_security",
-                basis="户口登记条例 (revised)",
-                reason="household registration moves online",
-                effective_on=datetime.date(2026, 9, 25),
-                by="大数据局",
-                at=registered,
-            )
-            # 15 working days from Fri 25 Sep, skipping 1–7 Oct, with make-up days worked.
-            assert change.due_on > datetime.date(2026, 10, 16)
-            from govlake.platform.workdays import default_holidays_file, working_days_between
+    with session(settings) as s:
+        changes.sync(s, catalog, at=registered)
+        change = changes.register_duty_change(
+            s,
+            catalog,
+            settings,
+            provider="public_security",
+            basis="户口登记条例 (revised)",
+            reason="household registration moves online",
+            effective_on=datetime.date(2026, 9, 25),
+            by="大数据局",
+            at=registered,
+        )
+        # 15 working days from Fri 25 Sep, skipping 1–7 Oct, with make-up days worked.
+        assert change.due_on > datetime.date(2026, 10, 16)
+        from govlake.platform.workdays import default_holidays_file, working_days_between
 
-            holidays = default_holidays_file(settings.catalog_dir)
-            assert (
-                working_days_between(change.effective_on, change.due_on, holidays_file=holidays)
-                == 15
-            )
-            notice = s.query(Notification).filter_by(kind="catalog.duty_change").one()
-            assert (
-                notice.sent
-                and notice.recipient == catalog.department("public_security").steward.email
-            )
-    finally:
-        inbox.stop()
-    assert inbox.handler.messages and "population.residents" in inbox.handler.messages[0]
-    assert str(change.due_on) in inbox.handler.messages[0]
+        holidays = default_holidays_file(settings.catalog_dir)
+        assert (
+            working_days_between(change.effective_on, change.due_on, holidays_file=holidays) == 15
+        )
+        notice = s.query(Notification).filter_by(kind="catalog.duty_change").one()
+        assert (
+            notice.sent and notice.recipient == catalog.department("public_security").steward.email
+        )
+    assert inbox.messages and "population.residents" in inbox.messages[0]
+    assert str(change.due_on) in inbox.messages[0]
 
     def states(at: datetime.datetime) -> dict[tuple[str, str], str]:
         with session(settings) as s:
@@ -523,23 +515,3 @@ def test_additive_change_reaches_the_tables_and_breaking_one_is_refused(register
         for t in tables.all()
         if t.location.is_delta_table()
     } == before
-
-
-# -- a real SMTP server ---------------------------------------------------------------------------
-class _Inbox:
-    def __init__(self) -> None:
-        self.messages: list[str] = []
-
-    async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
-        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        self.messages.append(f"{message['Subject']}\n{message.get_content()}")
-        return "250 OK"
-
-
-def _smtp() -> tuple[Controller, int]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    controller = Controller(_Inbox(), hostname="127.0.0.1", port=port)
-    controller.start()
-    return controller, port

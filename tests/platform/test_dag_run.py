@@ -31,7 +31,7 @@ from govlake.lake.tables import TableSet
 
 pytestmark = pytest.mark.slow
 
-DAGS = Path(__file__).resolve().parents[1] / "dags"
+DAGS = Path(__file__).resolve().parents[2] / "dags"
 DAG_ID = "ingest_population_residents"
 AS_OF = datetime.date(2026, 3, 1)
 #: The daily run that covers 2026-03-01: data interval [03-01 00:00, 03-02 00:00) UTC.

@@ -8,16 +8,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
+from support import FORM, consumers_with_tokens, router_app
 
 from govlake.core.catalog import Catalog
 from govlake.core.settings import Settings
 from govlake.platform.database import session
 from govlake.sharing import access
-from govlake.sharing.access import AccessError, SharingError, decide, shared_tables
-from govlake.sharing.server.errors import answer_for
+from govlake.sharing.access import decide, shared_tables
 from govlake.sharing.server.requests_api import router
 
 #: Every test that uses `settings` runs on SQLite and on PostgreSQL.
@@ -25,39 +23,6 @@ pytestmark = pytest.mark.platform_state
 
 AT = datetime(2026, 9, 30, 2, 0)
 USER, PROVIDER, OTHER = "market_regulation", "public_security", "taxation"
-FORM: dict[str, Any] = {
-    "resource": "population.residents",
-    "items": ["residence_address"],
-    "applicant_name": "张伟",
-    "applicant_phone": "010-12345678",
-    "applicant_email": "zhang.wei@market-regulation.gov.example",
-    "using_department": "市场监督管理局",
-    "using_contact": "李娜 010-87654321",
-    "service_scenario": "企业开办：核验法定代表人住址",
-    "usage_scope": "administrative_basis",
-    "business_system": "企业登记系统",
-    "justification": "核验法定代表人登记住址",
-}
-
-
-def _app(settings: Settings, catalog: Catalog, clock: list[datetime]) -> FastAPI:
-    """The router under the two handlers the sharing server registers."""
-    app = FastAPI()
-    app.state.settings, app.state.catalog = settings, catalog
-    app.state.clock = lambda: clock[0]
-    app.include_router(router)
-
-    @app.exception_handler(AccessError)
-    async def _refused(request: Request, exc: AccessError) -> JSONResponse:
-        return answer_for(exc).response()
-
-    @app.exception_handler(SharingError)
-    async def _invalid(request: Request, exc: SharingError) -> JSONResponse:
-        return JSONResponse(
-            {"errorCode": "INVALID_PARAMETER_VALUE", "message": str(exc)}, status_code=400
-        )
-
-    return app
 
 
 class Api:
@@ -71,13 +36,10 @@ class Api:
 
 @pytest.fixture
 def api(settings: Settings, catalog: Catalog) -> Iterator[Api]:
-    tokens = {}
-    with session(settings) as s:
-        for code in (USER, PROVIDER, OTHER, "civil_affairs"):
-            access.register_consumer(s, catalog, code, email=None, at=AT - timedelta(days=1))
-            tokens[code] = access.issue_token(s, code, at=AT - timedelta(days=1))
+    codes = (USER, PROVIDER, OTHER, "civil_affairs")
+    tokens = consumers_with_tokens(settings, catalog, codes, at=AT - timedelta(days=1))
     clock = [AT]
-    with TestClient(_app(settings, catalog, clock)) as client:
+    with TestClient(router_app(router, settings, catalog, lambda: clock[0])) as client:
         yield Api(client, tokens, clock)
 
 

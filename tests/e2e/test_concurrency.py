@@ -23,6 +23,7 @@ import pytest
 from deltalake import DeltaTable
 from govlake_tools.generate import generate
 from sqlalchemy import select
+from support import lake_settings
 
 from govlake.core.catalog import Catalog
 from govlake.core.location import Location
@@ -38,7 +39,7 @@ from govlake_app.cli.serve import running, write_profile
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RESIDENTS, ENTERPRISES = "population.residents", "legal_entity.enterprises"
 # The test's own date, not the clock's: the extracts' seed is the day of the month, and the
 # seeds of 13-16 December make extracts that pass every error-level check (seed 7, for one,
@@ -51,9 +52,7 @@ BUSINESS = ["citizen_id", "name", "gender", "birth_date", "marital_status",
 
 
 def _settings(root: Path) -> Settings:
-    return Settings(warehouse=str(root / "lakehouse"), landing=str(root / "landing"),
-                    database_url=f"sqlite:///{root / 'govlake.db'}", reports_dir=root / "reports",
-                    catalog_dir=REPO / "schemas", spark_remote=None)  # fmt: skip
+    return lake_settings(root, reports_dir=root / "reports")
 
 
 def _extracts(catalog: Catalog, root: Path, day: datetime.date, names: list[str]) -> Path:
