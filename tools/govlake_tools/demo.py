@@ -34,8 +34,7 @@ from govlake.platform.database import Consumer, Notification, session
 from govlake.sharing import access
 from govlake.sharing import subscriptions as subs
 from govlake.sharing.subscriptions import SignatureError, verify_signature
-from govlake_app.cli.console import parse_date
-from govlake_app.cli.helpers import console, load_catalog, progress
+from govlake_app.cli.console import console, load_catalog, parse_date, progress
 from govlake_app.cli.ingest import ingest_resources
 from govlake_app.cli.serve import running, write_profile
 from govlake_tools.generate import generate as run_generate

@@ -18,7 +18,7 @@ from pathlib import Path
 from rich.table import Table as RichTable
 
 from govlake.core.settings import get_settings
-from govlake_app.cli.helpers import console, fail
+from govlake_app.cli.console import console, fail
 from govlake_tools.demo import run_demo
 from govlake_tools.s3server import S3ServerError, SeaweedS3
 

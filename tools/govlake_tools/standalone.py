@@ -29,7 +29,7 @@ import typer
 
 from govlake.core.errors import GovlakeError
 from govlake.core.settings import Settings, get_settings
-from govlake_app.cli.helpers import console, fail, load_catalog
+from govlake_app.cli.console import console, fail, load_catalog
 
 USER = "admin"
 PASSWORDS_FILE = "simple_auth_manager_passwords.json.generated"

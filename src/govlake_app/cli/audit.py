@@ -20,7 +20,7 @@ from govlake.platform.audit import (
     verify,
 )
 from govlake.platform.database import Consumer, session
-from govlake_app.cli.helpers import console, fail, load_catalog, load_settings, now
+from govlake_app.cli.console import console, fail, load_catalog, load_settings, now
 
 audit_app = typer.Typer(help="The audit journal: verify, archive, export.", no_args_is_help=True)
 #: Problems listed by `verify`; the rest are counted.

@@ -24,7 +24,7 @@ from govlake.governance.backup import (
 from govlake.governance.backup import backup as run_backup
 from govlake.governance.backup import backup_status as table_statuses
 from govlake.governance.backup import restore as run_restore
-from govlake_app.cli.helpers import console, fail, load_catalog, load_settings, now, progress
+from govlake_app.cli.console import console, fail, load_catalog, load_settings, now, progress
 
 _OUTCOME_STYLE = {
     "backed_up": "green",

@@ -16,8 +16,15 @@ from govlake.core.catalog import Catalog, CatalogError
 from govlake.core.settings import Settings, get_settings
 from govlake.governance import changes, dcat
 from govlake.platform.database import session
-from govlake_app.cli.console import errors, parse_moment
-from govlake_app.cli.helpers import console, fail, load_catalog, load_settings, now
+from govlake_app.cli.console import (
+    console,
+    errors,
+    fail,
+    load_catalog,
+    load_settings,
+    now,
+    parse_moment,
+)
 
 catalog_app = typer.Typer(
     help="Read and check the information-resource catalogue.", no_args_is_help=True

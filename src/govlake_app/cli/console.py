@@ -1,27 +1,43 @@
-"""How the `govlake` command ends: one clear line for each error instead of a traceback, and
-an exit with the command's true status that native thread pools cannot turn into an abort.
+"""The one helper module of the `govlake` command.
 
+How a command ends: one clear line for each error instead of a traceback, and an exit with
+the command's true status that native thread pools cannot turn into an abort.
 `GovlakeTyper` is the console entry point (`govlake = "govlake_app.cli:app"` calls the app).
 Tests that use typer's `CliRunner` build the click command themselves and get the same error
 lines through `run`, without the process exit.
+
+What every command module shares: the output console, the error line that ends a command with
+its exit code, the time and user a command records, and loading the settings, the catalogue
+and a platform database transaction with their errors said in one line.
 """
 
 from __future__ import annotations
 
 import atexit
+import getpass
 import logging
 import os
 import sys
 import threading
 import traceback
-from collections.abc import Sequence
-from datetime import date, datetime
-from typing import Any, NoReturn
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, date, datetime
+from typing import Annotated, Any, NoReturn
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from sqlalchemy.orm import Session
 from typer._click import exceptions as click_exceptions
+
+from govlake.core.catalog import Catalog, CatalogError
+from govlake.core.runs import naive_utc
+from govlake.core.settings import Settings, get_settings
+from govlake.platform.database import session
+from govlake.sharing.requests import PLATFORM
 
 #: The variable `--verbose` and the `debug` setting stand for: full tracebacks.
 DEBUG_VARIABLE = "GOVLAKE_DEBUG"
@@ -218,3 +234,89 @@ class GovlakeTyper(typer.Typer):
     def __call__(self, *args: Any, **kwargs: Any) -> NoReturn:
         command = typer.main.get_command(self)
         finish(run(command, kwargs.get("args"), kwargs.get("prog_name") or "govlake"))
+
+
+# -- what the command modules share ---------------------------------------------------------
+# Wide enough for the tables when the output is a pipe or a CI log.
+console = Console(width=None if sys.stdout.isatty() else 160)
+
+#: Options that several commands take.
+By = Annotated[str | None, typer.Option(help="who acts (recorded); default the OS user")]
+OnlyConsumer = Annotated[str | None, typer.Option(help="only this consumer's")]
+
+
+def fail(message: str, code: int = 2, *, stderr: bool = False) -> typer.Exit:
+    """Print `message` as a red line (on stderr when the command's output is data) and return
+    the exit that ends the command with `code`: `raise fail(...)`."""
+    out = errors if stderr else console
+    out.print(f"[red]{message}[/red]", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def now() -> datetime:
+    """The current time as the platform database stores it: naive UTC."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def at_moment(at: str | None) -> datetime:
+    """`--at` as naive UTC (an ISO date-time, UTC unless it names its offset), default now."""
+    if at is None:
+        return now()
+    try:
+        return naive_utc(datetime.fromisoformat(at))
+    except ValueError as exc:
+        raise typer.BadParameter(f"--at {at!r} is not an ISO date-time") from exc
+
+
+def user() -> str:
+    """Who runs the command, when `--by` does not say."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return PLATFORM
+
+
+def load_settings(*, stderr: bool = False, variables: bool = False) -> Settings:
+    """The settings, or exit 2 saying what is wrong with them (naming the `GOVLAKE_*` variable
+    of each broken field when `variables`)."""
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        problems = str(exc)
+        if variables:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc'])} (GOVLAKE_"
+                f"{'_'.join(str(p) for p in err['loc']).upper()}): {err['msg']}"
+                for err in exc.errors()
+            )
+        raise fail(f"settings error: {problems}", stderr=stderr) from exc
+
+
+def load_catalog(settings: Settings, *, stderr: bool = False) -> Catalog:
+    """The catalogue, or exit 2 naming the broken entry."""
+    try:
+        return Catalog.load(settings.catalog_dir)
+    except CatalogError as exc:
+        raise fail(f"catalogue error: {exc}", stderr=stderr) from exc
+
+
+@contextmanager
+def work(*refused: type[Exception]) -> Iterator[tuple[Settings, Catalog, Session]]:
+    """Settings, catalogue and one transaction; an error of the `refused` kinds (a broken
+    rule) rolls the transaction back and exits 2 with its message."""
+    settings = load_settings()
+    catalog = load_catalog(settings)
+    try:
+        with session(settings) as s:
+            yield settings, catalog, s
+    except refused as exc:
+        raise fail(str(exc)) from exc
+
+
+def progress(*, elapsed: bool = True, transient: bool = False) -> Progress:
+    """A progress display with one bar per task: description, bar, done of total (and the
+    time elapsed)."""
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn()]
+    if elapsed:
+        columns.append(TimeElapsedColumn())
+    return Progress(*columns, console=console, transient=transient)

@@ -12,8 +12,7 @@ from rich.table import Table as RichTable
 
 from govlake.core.runs import Interval, StageCounts
 from govlake.core.settings import Settings, get_settings
-from govlake_app.cli.console import parse_moment
-from govlake_app.cli.helpers import console, load_catalog, progress
+from govlake_app.cli.console import console, load_catalog, parse_moment, progress
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

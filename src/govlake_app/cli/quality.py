@@ -12,8 +12,7 @@ from govlake.core.settings import get_settings
 from govlake.governance import changes
 from govlake.platform.database import session
 from govlake_app.cli.catalog import COLOURS, upkeep_table
-from govlake_app.cli.console import parse_moment
-from govlake_app.cli.helpers import console, load_catalog
+from govlake_app.cli.console import console, load_catalog, parse_moment
 
 quality_app = typer.Typer(
     help="Quality and timeliness of what providers deliver.", no_args_is_help=True

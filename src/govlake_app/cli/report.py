@@ -13,7 +13,7 @@ from rich.table import Table as RichTable
 from govlake.core.catalog import Catalog
 from govlake.core.settings import Settings
 from govlake.reports import ReportError, percent
-from govlake_app.cli.helpers import at_moment, console, fail, load_catalog, load_settings
+from govlake_app.cli.console import at_moment, console, fail, load_catalog, load_settings
 
 report_app = typer.Typer(
     help="Reports for department stewards, the yearly department scorecard and sharing report.",

@@ -19,7 +19,7 @@ from govlake.core.settings import Settings, get_settings
 from govlake.platform import audit
 from govlake.platform.database import session
 from govlake.sharing import access
-from govlake_app.cli.helpers import console, fail
+from govlake_app.cli.console import console, fail
 
 
 def app_for(settings: Settings) -> FastAPI:

@@ -23,7 +23,7 @@ from govlake.platform.workdays import CalendarError
 from govlake.sharing import access
 from govlake.sharing import requests as domain
 from govlake.sharing.access import AccessError, SharingError
-from govlake_app.cli.helpers import (
+from govlake_app.cli.console import (
     By,
     OnlyConsumer,
     at_moment,

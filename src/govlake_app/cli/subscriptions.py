@@ -15,7 +15,7 @@ from govlake.platform.database import WebhookDelivery
 from govlake.sharing import access, sealing
 from govlake.sharing import subscriptions as domain
 from govlake.sharing.access import AccessError, SharingError
-from govlake_app.cli.helpers import (
+from govlake_app.cli.console import (
     By,
     OnlyConsumer,
     console,
