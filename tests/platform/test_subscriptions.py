@@ -560,15 +560,10 @@ def test_cli_adds_lists_cancels_and_retries(cli: CliRunner, db: Settings) -> Non
 
 
 # -- end to end -----------------------------------------------------------------------------
-@pytest.mark.slow
 def _lakehouse(tmp_path: Path, smtp_port: int) -> Settings:
     """A lakehouse and platform database under `tmp_path`, mailing to `smtp_port`."""
-    return Settings(
-        warehouse=str(tmp_path / "lakehouse"),
-        landing=str(tmp_path / "landing"),
-        database_url=f"sqlite:///{tmp_path / 'govlake.db'}",
-        catalog_dir=REPO / "schemas",
-        spark_remote=None,
+    return lake_settings(
+        tmp_path,
         smtp_host="127.0.0.1",
         smtp_port=smtp_port,
         webhook_backoff_seconds=0.05,
@@ -576,6 +571,7 @@ def _lakehouse(tmp_path: Path, smtp_port: int) -> Settings:
     )
 
 
+@pytest.mark.slow
 def test_a_real_publication_names_a_version_that_reads_back(
     tmp_path: Path, catalog: Catalog, smtp: tuple[Inbox, int], receiver: Receiver
 ) -> None:
@@ -587,13 +583,7 @@ def test_a_real_publication_names_a_version_that_reads_back(
     from govlake_app import pipeline as ingest
 
     inbox, port = smtp
-    settings = lake_settings(
-        tmp_path,
-        smtp_host="127.0.0.1",
-        smtp_port=port,
-        webhook_backoff_seconds=0.05,
-        webhook_allowed_receivers=["127.0.0.1"],
-    )
+    settings = _lakehouse(tmp_path, port)
     day = dt.date(2026, 11, 2)
     generate(catalog, settings.landing_location, rows=60, seed=3, as_of=day, resources=[RESIDENTS])
     end = datetime.combine(day + timedelta(days=1), dt.time(2), dt.UTC)
@@ -645,8 +635,9 @@ def test_a_real_publication_names_a_version_that_reads_back(
     assert f"Version:    {table['version']}" in mail and f"Rows:       {table['rows']}" in mail
 
 
+@pytest.mark.slow
 def test_announcing_a_publication_journals_and_notifies_each_version_once(
-    tmp_path: Path, catalog: Catalog, smtp: tuple[_Inbox, int], receiver: Receiver
+    tmp_path: Path, catalog: Catalog, smtp: tuple[Inbox, int], receiver: Receiver
 ) -> None:
     """The step after publish: a publication not announced yet (the run stopped after the
     publish stage) is journaled and notified by the announcement of its interval; announcing
@@ -669,12 +660,12 @@ def test_announcing_a_publication_journals_and_notifies_each_version_once(
         if stage is not ingest.ANNOUNCE:
             ingest.run_stage(stage, spark, resource=residents, interval=interval,
                              settings=settings, counts=counts)  # fmt: skip
-    assert counts.published and _journal(settings, "pipeline.publish") == []
+    assert counts.published and journal_entries(settings, "pipeline.publish") == []
 
     at = end.replace(tzinfo=None)
     with session(settings) as s:
         access.register_consumer(s, catalog, USER, email=None, at=at)
-    _hooked(settings, catalog, receiver, USER, "/once", at=at)
+    hooked(settings, catalog, receiver, USER, "/once", at=at)
     first = ingest.announce(resource=residents, interval=interval, settings=settings)
     assert [p.sharing_class for p in first.journaled] == ["unconditional", "conditional"]
     assert [(p.version, p.rows) for p in first.journaled] == [
@@ -689,7 +680,7 @@ def test_announcing_a_publication_journals_and_notifies_each_version_once(
 
     again = ingest.announce(resource=residents, interval=interval, settings=settings)
     assert again.journaled == () and again.notices == ()
-    journaled = _journal(settings, "pipeline.publish")
+    journaled = journal_entries(settings, "pipeline.publish")
     assert [(e.table_name, e.version, e.at) for e in journaled] == [
         (p.table_name, p.version, at) for p in first.journaled
     ]
