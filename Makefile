@@ -37,10 +37,10 @@ test: $(STAMP) ## Run the whole test suite (unit, catalogue, end to end)
 # to a Monday past chinese-calendar's last year (2026 in 1.11.0). S3-backed tests skip
 # themselves under a faked clock (the S3 server keeps the real one).
 FAKE_DATE ?= 2028-02-29
-DATE_TESTS ?= tests/test_requests.py tests/test_requests_api.py tests/test_audit.py \
-	tests/test_workdays.py tests/test_timeliness.py tests/test_changes.py
+DATE_TESTS ?= tests/platform/test_requests.py tests/platform/test_requests_api.py tests/platform/test_audit.py \
+	tests/unit/test_workdays.py tests/e2e/test_timeliness.py tests/e2e/test_changes.py
 DEADLINE_DATES ?= 2026-12-07 2027-01-04
-DEADLINE_TESTS ?= tests/test_requests.py tests/test_workdays.py
+DEADLINE_TESTS ?= tests/platform/test_requests.py tests/unit/test_workdays.py
 
 .PHONY: test-dates
 test-dates: $(STAMP) ## Run the clock-sensitive tests on faked dates (needs Debian's faketime)
