@@ -55,6 +55,8 @@ class Lake:
             "GOVLAKE_LANDING": self.settings.landing,
             "GOVLAKE_CATALOG_DIR": str(self.settings.catalog_dir),
             "GOVLAKE_REPORTS_DIR": str(self.settings.reports_dir),
+            # The platform database too, so that no command writes one in the working folder.
+            "GOVLAKE_DATABASE_URL": self.settings.database_url,
         }
 
     def rows(self, query: str) -> list[Any]:
