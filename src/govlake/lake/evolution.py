@@ -27,7 +27,7 @@ import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
 from deltalake.schema import Field, PrimitiveType
 
-from govlake.core.catalog import CatalogError
+from govlake.core.catalog import CatalogError, widens
 from govlake.lake.reads import delta_schema, read_delta
 from govlake.lake.tables import Table
 
@@ -67,8 +67,6 @@ def plan(
 ) -> tuple[list[tuple[str, str]], list[tuple[str, str, str]]]:
     """Pure: the columns to add and the (column, old, new) types to widen to turn `existing`
     into `wanted` (both in catalogue type names); `SchemaChangeRefused` for the rest."""
-    from govlake.core.catalog import widens
-
     have = dict(existing)
     want = dict(wanted)
     removed = [column for column in have if column not in want]
