@@ -101,8 +101,8 @@ def test_make_airflow_serves_every_dag_and_stops_cleanly(
         assert run["data_interval_start"].startswith(yesterday.isoformat())
         states = api(url, f"{dag}/dagRuns/{run['dag_run_id']}/taskInstances", bearer=bearer)
         assert run["state"] == "success", states
-        tasks = ("wait_for_extract", "bronze", "validate", "silver", "publish", "announce")
-        tasks += ("report",)
+        stages = ["bronze", "validate", "silver", "publish", "announce"]
+        tasks = ["wait_for_extract", *stages, "report"]
         assert {t["task_id"]: t["state"] for t in states["task_instances"]} == dict.fromkeys(
             tasks, "success"
         )
