@@ -271,8 +271,14 @@ def _raw(endpoint: str, request: bytes) -> tuple[int, dict[str, str], bytes]:
     with socket.create_connection((host, int(port)), timeout=10) as sock:
         sock.sendall(request)
         answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except ConnectionResetError:
+            # The server closed with part of a refused request unread, which resets the
+            # connection; what it answered first is what counts.
+            if b"\r\n\r\n" not in answer:
+                raise
     head, _, body = answer.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     headers = dict(line.lower().split(": ", 1) for line in lines[1:])
@@ -282,13 +288,17 @@ def _raw(endpoint: str, request: bytes) -> tuple[int, dict[str, str], bytes]:
 def test_malformed_requests_are_journaled_json_refusals(settings: Settings) -> None:
     with running(settings) as endpoint:
         seq = _last_seq(settings)
+        # Just over the header limit, so that the server has read the whole request when it
+        # refuses it (a larger one is refused as well, but closing on unread bytes resets the
+        # connection, and the reset can overtake the answer on its way to the client).
+        over = settings.sharing_max_header_bytes + 1024
         cases = [
             (b"GET /delta-sharing/sha\x00res HTTP/1.1\r\nHost: x\r\n\r\n", 400),
-            (b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 431),
-            (b"GET /delta-sharing/shares HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 70_000
+            (b"GET /" + b"a" * over + b" HTTP/1.1\r\nHost: x\r\n\r\n", 431),
+            (b"GET /delta-sharing/shares HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * over
              + b"\r\n\r\n", 431),
             # Headers that never end: refused once the limit is passed, not awaited forever.
-            (b"GET /delta-sharing/shares HTTP/1.1\r\nHost: x\r\nX-Big: " + b"c" * 70_000, 431),
+            (b"GET /delta-sharing/shares HTTP/1.1\r\nHost: x\r\nX-Big: " + b"c" * over, 431),
         ]  # fmt: skip
         for request, status in cases:
             got, headers, body = _raw(endpoint, request)
