@@ -36,7 +36,7 @@ from govlake.core.catalog import Resource
 from govlake.core.runs import Interval, StageCounts
 from govlake.core.settings import Settings
 from govlake.lake.statements import append, overwrite, sql_literal, version
-from govlake.lake.tables import Table, TableSet, ops_tables, register
+from govlake.lake.tables import DELETION_VECTORS, Table, TableSet, ops_tables, register
 from govlake.transforms import opendata
 from jobs import quality, registry
 
@@ -203,7 +203,7 @@ def _create_open_table(spark: SparkSession, resource: Resource, table: Table) ->
     spark.sql(
         f"CREATE TABLE IF NOT EXISTS {table.sql_name} ({table.ddl_columns()}) USING delta "
         f"LOCATION {sql_literal(table.location.uri)} COMMENT {sql_literal(description)} "
-        f"TBLPROPERTIES ({properties})"
+        f"TBLPROPERTIES ({properties}, {DELETION_VECTORS})"
     )
 
 

@@ -38,6 +38,7 @@ QUARANTINE_COLUMNS = (
     ("_quarantined_at", "timestamp"),
 )
 SILVER_LINEAGE = (("_extract_id", "string"), ("_updated_at", "timestamp"))
+DELETION_VECTORS = "'delta.enableDeletionVectors' = 'true'"
 
 
 def open_type(item_type: str, rule: str) -> str:
@@ -66,6 +67,12 @@ class Table:
     #: Rewritten whole by every write (a published table): its schema follows the catalogue
     #: at each write. Other tables evolve additively (`govlake.lake.evolution`).
     rewritten: bool = False
+    #: Written with deletion vectors (`delta.enableDeletionVectors`): a MERGE, UPDATE or
+    #: DELETE marks the rows it replaces in a small file beside the data instead of
+    #: rewriting every data file it touches, so a change costs the change, not the table.
+    #: Every reader of such a table must apply them (the protocol's reader feature
+    #: `deletionVectors`).
+    deletion_vectors: bool = False
 
     @property
     def qualified_name(self) -> str:
@@ -97,9 +104,18 @@ class TableSet:
         grain: str,
         *,
         rewritten: bool = False,
+        deletion_vectors: bool = False,
     ) -> Table:
         name = self.resource.table_base + suffix
-        return Table(self.resource.theme, name, self.root.child(name), columns, grain, rewritten)
+        return Table(
+            self.resource.theme,
+            name,
+            self.root.child(name),
+            columns,
+            grain,
+            rewritten,
+            deletion_vectors,
+        )
 
     def _raw_items(self) -> tuple[tuple[str, str], ...]:
         return tuple((item.name, "string") for item in self.resource.items)
@@ -126,7 +142,9 @@ class TableSet:
     @property
     def silver(self) -> Table:
         names = [item.name for item in self.resource.items]
-        return self._table("", self._typed(names) + SILVER_LINEAGE, self.resource.grain)
+        return self._table(
+            "", self._typed(names) + SILVER_LINEAGE, self.resource.grain, deletion_vectors=True
+        )
 
     @property
     def crosscheck(self) -> Table:
@@ -152,6 +170,7 @@ class TableSet:
             self._typed(self.resource.class_items(sharing_class)),
             f"{self.resource.grain}; {sharing_class} items only",
             rewritten=True,
+            deletion_vectors=True,
         )
 
     @property
@@ -163,7 +182,11 @@ class TableSet:
             for name, rule in resource.open_items()
         )
         return self._table(
-            "_open", columns, f"{resource.grain}; open items, de-identified", rewritten=True
+            "_open",
+            columns,
+            f"{resource.grain}; open items, de-identified",
+            rewritten=True,
+            deletion_vectors=True,
         )
 
     def all(self) -> Iterator[Table]:
@@ -292,4 +315,5 @@ def register(spark: SparkSession, table: Table) -> None:
         spark.sql(
             f"CREATE TABLE IF NOT EXISTS {table.sql_name} ({table.ddl_columns()}) USING delta "
             f"LOCATION '{table.location.uri}' COMMENT '{table.grain.replace(chr(39), '')}'"
+            + (f" TBLPROPERTIES ({DELETION_VECTORS})" if table.deletion_vectors else "")
         )
