@@ -53,8 +53,10 @@ class StageCounts:
     rows_malformed: int = 0
     rows_quarantined: int = 0
     rows_merged: int = 0
+    rows_removed: int = 0  # records removed from silver (an increment's or a full extract's)
     crosscheck_findings: int = 0
     rows_published: int = 0
+    rows_changed: int = 0  # published rows inserted, updated or deleted, over every table
     silver_version: int | None = None
     published_versions: dict[str, int] = field(default_factory=dict)
     published: bool = False
