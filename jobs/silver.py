@@ -25,7 +25,7 @@ from govlake.core.runs import Interval, StageCounts
 from govlake.core.settings import Settings
 from govlake.lake.statements import Merged, merge, merges_marked, sql_literal
 from govlake.lake.tables import Table, TableSet, register
-from govlake.transforms.rules import typed
+from govlake.transforms.rules import removal, typed
 from jobs import registry
 
 
@@ -65,14 +65,8 @@ def merge_source(
     """What `merge_statement` reads: one row per key applied (typed `items`, `_remove` from
     the record's operation), and for a full extract also one row per key held back in
     quarantine (`_apply` false), so that it does not look missing."""
-    operation = resource.delivery(provider).operation
-    removal = (
-        F.trim(F.col("_operation")).isin(operation.removal)
-        if operation is not None
-        else F.lit(False)
-    )
     source = typed(records, resource, [*resource.key, *items]).select(
-        *resource.key, *items, F.col(APPLY), F.coalesce(removal, F.lit(False)).alias(REMOVE)
+        *resource.key, *items, F.col(APPLY), removal(resource, provider).alias(REMOVE)
     )
     applied = source.where(F.col(APPLY))
     if not full:
