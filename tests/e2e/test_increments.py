@@ -13,8 +13,13 @@ run.
 from __future__ import annotations
 
 import datetime
+import json
+import os
 import random
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +32,7 @@ from support import REPO, lake_settings
 from govlake.core.catalog import Catalog, Resource
 from govlake.core.runs import Interval, StageCounts
 from govlake.core.settings import Settings
+from govlake.lake.engine import get_spark
 from govlake.lake.reads import read_delta
 from govlake.lake.tables import Table, TableSet
 from govlake_app import pipeline as ingest
@@ -248,3 +254,127 @@ def _assert_change_only(table: Table, number: int, *, changed: int) -> None:
     metrics = commit["operationMetrics"]
     assert int(metrics.get("numTargetRowsCopied", 0)) == 0
     assert int(metrics["numOutputRows"]) <= changed
+
+
+FULL_HEADER = ["permit_id", "holder", "status", "issued_on"]
+
+
+def _full_row(permit: str, status: str = "active") -> list[str]:
+    return [permit, f"holder of {permit}", status, "2024-05-01"]
+
+
+def test_a_full_extract_removes_what_it_no_longer_carries(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    folder = tmp_path / "catalogue"
+    resource = write_catalogue(folder, permits_entry(deliveries=FULL))
+    settings = lake_settings(tmp_path, catalog_dir=folder)
+    tables = TableSet(resource, settings.warehouse_location)
+    first = [f"P{n:03d}" for n in range(60)]
+    land(settings, "market_regulation", START, FULL_HEADER, [_full_row(p) for p in first])
+    # Taxation knows of a permit the market has not delivered: it waits in silver.
+    land(settings, "taxation", START, TAXATION, [["P900", "A"], ["P001", "B"]])
+    run(spark, resource, settings, START)
+
+    # The next snapshot lacks P000-P004; P005's record breaks a rule (quarantined, so it does
+    # not count as missing); P100 is new.
+    at = START + datetime.timedelta(hours=1)
+    second = [_full_row(p) for p in first[6:]] + [_full_row("P005", "revoked"), _full_row("P100")]
+    land(settings, "market_regulation", at, FULL_HEADER, second)
+    counts = run(spark, resource, settings, at)
+    assert counts.rows_removed == 5
+    keys = {row[0] for row in rows_of(tables.silver)}
+    assert keys == (set(first) - {f"P{n:03d}" for n in range(5)}) | {"P100", "P900"}
+    for sharing_class in resource.sharing_classes:
+        published = rows_of(tables.published(sharing_class))
+        assert published == rebuilt(resource, tables, sharing_class)
+        assert "P000" not in {row[0] for row in published}
+    # Its history stays: the previous version still has the removed permits.
+    earlier = rows_of(tables.published("conditional"), version=1)
+    assert {f"P{n:03d}" for n in range(5)} <= {row[0] for row in earlier}
+
+    # A snapshot with a record the parser cannot read removes nothing: that record's key is
+    # unknown and might be one of those that seem missing.
+    at += datetime.timedelta(hours=1)
+    third = [_full_row(p) for p in first[20:]]
+    land(settings, "market_regulation", at, FULL_HEADER, third)
+    path = next((Path(settings.landing_location.uri) / "trial/permits/market_regulation").iterdir())
+    path.write_text(path.read_text() + "P999,a,b,c,d,e,f\n", encoding="utf-8")
+    counts = run(spark, resource, settings, at)
+    assert counts.rows_malformed == 1
+    assert counts.rows_removed == 0
+    assert {row[0] for row in rows_of(tables.silver)} == keys
+
+
+CRASHING = """
+import json, os, signal, sys
+from govlake.core.catalog import Catalog
+from govlake.core.runs import Interval
+from govlake.core.settings import Settings
+from govlake_app import pipeline
+from jobs import publish
+
+fields, when, after = json.loads(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+settings = Settings(**fields)
+merged = []
+real = publish.merge
+
+
+def merge(spark, table, statement):
+    if len(merged) == after:
+        os.kill(os.getpid(), signal.SIGKILL)  # between silver's MERGE and this table's
+    merged.append(table.name)
+    return real(spark, table, statement)
+
+
+publish.merge = merge
+from govlake.lake.engine import get_spark
+resource = Catalog.load(settings.catalog_dir).get("trial.permits")
+end = __import__("datetime").datetime.fromisoformat(when)
+pipeline.run(get_spark(settings), resource=resource, interval=Interval.ending(end),
+             settings=settings)
+"""
+
+
+@pytest.mark.parametrize("after", [0, 1], ids=["before-any-table", "after-one-table"])
+def test_a_crash_during_publication_ends_as_an_uninterrupted_run(
+    tmp_path: Path, after: int
+) -> None:
+    runs = {}
+    for name in ("uninterrupted", "crashed"):
+        root = tmp_path / name
+        folder = root / "catalogue"
+        resource = write_catalogue(folder, permits_entry(deliveries=INCREMENTS))
+        settings = lake_settings(root, catalog_dir=folder)
+        spark = get_spark(settings, Catalog.load(folder), fresh=True)  # its own table names
+        permits = Permits(seed=7)
+        at = START
+        for cycle in range(2):
+            market = permits.market(inserts=200 if cycle == 0 else 30, updates=20, removals=5)
+            land(settings, "market_regulation", at, MARKET, market)
+            land(settings, "taxation", at, TAXATION, permits.taxation(30))
+            if name == "crashed" and cycle == 1:
+                fields = {
+                    "warehouse": settings.warehouse,
+                    "landing": settings.landing,
+                    "catalog_dir": str(folder),
+                    "database_url": settings.database_url,
+                }
+                script = root / "crash.py"
+                script.write_text(CRASHING, encoding="utf-8")
+                done = subprocess.run(
+                    [sys.executable, str(script), json.dumps(fields), at.isoformat(), str(after)],
+                    env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+                    capture_output=True, text=True, timeout=600, check=False,
+                )  # fmt: skip
+                assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+            run(spark, resource, settings, at)
+            at += datetime.timedelta(hours=1)
+        tables = TableSet(resource, settings.warehouse_location)
+        runs[name] = {
+            table.name: rows_of(table)
+            for table in [tables.silver, *map(tables.published, resource.sharing_classes)]
+        }
+        versions = {c: _version(tables.published(c)) for c in resource.sharing_classes}
+        runs[name]["versions"] = {tuple(sorted(versions.items()))}
+    assert runs["crashed"] == runs["uninterrupted"]
