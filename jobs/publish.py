@@ -354,7 +354,6 @@ def _publish(spark: SparkSession, resource: Resource, tables: TableSet, change: 
                                plan.silver_version, sources, plan.fingerprints[sharing_class],
                                merged))  # fmt: skip
         counts.published_versions[sharing_class] = records[-1][3]
-        counts.rows_changed += merged.inserted + merged.updated + merged.deleted
     spark.catalog.dropTempView(view)
     if resource.is_open:
         silver = _publishable(spark, resource, tables)

@@ -56,7 +56,6 @@ class StageCounts:
     rows_removed: int = 0  # records removed from silver (an increment's or a full extract's)
     crosscheck_findings: int = 0
     rows_published: int = 0
-    rows_changed: int = 0  # published rows inserted, updated or deleted, over every table
     silver_version: int | None = None
     published_versions: dict[str, int] = field(default_factory=dict)
     published: bool = False
