@@ -226,7 +226,11 @@ def _load(
             status="registered",
             ingested_at=interval.end_naive_utc,
         )
-    records = spark.read.parquet(staged.staging.uri).select(
+    operation = resource.delivery(file.provider).operation
+    records = spark.read.parquet(staged.staging.uri)
+    if operation is not None:
+        records = records.withColumnRenamed(operation.column, "_operation")
+    records = records.select(
         "*",
         F.lit(file.provider).alias("_provider"),
         F.lit(ident).alias("_extract_id"),

@@ -31,6 +31,8 @@ LINEAGE_COLUMNS = (
     ("_file_name", "string"),
     ("_file_sha256", "string"),
     ("_ingested_at", "timestamp"),
+    # The increment's operation value as delivered (null when its source sends none).
+    ("_operation", "string"),
 )
 QUARANTINE_COLUMNS = (
     ("_rules", "string"),
@@ -222,6 +224,7 @@ def ops_tables(warehouse: Location) -> tuple[Table, Table]:
             ("rows_quarantined", "bigint"),
             ("rows_merged", "bigint"),
             ("crosscheck_findings", "bigint"),
+            ("rows_removed", "bigint"),
             ("status", "string"),
             ("reason", "string"),
             ("ingested_at", "timestamp"),
@@ -242,6 +245,10 @@ def ops_tables(warehouse: Location) -> tuple[Table, Table]:
             ("rows", "bigint"),
             ("silver_version", "bigint"),
             ("source_extracts", "string"),  # comma-separated: replaceWhere rejects arrays on Sail
+            # What the table's rows follow from in the catalogue (classes, items, types,
+            # required items): a publication whose fingerprint differs rebuilds the table.
+            ("catalogue_fingerprint", "string"),
+            ("rows_changed", "bigint"),  # rows inserted, updated or deleted by this version
         ),
         "one row per published table version",
     )

@@ -176,12 +176,18 @@ def validate(df: DataFrame, resource: Resource, provider: str, *, as_of: date) -
     A key that occurs more than once in the extract breaks `key_duplicate` on every record
     that carries it: the platform cannot tell which is right, so none is applied."""
     rules = row_rules(resource, provider, as_of=as_of)
+    removing = removal(resource, provider)
+
+    def broken(rule: RowRule) -> Column:
+        # A record that removes its key is judged by its key alone: its items may be blank.
+        return rule.broken() if rule.item in resource.key else rule.broken() & ~removing
+
     key_cols = [F.col(k) for k in resource.key]
     occurrences = F.count(F.lit(1)).over(Window.partitionBy(*key_cols))
     key_label = ",".join(resource.key)
     key_text = F.concat_ws(",", *[quoted(c) for c in key_cols])
-    flags = [F.when(rule.broken(), F.lit(rule.rule_id)) for rule in rules]
-    reasons = [F.when(rule.broken(), rule.reason()) for rule in rules]
+    flags = [F.when(broken(rule), F.lit(rule.rule_id)) for rule in rules]
+    reasons = [F.when(broken(rule), rule.reason()) for rule in rules]
     duplicate = occurrences > 1
     flags.append(F.when(duplicate, F.lit(f"{key_label}.{KEY_DUPLICATE}")))
     reasons.append(
@@ -211,6 +217,15 @@ def validate(df: DataFrame, resource: Resource, provider: str, *, as_of: date) -
             ),
         ).otherwise(F.concat_ws("; ", *reasons)),
     )
+
+
+def removal(resource: Resource, provider: str) -> Column:
+    """Whether a record of `provider`'s extract removes its key: its operation column (bronze
+    `_operation`) holds one of the catalogue's removal values; never without one."""
+    operation = resource.delivery(provider).operation
+    if operation is None:
+        return F.lit(False)
+    return F.coalesce(F.trim(F.col("_operation")).isin(operation.removal), F.lit(False))
 
 
 def typed(df: DataFrame, resource: Resource, items: list[str]) -> DataFrame:
