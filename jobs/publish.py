@@ -42,7 +42,8 @@ open variant on the next run, without new versions of the other tables.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+import secrets
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import reduce
 from typing import Any
@@ -68,6 +69,7 @@ from govlake.lake.statements import (
 )
 from govlake.lake.tables import DELETION_VECTORS, Table, TableSet, ops_tables, register
 from govlake.transforms import opendata
+from govlake.transforms.opendata import RECORD_ID
 from govlake.transforms.rules import typed
 from jobs import quality, registry
 
@@ -99,16 +101,18 @@ def run(
     waiting = registry.pending(spark, register_table, resource, "merged")
     records = _last_records(spark, settings, resource)
     at = interval.end_naive_utc
-    plan = _plan(resource, tables, waiting, records, silver_version)
+    secret = record_key(settings) if resource.is_open else ""
+    salt = hashlib.sha256(secret.encode()).hexdigest()[:16] if secret else ""
+    plan = _plan(resource, tables, waiting, records, silver_version, salt)
+    plan.secret = secret
     if not plan.due:
         # Silver is what was last published: mark the extracts done, make no new version.
         if resource.is_open and not _open_published(spark, resource, silver_version, settings):
             # Opened since: the open variant starts from the silver published (and checked)
             # then; the other tables keep their versions.
             latest = max(records.values(), key=lambda r: r.published_at)
-            _publish_late_open(spark, resource, tables, silver_version=silver_version,
-                               sources=latest.source_extracts or "", settings=settings, at=at,
-                               counts=counts)  # fmt: skip
+            _publish_late_open(spark, resource, tables, plan, sources=latest.source_extracts or "",
+                               settings=settings, at=at, counts=counts)  # fmt: skip
     else:
         change = _materialise(spark, resource, tables, plan, settings)
         try:
@@ -147,11 +151,14 @@ def _current_versions(
     return silver_version
 
 
-def catalogue_fingerprint(resource: Resource, columns: list[tuple[str, str]]) -> str:
+def catalogue_fingerprint(
+    resource: Resource, columns: list[tuple[str, str]], salt: str = ""
+) -> str:
     """What a published table's rows follow from in the catalogue: its columns and types, the
-    key, and the items a row needs to be published."""
+    key, the items a row needs to be published, the open variant's rules, and `salt`."""
     required = sorted(item.name for item in resource.items if item.required)
-    text = repr((columns, resource.key, required))
+    rules = resource.open_items() if resource.is_open else []
+    text = repr((columns, resource.key, required, rules, salt))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -167,6 +174,7 @@ class _Plan:
     modes: dict[str, str] = field(default_factory=dict)  # class -> merge|reconcile|rewrite
     fingerprints: dict[str, str] = field(default_factory=dict)
     due: bool = True
+    secret: str = ""  # of the open variant's record pseudonyms
 
     @property
     def whole(self) -> bool:
@@ -179,8 +187,9 @@ class _Plan:
 
 
 def _plan(resource: Resource, tables: TableSet, waiting: list[Row], records: dict[str, Row],
-          silver_version: int) -> _Plan:  # fmt: skip
-    """How each published table is brought to `silver_version` (see the module)."""
+          silver_version: int, salt: str) -> _Plan:  # fmt: skip
+    """How each published table (and the open variant) is brought to `silver_version` (see
+    the module). `salt`: what else the tables' rows follow from (the open pseudonyms' key)."""
     last_silver = {r.silver_version for r in records.values()}
     previous = max(records.values(), key=lambda r: r.published_at) if records else None
     known = (
@@ -194,9 +203,8 @@ def _plan(resource: Resource, tables: TableSet, waiting: list[Row], records: dic
         None if previous is None else int(previous.rows),
         [e.extract_id for e in waiting] if known else None,
     )
-    for sharing_class in resource.sharing_classes:
-        table = tables.published(sharing_class)
-        fingerprint = catalogue_fingerprint(resource, list(table.columns))
+    for sharing_class, table in _targets(resource, tables):
+        fingerprint = catalogue_fingerprint(resource, list(table.columns), salt)
         plan.fingerprints[sharing_class] = fingerprint
         record = records.get(sharing_class)
         if record is None or _columns(table) != list(table.columns):
@@ -207,10 +215,13 @@ def _plan(resource: Resource, tables: TableSet, waiting: list[Row], records: dic
             plan.modes[sharing_class] = "merge"
     if plan.whole:  # the rows are all of silver's: a merged table must drop what they lack
         plan.modes = {c: "reconcile" if m == "merge" else m for c, m in plan.modes.items()}
+    # An open variant with no version yet (the resource was opened since) is made on its own
+    # when silver has not changed (`_publish_late_open`).
+    settled = [m for t, m in plan.modes.items() if t in records or t != "open"]
     plan.due = not (
         previous is not None
         and int(previous.silver_version) == silver_version
-        and all(mode == "merge" for mode in plan.modes.values())
+        and all(mode == "merge" for mode in settled)
     )
     return plan
 
@@ -241,6 +252,17 @@ def _columns(table: Table) -> list[tuple[str, str]]:
         (f.name, catalogue_type(str(getattr(f.type, "type", f.type))))
         for f in delta.schema().fields
     ]
+
+
+def record_key(settings: Settings) -> str:
+    """The secret of the open variants' record pseudonyms: the setting, else the key kept in
+    the warehouse (made on first use; the warehouse is not served, only table files are)."""
+    if settings.open_record_key is not None:
+        return settings.open_record_key.get_secret_value()
+    kept = settings.warehouse_location.child("ops", "open-record.key")
+    if not kept.exists():
+        kept.write_text(secrets.token_hex(32))
+    return kept.read_text().strip()
 
 
 def _publishing(settings: Settings, resource: Resource) -> Location:
@@ -310,13 +332,13 @@ def _passing_rows(spark: SparkSession, resource: Resource, change: DataFrame, pl
     return rows
 
 
-def merge_published(resource: Resource, table: Table, source: str, *, mark: str,
+def merge_published(key: list[str], table: Table, source: str, *, mark: str,
                     reconcile: bool) -> str:  # fmt: skip
     """MERGE of `source` (`_materialise`'s rows) into a published table: a changed key with no
     publishable row is deleted, one whose values differ is updated, a new one inserted; when
     reconciling, a published row silver no longer publishes is deleted too. The ON clause
     names the silver version published (true of every source row) so the commit says it."""
-    key, columns = resource.key, table.column_names
+    columns = table.column_names
     on = " AND ".join([f"t.{_q(k)} = s.{_q(k)}" for k in key] + [f"s.{PUBLICATION} = {mark}"])
     same = " AND ".join(f"t.{_q(c)} <=> s.{_q(c)}" for c in columns if c not in key) or "TRUE"
     assignments = ", ".join(f"{_q(c)} = s.{_q(c)}" for c in columns if c not in key)
@@ -336,6 +358,12 @@ def _q(name: str) -> str:
     return "`" + name + "`"
 
 
+def _targets(resource: Resource, tables: TableSet) -> list[tuple[str, Table]]:
+    """The tables a publication writes: one per sharing class, and the open variant."""
+    found = [(c, tables.published(c)) for c in resource.sharing_classes]
+    return found + ([("open", tables.open)] if resource.is_open else [])
+
+
 def _publish(spark: SparkSession, resource: Resource, tables: TableSet, change: DataFrame,
              plan: _Plan, *, rows: int, sources: str, settings: Settings, at: datetime,
              counts: StageCounts) -> None:  # fmt: skip
@@ -343,55 +371,65 @@ def _publish(spark: SparkSession, resource: Resource, tables: TableSet, change: 
     most one version each, and record the versions in `ops.publications`."""
     records = []
     published_rows = rows
-    view = f"publication_{resource.theme}_{resource.table_base}"
-    change.createOrReplaceTempView(view)
-    for sharing_class in resource.sharing_classes:
-        table = tables.published(sharing_class)
-        merged = _bring(spark, resource, table, change, view, plan, sharing_class)
-        if plan.modes[sharing_class] == "merge" and plan.previous_rows is not None:
+    for target, table in _targets(resource, tables):
+        if target == "open":
+            _apply_open_terms(resource, table)
+        merged = _bring(spark, resource, table, _rows_for(resource, target, change, plan),
+                        plan, target)  # fmt: skip
+        if plan.modes[target] == "merge" and plan.previous_rows is not None:
             published_rows = plan.previous_rows + merged.inserted - merged.deleted
-        records.append(_record(resource, sharing_class, table, at, published_rows,
-                               plan.silver_version, sources, plan.fingerprints[sharing_class],
-                               merged))  # fmt: skip
-        counts.published_versions[sharing_class] = records[-1][3]
-    spark.catalog.dropTempView(view)
-    if resource.is_open:
-        silver = _publishable(spark, resource, tables)
-        records.append(_publish_open(spark, resource, tables.open, silver,
-                                     rows=published_rows, silver_version=plan.silver_version,
-                                     sources=sources, at=at))  # fmt: skip
-        counts.published_versions["open"] = records[-1][3]
+        records.append(_record(resource, target, table, at, published_rows, plan.silver_version,
+                               sources, plan.fingerprints[target], merged))  # fmt: skip
+        counts.published_versions[target] = records[-1][3]
     if records:
         _append_records(spark, settings, records)
         counts.published = True
         counts.rows_published = published_rows
 
 
-def _bring(spark: SparkSession, resource: Resource, table: Table, change: DataFrame, view: str,
-           plan: _Plan, sharing_class: str) -> Merged:  # fmt: skip
+def _rows_for(resource: Resource, target: str, change: DataFrame, plan: _Plan) -> DataFrame:
+    """`change` as `target`'s table has its rows: the open variant de-identified, with each
+    record's pseudonym as its key."""
+    if target != "open":
+        return change
+    named = change.withColumn(RECORD_ID, opendata.record_id(resource, plan.secret))
+    return opendata.open_variant(named, resource, carry=[RECORD_ID, PRESENT, PUBLICATION])
+
+
+def _bring(spark: SparkSession, resource: Resource, table: Table, change: DataFrame,
+           plan: _Plan, target: str) -> Merged:  # fmt: skip
     """Bring one published table to the planned silver version: what its commit did."""
-    mode = plan.modes[sharing_class]
+    mode = plan.modes[target]
     if mode == "rewrite":
         rows = change.where(F.col(PRESENT).isNotNull()).select(*table.column_names)
         before = version(table)
         overwrite(rows, table)
-        return Merged(inserted=rows.count(), version=version(table) if version(table) > before
-                      else None)  # fmt: skip
+        after = version(table)
+        return Merged(inserted=rows.count(), version=after if after > before else None)
     done = merges_marked(table, [plan.mark])
     if plan.mark in done:  # an earlier run that stopped after this table's MERGE
         return done[plan.mark]
-    statement = merge_published(resource, table, view, mark=plan.mark,
-                                reconcile=mode == "reconcile")  # fmt: skip
-    return merge(spark, table, statement)
+    key = [RECORD_ID] if target == "open" else resource.key
+    view = f"publication_{resource.theme}_{resource.table_base}_{target}"
+    change.createOrReplaceTempView(view)
+    statement = merge_published(key, table, view, mark=plan.mark, reconcile=mode == "reconcile")
+    try:
+        return merge(spark, table, statement)
+    finally:
+        spark.catalog.dropTempView(view)
 
 
-def _publish_late_open(spark: SparkSession, resource: Resource, tables: TableSet, *,
-                       silver_version: int, sources: str, settings: Settings, at: datetime,
+def _publish_late_open(spark: SparkSession, resource: Resource, tables: TableSet, plan: _Plan,
+                       *, sources: str, settings: Settings, at: datetime,
                        counts: StageCounts) -> None:  # fmt: skip
     """The open variant of a resource opened after its silver was published, and its record."""
-    silver = _publishable(spark, resource, tables)
-    record = _publish_open(spark, resource, tables.open, silver, rows=silver.count(),
-                           silver_version=silver_version, sources=sources, at=at)  # fmt: skip
+    silver = _publishable(spark, resource, tables).withColumn(PRESENT, F.lit(True))
+    rows = silver.count()
+    _apply_open_terms(resource, tables.open)
+    merged = _bring(spark, resource, tables.open, _rows_for(resource, "open", silver, plan),
+                    replace(plan, modes={"open": "rewrite"}), "open")  # fmt: skip
+    record = _record(resource, "open", tables.open, at, rows, plan.silver_version, sources,
+                     plan.fingerprints["open"], merged)  # fmt: skip
     _append_records(spark, settings, [record])
     counts.published_versions["open"] = record[3]
 
@@ -464,15 +502,6 @@ def _apply_open_terms(resource: Resource, table: Table) -> None:
     description = opendata.open_description(resource, table.grain)
     if metadata.description != description:
         delta.alter.set_table_description(description)
-
-
-def _publish_open(spark: SparkSession, resource: Resource, table: Table, silver: DataFrame, *,
-                  rows: int, silver_version: int, sources: str,
-                  at: datetime) -> tuple[Any, ...]:  # fmt: skip
-    """Overwrite the open table with the de-identified `silver` rows; its publication record."""
-    _apply_open_terms(resource, table)
-    overwrite(opendata.open_variant(silver, resource), table)
-    return _record(resource, "open", table, at, rows, silver_version, sources)
 
 
 def _open_published(spark: SparkSession, resource: Resource, silver_version: int,

@@ -86,6 +86,12 @@ class Settings(BaseSettings):
         description="Secret that signs the sharing server's local file URLs; unset: a random "
         "key per server process (URLs die with the process).",
     )
+    open_record_key: SecretStr | None = Field(
+        default=None,
+        description="Secret of the open variants' record pseudonyms (`record_id`); unset: a "
+        "random key kept in the warehouse (ops/open-record.key), made on first use. Changing it "
+        "gives every record a new pseudonym at the next publication.",
+    )
     sharing_url_minutes: int = Field(
         default=15, ge=1, le=24 * 60, description="Minutes a signed or presigned file URL lives."
     )

@@ -177,9 +177,10 @@ class TableSet:
 
     @property
     def open(self) -> Table:
-        """The open variant (开放数据): de-identified items for the public."""
+        """The open variant (开放数据): a pseudonym of each record (`record_id`), then the
+        de-identified items for the public."""
         resource = self.resource
-        columns = tuple(
+        columns = (("record_id", "string"),) + tuple(
             (name, open_type(resource.item(name).type, rule))
             for name, rule in resource.open_items()
         )
