@@ -27,6 +27,7 @@ from govlake.core.settings import Settings, get_settings
 from govlake.governance import backup as backups
 from govlake.governance.backup import NotBackedUp, RestoreRefused, UnknownTable
 from govlake.lake.engine import get_spark
+from govlake.lake.reads import read_delta
 from govlake.platform import audit
 from govlake.platform.database import AuditEntry, session
 from govlake_app.cli.backup import backup as backup_command
@@ -78,7 +79,7 @@ class Lake:
 
     def rows(self, name: str, version: int | None = None) -> pa.Table:
         """The rows of a version in a fixed order, to compare two reads."""
-        data = self.table(name, version).to_pyarrow_table()
+        data = read_delta(self.table(name, version))
         return data.sort_by([(c, "ascending") for c in data.column_names])
 
     def history(self, name: str) -> dict[int, pa.Table]:
@@ -104,8 +105,9 @@ def lake(built: Path, tmp_path: Path, catalog: Catalog, database_url: str) -> La
 
 
 def _data_files(folder: Path) -> set[str]:
-    return {str(p.relative_to(folder)) for p in folder.rglob("*.parquet")
-            if "_delta_log" not in p.parts}  # fmt: skip
+    """Data files and deletion-vector files below a table folder (log files left out)."""
+    found = [*folder.rglob("*.parquet"), *folder.rglob("deletion_vector_*.bin")]
+    return {str(p.relative_to(folder)) for p in found if "_delta_log" not in p.parts}
 
 
 def test_a_deleted_table_comes_back_with_its_rows_and_versions(lake: Lake) -> None:
@@ -151,7 +153,7 @@ def test_an_existing_table_gets_the_old_version_as_a_new_commit(lake: Lake) -> N
     # A bad publication replaces everything; vacuum then removes the files only old versions
     # used, so the live table can no longer restore them by itself.
     table = lake.table(PUBLISHED)
-    write_deltalake(lake.location(PUBLISHED).uri, table.to_pyarrow_table().slice(0, 3),
+    write_deltalake(lake.location(PUBLISHED).uri, read_delta(table).slice(0, 3),
                     mode="overwrite")  # fmt: skip
     bad = lake.rows(PUBLISHED)
     lake.table(PUBLISHED).vacuum(retention_hours=0, enforce_retention_duration=False,
@@ -233,7 +235,7 @@ def test_only_versions_that_can_still_be_rebuilt_are_claimed(lake: Lake) -> None
     before = {v: lake.rows("ops.extracts", v)
               for v in range(checkpoint, lake.table("ops.extracts").version() + 1)}  # fmt: skip
     # The published table was overwritten and vacuumed: its first versions lost their files.
-    write_deltalake(lake.location(PUBLISHED).uri, lake.table(PUBLISHED).to_pyarrow_table(),
+    write_deltalake(lake.location(PUBLISHED).uri, read_delta(lake.table(PUBLISHED)),
                     mode="overwrite")  # fmt: skip
     overwritten = lake.table(PUBLISHED).version()
     lake.table(PUBLISHED).vacuum(retention_hours=0, enforce_retention_duration=False,
@@ -256,7 +258,7 @@ def test_only_versions_that_can_still_be_rebuilt_are_claimed(lake: Lake) -> None
 def test_a_commit_during_the_backup_is_left_for_the_next_one(lake: Lake) -> None:
     pinned = lake.table(PUBLISHED).version()
     rows_at_pin = lake.rows(PUBLISHED)
-    extra = lake.table(PUBLISHED).to_pyarrow_table().slice(0, 5)
+    extra = read_delta(lake.table(PUBLISHED)).slice(0, 5)
 
     def commit_meanwhile(table: str, done: int, total: int) -> None:
         if table == PUBLISHED and done == 0:  # pinned, nothing copied yet
@@ -385,7 +387,7 @@ def test_an_s3_lakehouse_is_backed_up_to_s3_and_restored(
     assert not [k for k in backed_up if k.endswith("/")]  # no directory markers
 
     # One more version on S3: the next backup copies just its file.
-    extra = lake.table(PUBLISHED).to_pyarrow_table().slice(0, 4)
+    extra = read_delta(lake.table(PUBLISHED)).slice(0, 4)
     write_deltalake(lake.location(PUBLISHED).uri, extra, mode="append",
                     storage_options=lake.location(PUBLISHED).storage_options())  # fmt: skip
     before = lake.history(PUBLISHED)
