@@ -405,3 +405,77 @@ def test_an_s3_lakehouse_is_backed_up_to_s3_and_restored(
     assert after.keys() == before.keys()
     for version, rows in before.items():
         assert after[version].equals(rows), version
+
+
+def _delete_through_the_engine(lake: Lake, name: str, *conditions: str) -> None:
+    """Each condition a DELETE through the engine: one version each, written as deletion
+    vectors (the published and silver tables are created with them)."""
+    spark = get_spark(lake.settings, lake.catalog, fresh=True)
+    for condition in conditions:
+        spark.sql(f"DELETE FROM {name} WHERE {condition}")
+
+
+def _vectors(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("deletion_vector_*.bin")}
+
+
+def test_a_table_with_deletion_vectors_is_copied_checked_and_restored(lake: Lake) -> None:
+    key = lake.catalog.get(RESIDENTS).key[0]
+    _delete_through_the_engine(lake, PUBLISHED, f"{key} LIKE '%1'", f"{key} LIKE '%2'")
+    folder = Path(lake.location(PUBLISHED).uri)
+    vectors = _vectors(folder)
+    assert vectors, "the engine wrote no deletion vectors"
+    before = lake.history(PUBLISHED)  # every version, read through delta-rs QueryBuilder
+    latest = max(before)
+    assert before[latest].num_rows < before[latest - 2].num_rows
+
+    report = backups.backup(lake.settings, lake.catalog, at=AT, resource=RESIDENTS)
+    assert not report.failed
+    manifest = lake.manifest(PUBLISHED)
+    assert sorted(manifest.versions) == sorted(before)
+    for version, rows in before.items():  # rows less those the vectors delete
+        assert manifest.versions[version].rows == rows.num_rows
+    backed_up = Path(lake.settings.backup_location.uri) / "population" / "residents_unconditional"
+    assert _vectors(backed_up) == vectors
+    for vector in vectors:
+        assert manifest.files[vector].size == (folder / vector).stat().st_size
+
+    shutil.rmtree(folder)
+    restored = backups.restore(lake.settings, lake.catalog, PUBLISHED, at=AT)
+    assert (restored.mode, restored.table_version, restored.rows) == (
+        "recreated", latest, before[latest].num_rows)  # fmt: skip
+    after = lake.history(PUBLISHED)  # time travel to each version, vectors applied
+    assert after.keys() == before.keys()
+    for version, rows in before.items():
+        assert after[version].equals(rows), version
+
+
+def test_an_older_version_with_deletion_vectors_comes_back_as_a_new_commit(lake: Lake) -> None:
+    key = lake.catalog.get(RESIDENTS).key[0]
+    _delete_through_the_engine(lake, PUBLISHED, f"{key} LIKE '%3'")
+    wanted = lake.table(PUBLISHED).version()
+    rows = lake.rows(PUBLISHED)
+    backups.backup(lake.settings, lake.catalog, at=AT, resource=RESIDENTS)
+    _delete_through_the_engine(lake, PUBLISHED, f"{key} LIKE '%4'", f"{key} LIKE '%5'")
+    folder = Path(lake.location(PUBLISHED).uri)
+    for vector in _vectors(folder):  # lost from the table: the backup brings them back
+        (folder / vector).unlink()
+
+    restored = backups.restore(lake.settings, lake.catalog, PUBLISHED, version=wanted, at=AT)
+    assert restored.mode == "new_commit" and restored.files_copied >= 1
+    assert lake.rows(PUBLISHED).equals(rows)
+    assert restored.rows == rows.num_rows
+
+
+def test_a_damaged_deletion_vector_in_the_backup_is_refused(lake: Lake) -> None:
+    key = lake.catalog.get(RESIDENTS).key[0]
+    _delete_through_the_engine(lake, PUBLISHED, f"{key} LIKE '%6'")
+    backups.backup(lake.settings, lake.catalog, at=AT, resource=RESIDENTS)
+    backed_up = Path(lake.settings.backup_location.uri) / "population" / "residents_unconditional"
+    vector = next(iter(_vectors(backed_up)))
+    data = bytearray((backed_up / vector).read_bytes())
+    data[-1] ^= 0xFF
+    (backed_up / vector).write_bytes(bytes(data))
+    shutil.rmtree(lake.location(PUBLISHED).uri)
+    with pytest.raises(backups.BackupError, match="do not match their checksum"):
+        backups.restore(lake.settings, lake.catalog, PUBLISHED, at=AT)

@@ -24,7 +24,7 @@ What a backup of version V is, and why it is consistent:
 - Incremental: data files are copied only when the backup does not hold them yet (same
   name and size, checksum recorded); log files likewise. A run that is not due copies
   nothing; a due run on an unchanged table copies nothing and records the check.
-- Every copied file is checked for its size; its SHA-256 is recorded in the manifest and
+- Every copied file (data and deletion-vector files) is checked for its size; its SHA-256 is recorded in the manifest and
   checked again when it is restored. The copy of V is read back through delta-rs before the
   manifest names it.
 - `manifest.json` (per table, written last, in one put) lists the versions the backup holds,
@@ -36,8 +36,14 @@ Not backed up here: the platform database (access requests, grants, tokens, the 
 journal; back it up with the database's own tools; the journal's archive `ops.audit_journal`
 is a Delta table and is backed up), the landing zone (archived extracts), Great Expectations
 Data Docs and tables that are no longer in the catalogue. Change data files (`_change_data/`)
-are not copied (no table here enables change data feed); tables with deletion vectors are
-refused with a clear error.
+are not copied (no table here enables change data feed).
+
+Deletion vectors (the silver, published and open tables are written with them): a version
+needs its deletion-vector files as much as its data files. They are copied, checksummed and
+brought back like data files (storage type `u`: `<prefix>/deletion_vector_<uuid>.bin`; `p`:
+a path inside the table; `i`: inline, in the log itself); a version's rows are its files'
+rows less those its vectors delete, and its file digest carries the rows each file's vector
+deletes, so the check against delta-rs (which reads the vectors themselves) covers them.
 
 Each backed-up table and each restore is an entry in the audit journal
 (`platform.backup`, `platform.restore`).
@@ -358,18 +364,6 @@ def _no_footer(_path: str) -> int:
     return 0
 
 
-def _records(body: dict[str, Any]) -> int | None:
-    """The row count in an add action's statistics, when they give one."""
-    stats = body.get("stats")
-    if not stats or not isinstance(stats, str):
-        return None
-    try:
-        value = json.loads(stats).get("numRecords")
-    except ValueError:
-        return None
-    return int(value) if value is not None else None
-
-
 class _State:
     """A table version's data files and deletion-vector files, kept up to date while the log
     is replayed: which files, their sizes and rows, which are unavailable, the digest and the
@@ -405,7 +399,7 @@ class _State:
 
     def add(self, body: dict[str, Any]) -> None:
         """Apply an add action (its deletion vector included)."""
-        path, size, records = str(body["path"]), int(body["size"]), _records(body)
+        path, size, records = str(body["path"]), int(body["size"]), dvfiles.records(body)
         if path in self.files:
             self.remove(path)
         vector = body.get("deletionVector")
@@ -435,7 +429,7 @@ class _State:
         if entry.vector:
             self._need(entry.vector, None, -1)
 
-    def apply(self, commit: CommitFile) -> None:
+    def apply(self, commit: CommitFile) -> _State:
         """A commit's removes, then its adds: a file given a new deletion vector is removed
         with the old one and added with the new one, in either order."""
         for kind, body in commit.actions:
@@ -444,6 +438,7 @@ class _State:
         for kind, body in commit.actions:
             if kind == "add":
                 self.add(body)
+        return self
 
     def needed(self) -> dict[str, _Entry | None]:
         """Every file the version needs (storage paths): its data files with their entries,
@@ -494,10 +489,7 @@ def _replay(
     reader = DeltaLog(location)
     for version in versions:
         commit = reader.commit_file(version) if version in log.commits else None
-        if state is not None and commit is not None:
-            state.apply(commit)
-        else:
-            state = restart(version, commit)
+        state = restart(version, commit) if state is None or commit is None else state.apply(commit)
         yield version, state, commit
 
 

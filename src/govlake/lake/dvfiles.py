@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from govlake.core.errors import GovlakeError
 from govlake.core.location import Location
-from govlake.lake.deltalog import LOG_DIR, CommitFile, DeltaLog, LogFiles
+from govlake.lake.deltalog import LOG_DIR, CommitFile, DeltaLog, LogFiles, _stats_records
 
 _Z85 = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#"
 _Z85_VALUE = {c: i for i, c in enumerate(_Z85)}
@@ -83,6 +83,12 @@ def _path_of(uri: str) -> str:
 def deleted_rows(descriptor: Action | None) -> int:
     """The rows a deletion vector deletes (its cardinality)."""
     return int(descriptor.get("cardinality", 0)) if descriptor else 0
+
+
+def records(action: Action) -> int | None:
+    """The rows of an add action's file as its statistics give them (deleted rows included;
+    None: no statistics)."""
+    return _stats_records(action)
 
 
 def unique_id(descriptor: Action | None) -> str | None:
