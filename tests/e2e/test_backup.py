@@ -365,7 +365,9 @@ def test_an_s3_lakehouse_is_backed_up_to_s3_and_restored(
     for name, value in s3.environment().items():
         monkeypatch.setenv(name, value)
     client = s3.client()
-    for table in ("population/residents_unconditional", "ops/publications"):
+    # Silver was merged into on the second day: it carries deletion vectors.
+    assert _vectors(built / "population" / "residents")
+    for table in ("population/residents_unconditional", "population/residents", "ops/publications"):
         for path in sorted(p for p in (built / table).rglob("*") if p.is_file()):
             client.upload_file(str(path), bucket, f"lakehouse/{path.relative_to(built)}")
     settings = Settings(warehouse=f"s3://{bucket}/lakehouse", backup=f"s3://{bucket}/backups",
@@ -376,7 +378,7 @@ def test_an_s3_lakehouse_is_backed_up_to_s3_and_restored(
     report = backups.backup(settings, catalog, at=AT)
     assert not report.failed and report.files_copied > 0
     backed_up_tables = {t.table for t in report.tables if t.outcome == "backed_up"}
-    assert backed_up_tables == {PUBLISHED, "ops.publications"}
+    assert backed_up_tables == {PUBLISHED, RESIDENTS, "ops.publications"}
 
     def keys(prefix: str) -> list[str]:
         pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
@@ -385,6 +387,14 @@ def test_an_s3_lakehouse_is_backed_up_to_s3_and_restored(
     backed_up = keys("backups/population/residents_unconditional/")
     assert "backups/population/residents_unconditional/manifest.json" in backed_up
     assert not [k for k in backed_up if k.endswith("/")]  # no directory markers
+    silver_rows = lake.rows(RESIDENTS)
+    vectors = {k.rsplit("/", 1)[-1] for k in keys("backups/population/residents/")
+               if "deletion_vector_" in k}  # fmt: skip
+    assert vectors == {p.name for p in (built / "population" / "residents").rglob("*.bin")}
+    for key in keys("lakehouse/population/residents/"):
+        client.delete_object(Bucket=bucket, Key=key)
+    silver = backups.restore(settings, catalog, RESIDENTS, at=AT)
+    assert silver.mode == "recreated" and lake.rows(RESIDENTS).equals(silver_rows)
 
     # One more version on S3: the next backup copies just its file.
     extra = read_delta(lake.table(PUBLISHED)).slice(0, 4)
