@@ -278,11 +278,7 @@ def test_provider_report_counts_publications_reads_and_requests(
         assert table.versions == tuple(sorted(r.version for r in in_2026
                                               if r.table_name == table.table))  # fmt: skip
     last = max(in_2026, key=lambda r: r.published_at)
-    assert (
-        residents.last_rows
-        == last.rows
-        == _rows(_published(world, RESIDENTS, "unconditional"))
-    )
+    assert residents.last_rows == last.rows == _rows(_published(world, RESIDENTS, "unconditional"))
     # The first 2026 run came two months after the one of 2025: late; the next a day later.
     assert [run.on_time for run in residents.runs] == [False, True]
     assert residents.state_at_end == "overdue"  # nothing since 3 March
