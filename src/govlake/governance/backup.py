@@ -24,9 +24,9 @@ What a backup of version V is, and why it is consistent:
 - Incremental: data files are copied only when the backup does not hold them yet (same
   name and size, checksum recorded); log files likewise. A run that is not due copies
   nothing; a due run on an unchanged table copies nothing and records the check.
-- Every copied file (data and deletion-vector files) is checked for its size; its SHA-256 is recorded in the manifest and
-  checked again when it is restored. The copy of V is read back through delta-rs before the
-  manifest names it.
+- Every copied file (data and deletion-vector files) is checked for its size; its SHA-256 is
+  recorded in the manifest and checked again when it is restored. The copy of V is read back
+  through delta-rs before the manifest names it.
 - `manifest.json` (per table, written last, in one put) lists the versions the backup holds,
   each with its commit time, operation, row count, file count, bytes and a digest of its
   file list, and every file with its size and SHA-256. A backup interrupted before the
