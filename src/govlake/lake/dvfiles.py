@@ -91,15 +91,6 @@ def records(action: Action) -> int | None:
     return _stats_records(action)
 
 
-def unique_id(descriptor: Action | None) -> str | None:
-    """The protocol's uniqueId of a deletion vector (None: no vector)."""
-    if not descriptor:
-        return None
-    offset = descriptor.get("offset")
-    base = f"{descriptor.get('storageType')}{descriptor.get('pathOrInlineDv')}"
-    return base if offset is None else f"{base}@{offset}"
-
-
 def apply(files: dict[str, Action], commit: CommitFile) -> None:
     """Apply a commit's actions to `files` (path -> add action). A commit that gives a file a
     new deletion vector removes (path, old vector) and adds (path, new vector), in either
