@@ -18,6 +18,7 @@ younger than the retention needs are deleted here.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -32,6 +33,8 @@ from govlake.lake import dvfiles
 from govlake.lake.deltalog import DeltaLog, millis
 from govlake.lake.tables import Table, TableSet, ops_tables, quality_tables
 
+log = logging.getLogger(__name__)
+
 #: The least the platform's records are kept (3 years and a leap day).
 RECORDS_RETENTION_DAYS = 3 * 365 + 1
 
@@ -44,6 +47,14 @@ class Maintained:
     files_removed: int
     vectors_purged: int = 0  # data files rewritten without their deletion vectors
     vectors_removed: int = 0  # deletion-vector files vacuumed
+
+    def summary(self) -> str:
+        return (
+            f"{self.table}: {self.files_compacted} file(s) compacted, {self.vectors_purged} "
+            f"rewritten without deletion vectors; vacuum kept {self.retention_days} days and "
+            f"removed {self.files_removed} data and {self.vectors_removed} deletion-vector "
+            "file(s)"
+        )
 
 
 def retention_days(table: Table, settings: Settings) -> int:
@@ -136,4 +147,7 @@ def run(catalog: Catalog, settings: Settings, *, at: datetime | None = None) -> 
     warehouse = settings.warehouse_location
     tables = [t for r in catalog for t in TableSet(r, warehouse).all()]
     tables += [*ops_tables(warehouse), *quality_tables(warehouse)]
-    return [maintain(t, settings, at=at) for t in tables if t.location.is_delta_table()]
+    done = [maintain(t, settings, at=at) for t in tables if t.location.is_delta_table()]
+    for maintained in done:  # the task's log says what each table went through
+        log.info("%s", maintained.summary())
+    return done

@@ -91,6 +91,7 @@ def test_compaction_purges_deletion_vectors(
 
     done = maintain(table, settings, at=datetime.now(UTC))
     assert done.vectors_purged == left_by_compaction and done.files_removed == 0
+    assert f"{left_by_compaction} rewritten without deletion vectors" in done.summary()
     latest = DeltaTable(table.location.uri)
     assert latest.version() >= versions
     assert pa.table(latest.deletion_vectors()).num_rows == 0  # no live file carries one
