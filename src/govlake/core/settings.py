@@ -56,7 +56,14 @@ class Settings(BaseSettings):
         default=30,
         ge=30,
         description="Days every table version stays readable before vacuum may remove its "
-        "files (at least 30; ops tables keep at least 3 years).",
+        "files (at least 30; ops tables keep `records_retention_days`).",
+    )
+    records_retention_days: int = Field(
+        default=3 * 365 + 1,
+        ge=3 * 365 + 1,
+        description="Days every version of an ops.* table (the platform's records: extracts, "
+        "publications, quality runs, the audit archive) stays readable before vacuum may "
+        "remove its files (at least 3 years, 宝鸡 art. 21).",
     )
     lease_minutes: int = Field(
         default=180,
