@@ -30,6 +30,7 @@ from govlake.core.location import Location
 from govlake.core.runs import Interval
 from govlake.core.settings import Settings
 from govlake.lake.engine import get_spark
+from govlake.lake.reads import read_delta
 from govlake.lake.tables import TableSet
 from govlake.platform import leases
 from govlake.platform.database import session
@@ -241,7 +242,7 @@ def test_readers_see_whole_versions_while_publications_commit(runs: Runs) -> Non
         "unconditional"
     )
     latest = DeltaTable(published.location.uri).version()
-    versions = {v: _digest(DeltaTable(published.location.uri, version=v).to_pandas())
+    versions = {v: _digest(read_delta(DeltaTable(published.location.uri, version=v)).to_pandas())
                 for v in range(latest + 1)}  # fmt: skip
     assert len(set(versions.values())) == len(versions)  # every version differs
     # Every read is exactly one whole version, and a pinned read is the version it asked for.

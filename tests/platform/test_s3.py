@@ -28,7 +28,7 @@ from govlake.core.location import Location
 from govlake.core.runs import Interval, StageCounts
 from govlake.core.settings import Settings
 from govlake.lake.engine import get_spark
-from govlake.lake.reads import query_delta
+from govlake.lake.reads import query_delta, read_delta
 from govlake.lake.tables import TableSet, ops_tables
 from govlake.platform import audit
 from govlake.platform.database import session
@@ -134,8 +134,8 @@ def test_published_versions_on_s3_hold_what_silver_holds(lake: Lake) -> None:
     assert {p.sharing_class for p in published} == {"unconditional", "conditional"}
     for p in published:
         at_version = lake.delta(RESIDENTS, p.sharing_class, version=p.version)
-        assert at_version.to_pyarrow_dataset().count_rows() == p.rows > 0
-    latest = lake.delta(RESIDENTS, "unconditional").to_pandas()
+        assert read_delta(at_version).num_rows == p.rows > 0
+    latest = read_delta(lake.delta(RESIDENTS, "unconditional")).to_pandas()
     silver = spark.table(RESIDENTS).toPandas()
     assert set(latest["citizen_id"]) <= set(silver["citizen_id"])
     assert latest["citizen_id"].is_unique
@@ -174,10 +174,10 @@ def test_the_official_client_reads_s3_tables_through_presigned_urls(
     _, profile = analyst
     table = "population.population.residents_unconditional"
     read = delta_sharing.load_as_pandas(f"{profile}#{table}")
-    expected = lake.delta(RESIDENTS, "unconditional").to_pandas()
+    expected = read_delta(lake.delta(RESIDENTS, "unconditional")).to_pandas()
     assert len(read) == len(expected) > 0
     assert sorted(read["citizen_id"]) == sorted(expected["citizen_id"])
-    first = lake.delta(RESIDENTS, "unconditional", version=0).to_pandas()
+    first = read_delta(lake.delta(RESIDENTS, "unconditional", version=0)).to_pandas()
     assert len(delta_sharing.load_as_pandas(f"{profile}#{table}", version=0)) == len(first)
     # The latest publication: table maintenance may have committed a compaction after it.
     publications = ops_tables(lake.settings.warehouse_location)[1].location
