@@ -11,6 +11,7 @@ the test wrote them."""
 from __future__ import annotations
 
 import datetime
+import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,13 +32,14 @@ from govlake.core.catalog import Catalog
 from govlake.core.settings import Settings
 from govlake.lake.engine import get_spark
 from govlake.lake.reads import read_delta
-from govlake.lake.tables import Table, TableSet, register
+from govlake.lake.tables import Table, TableSet, ops_tables, register
 from govlake.platform.database import AuditEntry, session
 from govlake.sharing.server.app import create_app
 from govlake_app.cli.serve import running
 
 START = datetime.datetime(2026, 11, 4, 9)  # the server's clock
 RESIDENTS = "population.residents"
+DIVISIONS = "geospatial.admin_divisions"
 UNCONDITIONAL = "population.population.residents_unconditional"
 TABLE_PATH = "/shares/population/schemas/population/tables/residents_unconditional"
 PARQUET_ONLY = {"delta-sharing-capabilities": "responseformat=parquet"}
@@ -55,6 +57,7 @@ class Served:
     url: str  # the official client's table URL
     location: str
     versions: dict[int, Rows]  # the live rows of each version, as written
+    open_rows: set[str]  # the division codes the open table holds, as written
 
     def post(self, path: str, body: dict[str, Any], headers: dict[str, str]) -> httpx.Response:
         auth = {"Authorization": f"Bearer {self.token}"}
@@ -106,12 +109,34 @@ def _write(spark: Any, settings: Settings, catalog: Catalog) -> tuple[str, dict[
     return published.location.uri, versions
 
 
+def _write_open(spark: Any, settings: Settings, catalog: Catalog) -> set[str]:
+    """The open variant of the administrative divisions with deletion vectors (rows written,
+    some deleted), recorded in `ops.publications` as published: the codes it holds."""
+    resource = catalog.get(DIVISIONS)
+    table = TableSet(resource, settings.warehouse_location).open
+    register(spark, table)
+    spark.sql(f"INSERT INTO {table.sql_name} SELECT CAST(110000 + id AS STRING), "
+              "concat('division ', id), 'county', '110000', 116.0 + id / 1000, 39.9 "
+              "FROM range(0, 200)")  # fmt: skip
+    spark.sql(f"DELETE FROM {table.sql_name} WHERE CAST(division_code AS INT) % 3 = 0")
+    codes = {str(110000 + n) for n in range(200) if (110000 + n) % 3 != 0}
+    version = DeltaTable(table.location.uri).version()
+    _, publications = ops_tables(settings.warehouse_location)
+    register(spark, publications)
+    spark.sql(f"INSERT INTO {publications.sql_name} VALUES ('{DIVISIONS}', 'open', "
+              f"'{table.qualified_name}', {version}, TIMESTAMP '2026-11-03 02:00:00', "
+              f"{len(codes)}, 0, '')")  # fmt: skip
+    return codes
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     root = tmp_path_factory.mktemp("delta_format")
     settings = lake_settings(root)
     catalog = Catalog.load(settings.catalog_dir)
-    location, versions = _write(get_spark(settings, fresh=True), settings, catalog)
+    spark = get_spark(settings, fresh=True)
+    location, versions = _write(spark, settings, catalog)
+    open_rows = _write_open(spark, settings, catalog)
     assert DeltaTable(location).version() == 4
     clock = Clock(START)
     tokens = consumers_with_tokens(settings, catalog, ["civil_affairs"], at=START, days=30)
@@ -119,7 +144,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     with running(settings, app=app) as endpoint:
         profiles = write_profiles(root, endpoint, tokens)
         url = f"{profiles['civil_affairs']}#{UNCONDITIONAL}"
-        yield Served(settings, endpoint, clock, tokens["civil_affairs"], url, location, versions)
+        yield Served(settings, endpoint, clock, tokens["civil_affairs"], url, location, versions,
+                     open_rows)  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
@@ -283,3 +309,15 @@ def test_signatures_stay_out_of_the_journal(served: Served) -> None:
     assert httpx.get(url).status_code == 200
     recorded = "\n".join(e.detail or "" for e in served.journal("share.file"))
     assert mac not in recorded and Path(url.split("?")[0]).name[:20] in recorded
+
+
+# -- the open CSV route ---------------------------------------------------------------------
+def test_the_open_csv_of_a_table_with_deletion_vectors_omits_the_deleted_rows(
+    served: Served,
+) -> None:
+    reply = httpx.get(f"{served.endpoint.removesuffix('/delta-sharing')}"
+                      "/open/geospatial/admin_divisions_open.csv")  # fmt: skip
+    assert reply.status_code == 200, reply.text
+    read = pd.read_csv(io.StringIO(reply.text), dtype=str)
+    assert set(read["division_code"]) == served.open_rows
+    assert len(read) == len(served.open_rows)
