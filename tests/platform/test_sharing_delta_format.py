@@ -40,6 +40,7 @@ from govlake_app.cli.serve import running
 START = datetime.datetime(2026, 11, 4, 9)  # the server's clock
 RESIDENTS = "population.residents"
 DIVISIONS = "geospatial.admin_divisions"
+ENTERPRISES = "legal_entity.enterprises"
 UNCONDITIONAL = "population.population.residents_unconditional"
 TABLE_PATH = "/shares/population/schemas/population/tables/residents_unconditional"
 PARQUET_ONLY = {"delta-sharing-capabilities": "responseformat=parquet"}
@@ -129,6 +130,25 @@ def _write_open(spark: Any, settings: Settings, catalog: Catalog) -> set[str]:
     return codes
 
 
+def _write_evolving(spark: Any, settings: Settings, catalog: Catalog) -> str:
+    """The enterprises' unconditional table with deletion vectors whose third version adds a
+    column (a metaData action in the log): its location."""
+    published = TableSet(catalog.get(ENTERPRISES), settings.warehouse_location).published(
+        "unconditional"
+    )
+    table = Table(published.database, published.name, published.location,
+                  (("credit_code", "string"), ("name", "string")), "one row per enterprise",
+                  deletion_vectors=True)  # fmt: skip
+    register(spark, table)
+    spark.sql(f"INSERT INTO {table.sql_name} SELECT concat('9111', id), concat('firm ', id) "
+              "FROM range(0, 20)")  # fmt: skip
+    spark.sql(f"DELETE FROM {table.sql_name} WHERE credit_code = '91113'")
+    spark.createDataFrame([("911199", "firm 99", "active")], "credit_code string, name string, "
+                          "status string").write.format("delta").mode("append").option(
+        "mergeSchema", "true").save(table.location.uri)  # fmt: skip
+    return table.location.uri
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     root = tmp_path_factory.mktemp("delta_format")
@@ -137,6 +157,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     spark = get_spark(settings, fresh=True)
     location, versions = _write(spark, settings, catalog)
     open_rows = _write_open(spark, settings, catalog)
+    assert DeltaTable(_write_evolving(spark, settings, catalog)).version() == 3
     assert DeltaTable(location).version() == 4
     clock = Clock(START)
     tokens = consumers_with_tokens(settings, catalog, ["civil_affairs"], at=START, days=30)
@@ -321,3 +342,24 @@ def test_the_open_csv_of_a_table_with_deletion_vectors_omits_the_deleted_rows(
     read = pd.read_csv(io.StringIO(reply.text), dtype=str)
     assert set(read["division_code"]) == served.open_rows
     assert len(read) == len(served.open_rows)
+
+
+def test_changes_name_a_schema_change_within_their_range(served: Served) -> None:
+    path = "/shares/legal_entity/schemas/legal_entity/tables/enterprises_unconditional/changes"
+    headers = {"Authorization": f"Bearer {served.token}"} | DELTA
+    query = "?startingVersion=1&includeHistoricalMetadata=true"
+    reply = httpx.get(f"{served.endpoint}{path}{query}", headers=headers)
+    metadata = [line["metaData"] for line in _lines(reply) if "metaData" in line]
+    assert [m["version"] for m in metadata] == [1, 3]
+    assert "status" not in metadata[0]["deltaMetadata"]["schemaString"]
+    assert "status" in metadata[1]["deltaMetadata"]["schemaString"]
+    url = served.url.replace(UNCONDITIONAL, "legal_entity.legal_entity.enterprises_unconditional")
+    # The client's reader refuses changes across a schema change rather than misread them,
+    # and reads those after it.
+    with pytest.raises(ValueError, match="schemas are different"):
+        delta_sharing.load_table_changes_as_pandas(url, starting_version=1, use_delta_format=True)
+    after = delta_sharing.load_table_changes_as_pandas(url, starting_version=3,
+                                                       use_delta_format=True)  # fmt: skip
+    assert after[["credit_code", "status", "_change_type"]].values.tolist() == [
+        ["911199", "active", "insert"]
+    ]

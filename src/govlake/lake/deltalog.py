@@ -395,6 +395,18 @@ class DeltaLog:
                     found.append(self._changed(kind, body, version, timestamps.get(version)))
         return found
 
+    def metadata_changes(
+        self, start: int, end: int | None = None
+    ) -> list[tuple[int, dict[str, Any]]]:
+        """The metaData actions the commits after `start` up to `end` (the latest by default)
+        wrote, with their versions: a change of schema or properties."""
+        end = self.version() if end is None else end
+        found = []
+        for version in range(start + 1, end + 1):
+            if (metadata := self.commit_file(version).metadata) is not None:
+                found.append((version, metadata))
+        return found
+
     def _changed(
         self, kind: str, body: dict[str, Any], version: int, timestamp: int | None
     ) -> DataFile:
@@ -550,11 +562,12 @@ class CommitFile:
     actions: list[tuple[str, dict[str, Any]]]  # ("add" | "remove", the action's body)
     timestamp: int | None  # the commitInfo's (in-commit) timestamp, ms since the epoch
     operation: str | None
+    metadata: dict[str, Any] | None = None  # the commit's metaData action, if it has one
 
     @classmethod
     def parse(cls, version: int, text: str) -> CommitFile:
         actions: list[tuple[str, dict[str, Any]]] = []
-        timestamp, operation = None, None
+        timestamp, operation, metadata = None, None, None
         for line in text.splitlines():
             action = json.loads(line) if line.strip() else {}
             for kind in ("add", "remove"):
@@ -564,7 +577,8 @@ class CommitFile:
                 moment = commit.get("inCommitTimestamp") or commit.get("timestamp")
                 timestamp = None if moment is None else int(moment)
                 operation = commit.get("operation")
-        return cls(version, actions, timestamp, operation)
+            metadata = action.get("metaData") or metadata
+        return cls(version, actions, timestamp, operation, metadata)
 
     def apply(self, state: FileState) -> None:
         """Apply the adds and removes, in order, to `state`."""

@@ -231,6 +231,7 @@ def table_changes(request: Request, share: str, schema: str, name: str, who: Con
                   ending_version: int | None = Query(None, alias="endingVersion", ge=0),
                   starting_timestamp: str | None = Query(None, alias="startingTimestamp"),
                   ending_timestamp: str | None = Query(None, alias="endingTimestamp"),
+                  historical: bool = Query(False, alias="includeHistoricalMetadata"),
                   ) -> Response:  # fmt: skip
     table, purpose = _readable(request, tables, who, s, at, share, schema, name)
     caps = _capabilities(request)
@@ -245,6 +246,10 @@ def table_changes(request: Request, share: str, schema: str, name: str, who: Con
     check_readable(caps, format_, needed,
                    f"changes of {table.full_name} from version {wanted.start}")  # fmt: skip
     lines = _changes_head(delta.state(wanted.start), end, format_, wanted.start)
+    if historical and format_ == DELTA:  # the schema or properties changed within the range
+        changed = delta.metadata_changes(wanted.start, wanted.end)
+        lines += [{"metaData": {"deltaMetadata": _with_cdf(meta), "version": version}}
+                  for version, meta in changed]  # fmt: skip
     lines += _file_lines(request, table, changes, who.code, format_,
                          lambda f: {"version": f.version, "timestamp": f.timestamp},
                          changes=True)  # fmt: skip
@@ -265,7 +270,6 @@ def _changes_head(start: VersionState, end: VersionState, format_: str,
     deletion vectors applied, as its changes, which is what the parquet format serves too."""
     if format_ == PARQUET:
         return _head(start, format_, version=version)
-    configuration = start.delta_metadata["configuration"] | {CDF: "true"}
     protocol = dict(end.protocol)
     if "writerFeatures" in protocol:  # a writer that lists features lists this one too
         protocol["writerFeatures"] = sorted({*protocol["writerFeatures"], "changeDataFeed"})
@@ -273,8 +277,13 @@ def _changes_head(start: VersionState, end: VersionState, format_: str,
         protocol["minWriterVersion"] = max(4, int(protocol["minWriterVersion"]))
     head = _head(start, format_, version=version)
     head[0] = {"protocol": {"deltaProtocol": protocol}}
-    head[1]["metaData"]["deltaMetadata"] = start.delta_metadata | {"configuration": configuration}
+    head[1]["metaData"]["deltaMetadata"] = _with_cdf(start.delta_metadata)
     return head
+
+
+def _with_cdf(metadata: dict[str, Any]) -> dict[str, Any]:
+    """A Delta metaData action whose table properties say change data feed."""
+    return metadata | {"configuration": dict(metadata.get("configuration") or {}) | {CDF: "true"}}
 
 
 # -- files ----------------------------------------------------------------------------------
