@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import io
 import json
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,9 @@ from sqlalchemy import select
 from support import Clock, consumers_with_tokens, lake_settings, write_profiles
 
 from govlake.core.catalog import Catalog
+from govlake.core.location import Location
 from govlake.core.settings import Settings
+from govlake.lake.deltalog import DeltaLog
 from govlake.lake.engine import get_spark
 from govlake.lake.reads import read_delta
 from govlake.lake.tables import Table, TableSet, ops_tables, register
@@ -363,3 +366,24 @@ def test_changes_name_a_schema_change_within_their_range(served: Served) -> None
     assert after[["credit_code", "status", "_change_type"]].values.tolist() == [
         ["911199", "active", "insert"]
     ]
+
+
+# -- the Delta log reader -------------------------------------------------------------------
+def test_deletion_vectors_are_found_through_a_checkpoint(served: Served, tmp_path: Path) -> None:
+    """A copy of the table with a checkpoint at its latest version: the reader finds each
+    file's deletion vector in the checkpoint as in the commits, and its file on disk."""
+    copy = tmp_path / "copy"
+    shutil.copytree(served.location.removeprefix("file://"), copy)
+    DeltaTable(str(copy)).create_checkpoint()
+    assert any(p.name.endswith(".checkpoint.parquet") for p in (copy / "_delta_log").iterdir())
+    original = DeltaLog(Location.parse(served.location)).files(4)
+    through = DeltaLog(Location.parse(str(copy))).files(4)
+    vectors = {f.path: f.deletion_vector for f in through}
+    assert vectors == {f.path: f.deletion_vector for f in original}
+    assert any(vectors.values())
+    for f in through:
+        if f.deletion_vector:
+            assert f.records is not None
+            assert f.rows == f.records - f.deletion_vector.cardinality
+            assert (copy / str(f.deletion_vector.relative_path)).is_file()
+    assert sum(f.rows or 0 for f in through) == len(served.versions[4])
