@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import delta_sharing
 import httpx
@@ -26,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
+from govlake_tools.s3server import SeaweedS3
 from sqlalchemy import select
 from support import Clock, consumers_with_tokens, lake_settings, write_profiles
 
@@ -44,6 +46,7 @@ START = datetime.datetime(2026, 11, 4, 9)  # the server's clock
 RESIDENTS = "population.residents"
 DIVISIONS = "geospatial.admin_divisions"
 ENTERPRISES = "legal_entity.enterprises"
+BUCKET = "govlake-delta-format"
 UNCONDITIONAL = "population.population.residents_unconditional"
 TABLE_PATH = "/shares/population/schemas/population/tables/residents_unconditional"
 PARQUET_ONLY = {"delta-sharing-capabilities": "responseformat=parquet"}
@@ -387,3 +390,41 @@ def test_deletion_vectors_are_found_through_a_checkpoint(served: Served, tmp_pat
             assert f.rows == f.records - f.deletion_vector.cardinality
             assert (copy / str(f.deletion_vector.relative_path)).is_file()
     assert sum(f.rows or 0 for f in through) == len(served.versions[4])
+
+
+# -- the same table on S3 -------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def on_s3(s3: SeaweedS3, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """The residents' table of `served`, written to a real S3 server and served from there:
+    files and deletion vector files get SigV4 presigned URLs."""
+    root = tmp_path_factory.mktemp("delta_format_s3")
+    s3.create_bucket(BUCKET)
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in s3.environment().items():
+            env.setenv(name, value)
+        settings = lake_settings(root, warehouse=f"s3://{BUCKET}/lakehouse",
+                                 landing=f"s3://{BUCKET}/landing")  # fmt: skip
+        catalog = Catalog.load(settings.catalog_dir)
+        location, versions = _write(get_spark(settings, fresh=True), settings, catalog)
+        clock = Clock(START)
+        tokens = consumers_with_tokens(settings, catalog, ["civil_affairs"], at=START, days=30)
+        with running(settings, app=create_app(settings, catalog, clock=clock)) as endpoint:
+            profiles = write_profiles(root, endpoint, tokens)
+            url = f"{profiles['civil_affairs']}#{UNCONDITIONAL}"
+            yield Served(settings, endpoint, clock, tokens["civil_affairs"], url, location,
+                         versions, set())  # fmt: skip
+
+
+def test_on_s3_deletion_vectors_are_read_through_presigned_urls(on_s3: Served) -> None:
+    assert _rows(delta_sharing.load_as_pandas(on_s3.url)) == on_s3.versions[4]
+    assert _rows(delta_sharing.load_as_pandas(on_s3.url, version=2)) == on_s3.versions[2]
+    urls = _vector_urls(on_s3)
+    assert urls
+    for url, vector in urls:
+        assert parse_qs(urlsplit(url).query)["X-Amz-Algorithm"] == ["AWS4-HMAC-SHA256"]
+        part = httpx.get(url, headers={"Range": f"bytes={vector['offset']}-"})
+        assert part.status_code == 206
+        assert int.from_bytes(part.content[:4], "big") == vector["sizeInBytes"]
+        assert httpx.get(url.split("?")[0]).status_code == 403  # no signature, no file
+    refused = on_s3.post("/query", {}, PARQUET_ONLY)
+    assert refused.status_code == 400 and refused.json()["errorCode"] == "UNSUPPORTED_OPERATION"
