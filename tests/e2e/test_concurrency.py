@@ -140,7 +140,7 @@ def _frame(settings: Settings, catalog: Catalog, resource: str, table: str = "si
            columns: list[str] | None = None) -> pd.DataFrame:  # fmt: skip
     tables = TableSet(catalog.get(resource), settings.warehouse_location)
     location = tables.silver.location if table == "silver" else tables.published(table).location
-    frame = DeltaTable(location.uri).to_pandas(columns=columns)
+    frame = read_delta(DeltaTable(location.uri), columns).to_pandas()
     return frame.sort_values(list(frame.columns[:1])).reset_index(drop=True)
 
 
