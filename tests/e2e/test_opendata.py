@@ -377,7 +377,10 @@ def test_a_resource_opened_after_its_publication_gets_its_open_variant(lake: Lak
     assert by_class["open"]["rows"] == opened.num_rows == (
         read_delta(lake.delta(CREDIT, "unconditional")).num_rows
     )  # fmt: skip
-    assert opened.column_names == [name for name, _ in lake.catalog.get(CREDIT).open_items()]
+    assert opened.column_names == [
+        "record_id",
+        *(name for name, _ in lake.catalog.get(CREDIT).open_items()),
+    ]
     assert lake.reopened.published_versions["open"] == 1 and not lake.reopened.published
     table_name = lake.table(CREDIT).open.qualified_name
     assert [e.version for e in lake.entries("pipeline.publish") if e.table_name == table_name] == [
