@@ -155,10 +155,10 @@ def catalogue_fingerprint(
     resource: Resource, columns: list[tuple[str, str]], salt: str = ""
 ) -> str:
     """What a published table's rows follow from in the catalogue: its columns and types, the
-    key, the items a row needs to be published, the open variant's rules, and `salt`."""
+    key, the items a row needs to be published, and `salt` (for the open variant: its rules
+    and its pseudonyms' key)."""
     required = sorted(item.name for item in resource.items if item.required)
-    rules = resource.open_items() if resource.is_open else []
-    text = repr((columns, resource.key, required, rules, salt))
+    text = repr((columns, resource.key, required, salt))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -204,7 +204,8 @@ def _plan(resource: Resource, tables: TableSet, waiting: list[Row], records: dic
         [e.extract_id for e in waiting] if known else None,
     )
     for sharing_class, table in _targets(resource, tables):
-        fingerprint = catalogue_fingerprint(resource, list(table.columns), salt)
+        extra = repr((resource.open_items(), salt)) if sharing_class == "open" else ""
+        fingerprint = catalogue_fingerprint(resource, list(table.columns), extra)
         plan.fingerprints[sharing_class] = fingerprint
         record = records.get(sharing_class)
         if record is None or _columns(table) != list(table.columns):
@@ -213,8 +214,6 @@ def _plan(resource: Resource, tables: TableSet, waiting: list[Row], records: dic
             plan.modes[sharing_class] = "reconcile"
         else:
             plan.modes[sharing_class] = "merge"
-    if plan.whole:  # the rows are all of silver's: a merged table must drop what they lack
-        plan.modes = {c: "reconcile" if m == "merge" else m for c, m in plan.modes.items()}
     # An open variant with no version yet (the resource was opened since) is made on its own
     # when silver has not changed (`_publish_late_open`).
     settled = [m for t, m in plan.modes.items() if t in records or t != "open"]
@@ -223,6 +222,8 @@ def _plan(resource: Resource, tables: TableSet, waiting: list[Row], records: dic
         and int(previous.silver_version) == silver_version
         and all(mode == "merge" for mode in settled)
     )
+    if plan.whole:  # the rows are all of silver's: a merged table must drop what they lack
+        plan.modes = {c: "reconcile" if m == "merge" else m for c, m in plan.modes.items()}
     return plan
 
 
@@ -423,7 +424,9 @@ def _publish_late_open(spark: SparkSession, resource: Resource, tables: TableSet
                        *, sources: str, settings: Settings, at: datetime,
                        counts: StageCounts) -> None:  # fmt: skip
     """The open variant of a resource opened after its silver was published, and its record."""
-    silver = _publishable(spark, resource, tables).withColumn(PRESENT, F.lit(True))
+    silver = _publishable(spark, resource, tables).select(
+        "*", F.lit(True).alias(PRESENT), F.lit(f"silver-v{plan.silver_version}").alias(PUBLICATION)
+    )
     rows = silver.count()
     _apply_open_terms(resource, tables.open)
     merged = _bring(spark, resource, tables.open, _rows_for(resource, "open", silver, plan),
