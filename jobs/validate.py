@@ -86,10 +86,8 @@ def _validate(
         results.uri
     )
     checked = spark.read.parquet(results.uri)
-    failed = (
-        judge(checked, resource, extract.provider, as_of=as_of)
-        .where(F.col("_rules") != "")
-        .withColumn("_quarantined_at", F.lit(interval.end_naive_utc).cast("timestamp"))
+    failed = judge(checked, resource, extract.provider, as_of=as_of, broken_only=True).withColumn(
+        "_quarantined_at", F.lit(interval.end_naive_utc).cast("timestamp")
     )
     replace_where(failed, tables.quarantine, f"_extract_id = {sql_literal(ident)}")
     quarantined = (

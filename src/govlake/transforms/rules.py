@@ -210,7 +210,10 @@ def _with_occurrences(df: DataFrame, key: list[str]) -> DataFrame:
     )
 
 
-def judge(evaluated: DataFrame, resource: Resource, provider: str, *, as_of: date) -> DataFrame:
+def judge(
+    evaluated: DataFrame, resource: Resource, provider: str, *, as_of: date,
+    broken_only: bool = False,
+) -> DataFrame:  # fmt: skip
     """Add `_rules` (comma-separated rule ids broken, empty when none) and `_reason` (one
     reason per broken rule naming item, rule and value) to records that `evaluate` judged,
     from its result columns: no rule is evaluated again. A reason quotes at most
@@ -219,7 +222,9 @@ def judge(evaluated: DataFrame, resource: Resource, provider: str, *, as_of: dat
 
     Expects the bronze columns (`_parse_error` marks records the parser could not split).
     A key that occurs more than once in the extract breaks `key_duplicate` on every record
-    that carries it: the platform cannot tell which is right, so none is applied."""
+    that carries it: the platform cannot tell which is right, so none is applied.
+    `broken_only`: only the records that break a rule (what quarantine keeps), chosen before
+    any reason is written."""
     rules = row_rules(resource, provider, as_of=as_of)
     key_label = ",".join(resource.key)
     key_text = F.concat_ws(",", *[quoted(F.col(k)) for k in resource.key])
@@ -243,6 +248,9 @@ def judge(evaluated: DataFrame, resource: Resource, provider: str, *, as_of: dat
     )
     # A record the parser could not split has no items to judge: its only rule is `parse`.
     unparsed = F.col("_parse_error").isNotNull()
+    if broken_only:
+        results = [result for _, result in broken]
+        evaluated = evaluated.where(reduce(Column.__or__, results, duplicate | unparsed))
     return (
         evaluated.withColumn(
             "_rules", F.when(unparsed, F.lit(PARSE)).otherwise(F.concat_ws(",", *flags))
