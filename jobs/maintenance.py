@@ -29,8 +29,7 @@ from deltalake import DeltaTable
 from govlake.core.catalog import Catalog
 from govlake.core.location import Location
 from govlake.core.settings import Settings
-from govlake.lake import dvfiles
-from govlake.lake.deltalog import DeltaLog, millis
+from govlake.lake.deltalog import DeltaLog, VersionError, millis
 from govlake.lake.tables import Table, TableSet, ops_tables, quality_tables
 
 log = logging.getLogger(__name__)
@@ -98,13 +97,13 @@ def vacuum_vectors(location: Location, cutoff: datetime) -> list[str]:
         return []
     first = _cutoff_version(log, cutoff)
     try:
-        live = dvfiles.live_actions(location, first, files)
-    except dvfiles.DeletionVectorError:
+        live = log.live_actions(first, files)
+    except VersionError:
         return []  # that version's log is gone: keep every vector rather than guess
-    needed = dvfiles.referenced(live.values(), location)
+    needed = log.vector_files(live.values())
     for version in range(first + 1, latest + 1):
         added = [b for kind, b in log.commit_file(version).actions if kind == "add"]
-        needed |= dvfiles.referenced(added, location)
+        needed |= log.vector_files(added)
     removed = []
     for path, _size in sorted(location.listing().items()):
         name = path.rsplit("/", 1)[-1]

@@ -122,7 +122,7 @@ def _write_open(spark: Any, settings: Settings, catalog: Catalog) -> set[str]:
     resource = catalog.get(DIVISIONS)
     table = TableSet(resource, settings.warehouse_location).open
     register(spark, table)
-    spark.sql(f"INSERT INTO {table.sql_name} SELECT CAST(110000 + id AS STRING), "
+    spark.sql(f"INSERT INTO {table.sql_name} SELECT concat('r', id), CAST(110000 + id AS STRING), "
               "concat('division ', id), 'county', '110000', 116.0 + id / 1000, 39.9 "
               "FROM range(0, 200)")  # fmt: skip
     spark.sql(f"DELETE FROM {table.sql_name} WHERE CAST(division_code AS INT) % 3 = 0")
@@ -132,7 +132,7 @@ def _write_open(spark: Any, settings: Settings, catalog: Catalog) -> set[str]:
     register(spark, publications)
     spark.sql(f"INSERT INTO {publications.sql_name} VALUES ('{DIVISIONS}', 'open', "
               f"'{table.qualified_name}', {version}, TIMESTAMP '2026-11-03 02:00:00', "
-              f"{len(codes)}, 0, '')")  # fmt: skip
+              f"{len(codes)}, 0, '', '', {len(codes)})")  # fmt: skip
     return codes
 
 

@@ -57,7 +57,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -76,8 +76,15 @@ from govlake.core.figures import Summed
 from govlake.core.location import Location
 from govlake.core.runs import naive_utc
 from govlake.core.settings import Settings
-from govlake.lake import dvfiles
-from govlake.lake.deltalog import LOG_DIR, CommitFile, DeltaLog, LogFiles
+from govlake.lake.deltalog import (
+    LOG_DIR,
+    CommitFile,
+    DataFile,
+    DeletionVectorError,
+    DeltaLog,
+    LogFiles,
+    VersionError,
+)
 from govlake.lake.reads import query_delta
 from govlake.lake.tables import TableSet, ops_tables, quality_tables
 from govlake.platform import audit
@@ -397,16 +404,15 @@ class _State:
             if self._missing[path] <= 0:
                 del self._missing[path]
 
-    def add(self, body: dict[str, Any]) -> None:
+    def add(self, file: DataFile) -> None:
         """Apply an add action (its deletion vector included)."""
-        path, size, records = str(body["path"]), int(body["size"]), dvfiles.records(body)
+        path, size, records, vector = file.path, file.size, file.records, file.deletion_vector
         if path in self.files:
             self.remove(path)
-        vector = body.get("deletionVector")
         try:
-            entry = _Entry(size, records, dvfiles.deleted_rows(vector),
-                           dvfiles.dv_file(vector, self.location))  # fmt: skip
-        except dvfiles.DeletionVectorError as exc:
+            entry = _Entry(size, records, file.deleted,
+                           vector.path_in(self.location) if vector else None)  # fmt: skip
+        except DeletionVectorError as exc:
             raise BackupError(f"{self.table}: {exc}") from exc
         if records is None and self._available(path, size):
             entry.records = self._footer_rows(path)
@@ -428,17 +434,6 @@ class _State:
         self._need(path, entry.size, -1)
         if entry.vector:
             self._need(entry.vector, None, -1)
-
-    def apply(self, commit: CommitFile) -> _State:
-        """A commit's removes, then its adds: a file given a new deletion vector is removed
-        with the old one and added with the new one, in either order."""
-        for kind, body in commit.actions:
-            if kind == "remove":
-                self.remove(str(body["path"]))
-        for kind, body in commit.actions:
-            if kind == "add":
-                self.add(body)
-        return self
 
     def needed(self) -> dict[str, _Entry | None]:
         """Every file the version needs (storage paths): its data files with their entries,
@@ -468,29 +463,12 @@ class _State:
         """Fill the state with the files of `version`, from the log at `location` (its last
         checkpoint up to the version and the commits after)."""
         try:
-            actions = dvfiles.live_actions(location, version)
-        except dvfiles.DeletionVectorError as exc:
+            actions = DeltaLog(location).live_actions(version)
+        except VersionError as exc:
             raise BackupError(f"{self.table}: {exc}") from exc
         for body in actions.values():
-            self.add(body)
+            self.add(DataFile.of(body, version=version))
         return self
-
-
-def _replay(
-    location: Location,
-    versions: range,
-    log: LogFiles,
-    state: _State | None,
-    restart: Callable[[int, CommitFile | None], _State | None],
-) -> Iterator[tuple[int, _State | None, CommitFile | None]]:
-    """Walk `versions` in order, keeping `state` up to date: a version whose commit file
-    `log` holds is applied to the state; any other, or one without a state to apply to,
-    starts from `restart(version, its commit or None)` (None: it cannot be rebuilt)."""
-    reader = DeltaLog(location)
-    for version in versions:
-        commit = reader.commit_file(version) if version in log.commits else None
-        state = restart(version, commit) if state is None or commit is None else state.apply(commit)
-        yield version, state, commit
 
 
 def _naive_iso(ms: int) -> str:
@@ -719,13 +697,13 @@ def _replay_live(
             return sources.state(target.name).load(target.location, v)
         if v == 0 and commit is not None:
             state = sources.state(target.name)
-            state.apply(commit)
+            commit.apply(state)
             return state
         return None  # the log between here and the next checkpoint is gone
 
     records: dict[int, VersionRecord] = {}
     needed: dict[str, int] = {}
-    replay = _replay(target.location, range(first, version + 1), log, start, restart)
+    replay = DeltaLog(target.location).replay(range(first, version + 1), log, start, restart)
     for v, state, commit in replay:
         if state is None or state.missing:
             records.clear()
@@ -964,7 +942,7 @@ def _backed_up_files(
 
     wanted: dict[str, int] = {}
     versions = range(min(manifest.versions), upto + 1)
-    for v, state, _ in _replay(dest.location, versions, log, None, restart):
+    for v, state, _ in DeltaLog(dest.location).replay(versions, log, None, restart):
         if state is not None and v in manifest.versions:
             wanted.update(_wanted(state, manifest))
     return wanted

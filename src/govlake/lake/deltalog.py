@@ -7,6 +7,9 @@ listing can rebuild) and a replay of the log's commits over a state the caller k
 delta-rs lists a version's files but not their deletion vectors: those come from the log's own
 actions (its last checkpoint and the commits since), replayed here.
 
+The backups and the maintenance read the same: the add actions live at a version, the
+deletion-vector files they use (`DeletionVector.path_in`) and a replay of the commits.
+
 A version never changes once committed, so its metadata and file list are kept (the most
 recently used `SNAPSHOTS`); finding the latest version reads only the log's new commits.
 """
@@ -14,15 +17,16 @@ recently used `SNAPSHOTS`); finding the latest version reads only the log's new 
 from __future__ import annotations
 
 import json
+import posixpath
 import re
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlparse
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -40,8 +44,13 @@ class ChangesUnavailable(VersionError):
     """The table's history no longer holds what a changes query needs."""
 
 
+class DeletionVectorError(GovlakeError, ValueError):
+    """A deletion vector descriptor that names no file of its table."""
+
+
 #: The alphabet of Delta's base85 (Z85) encoding of a deletion vector file's UUID.
 _Z85 = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#"
+_Z85_VALUE = {c: i for i, c in enumerate(_Z85)}
 _UUID_CHARS = 20  # a UUID's 16 bytes in Z85
 
 
@@ -63,9 +72,9 @@ class DeletionVector:
         if not isinstance(body, Mapping) or not body.get("storageType"):
             return None
         offset = body.get("offset")
-        return cls(str(body["storageType"]), str(body["pathOrInlineDv"]),
-                   None if offset is None else int(offset), int(body["sizeInBytes"]),
-                   int(body["cardinality"]))  # fmt: skip
+        return cls(str(body["storageType"]), str(body.get("pathOrInlineDv", "")),
+                   None if offset is None else int(offset), int(body.get("sizeInBytes", 0)),
+                   int(body.get("cardinality", 0)))  # fmt: skip
 
     def descriptor(self) -> dict[str, Any]:
         """The descriptor as the log writes it."""
@@ -78,34 +87,59 @@ class DeletionVector:
         return found
 
     @property
-    def unique_id(self) -> str:
-        """Names the vector within its table (the protocol's `uniqueId`)."""
-        at = "" if self.offset is None else f"@{self.offset}"
-        return f"{self.storage_type}{self.path_or_inline_dv}{at}"
-
-    @property
     def relative_path(self) -> str | None:
         """The path of the file holding the vector, relative to the table root, for storage
         type `u` (`<prefix>/deletion_vector_<uuid>.bin`); None for any other."""
         if self.storage_type != "u" or len(self.path_or_inline_dv) < _UUID_CHARS:
             return None
         prefix = self.path_or_inline_dv[:-_UUID_CHARS]
-        name = f"deletion_vector_{_z85_uuid(self.path_or_inline_dv[-_UUID_CHARS:])}.bin"
+        encoded = _z85_decode(self.path_or_inline_dv[-_UUID_CHARS:])
+        name = f"deletion_vector_{uuid.UUID(bytes=encoded)}.bin"
         return f"{prefix}/{name}" if prefix else name
 
+    def path_in(self, table: Location) -> str | None:
+        """The path of the file holding the vector, relative to the root of `table`: storage
+        type `u` (`relative_path`) or `p` (an absolute path, refused outside the table); None
+        for an inline vector (`i`)."""
+        kind, where = self.storage_type, self.path_or_inline_dv
+        if kind == "i":
+            return None
+        if kind == "u":
+            if (path := self.relative_path) is None:
+                raise DeletionVectorError(f"deletion vector {where!r} names no file")
+            return path
+        if kind == "p":
+            root = posixpath.normpath(_path_of(table.uri)) + "/"
+            path = posixpath.normpath(_path_of(where))
+            if not path.startswith(root):
+                raise DeletionVectorError(
+                    f"deletion vector {where} lies outside the table {table.uri}"
+                )
+            return path[len(root) :]
+        raise DeletionVectorError(f"unknown deletion vector storage type {kind!r}")
 
-def _z85_uuid(text: str) -> uuid.UUID:
-    """The UUID that 20 characters of Z85 encode; `ValueError` for anything else."""
-    data = b""
+
+def _z85_decode(text: str) -> bytes:
+    """ZeroMQ's Base-85 (Z85: the encoding of a deletion vector file's UUID)."""
+    if len(text) % 5:
+        raise DeletionVectorError(f"not z85: {text!r} (length {len(text)})")
+    out = bytearray()
     for start in range(0, len(text), 5):
-        number = 0
+        value = 0
         for char in text[start : start + 5]:
-            digit = _Z85.find(char)
-            if digit < 0:
-                raise ValueError(f"{text!r} is not Z85")
-            number = number * 85 + digit
-        data += number.to_bytes(4, "big")
-    return uuid.UUID(bytes=data)
+            if char not in _Z85_VALUE:
+                raise DeletionVectorError(f"not z85: {text!r}")
+            value = value * 85 + _Z85_VALUE[char]
+        out += value.to_bytes(4, "big")
+    return bytes(out)
+
+
+def _path_of(uri: str) -> str:
+    """A local path or URI as a path (an object store's with its bucket first)."""
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file"):
+        return unquote(parsed.path if parsed.scheme else uri)
+    return f"{parsed.netloc}{unquote(parsed.path)}"
 
 
 @dataclass(frozen=True)
@@ -121,12 +155,31 @@ class DataFile:
     #: The add or remove action as the log holds it, when it was read from the log.
     action: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
+    @classmethod
+    def of(
+        cls,
+        body: Mapping[str, Any],
+        change: str = "add",
+        version: int | None = None,
+        timestamp: int | None = None,
+        *,
+        size: int | None = None,
+    ) -> DataFile:
+        """The file of an add or remove action (`size`: when the action gives none)."""
+        size = int(body["size"]) if size is None else size
+        vector = DeletionVector.of(body.get("deletionVector"))
+        return cls(str(body["path"]), size, _stats_records(body), version, timestamp, change,
+                   deletion_vector=vector, action=body)  # fmt: skip
+
+    @property
+    def deleted(self) -> int:
+        """The rows of the file its deletion vector deletes (0: it has none)."""
+        return self.deletion_vector.cardinality if self.deletion_vector else 0
+
     @property
     def rows(self) -> int | None:
         """The rows the file holds for readers: those written less those deleted."""
-        if self.records is None:
-            return None
-        return self.records - (self.deletion_vector.cardinality if self.deletion_vector else 0)
+        return None if self.records is None else self.records - self.deleted
 
 
 @dataclass(frozen=True)
@@ -273,11 +326,6 @@ class DeltaLog:
         """The protocol's `metaData` object of a version."""
         return self.snapshot(version)[0]
 
-    def latest_metadata(self) -> tuple[int, dict[str, Any]]:
-        """The latest version and its `metaData` object."""
-        version = self.latest()
-        return version, self.snapshot(version)[0]
-
     def _metadata(self, table: DeltaTable, files: list[DataFile]) -> dict[str, Any]:
         meta = table.metadata()
         return {
@@ -311,11 +359,13 @@ class DeltaLog:
             ))  # fmt: skip
         return found
 
-    def live_actions(self, version: int) -> dict[str, dict[str, Any]]:
+    def live_actions(self, version: int, log: LogFiles | None = None) -> dict[str, dict[str, Any]]:
         """The add actions of the files live at `version`, by path as the log writes it: the
         last checkpoint at or before it and the commits since, or the commits since a version
-        replayed before."""
-        log = self.log_files()
+        replayed before. `log`: the log's files, when the caller has listed them."""
+        log = log or self.log_files()
+        if not log.readable(version):
+            raise VersionError(f"{self.location.uri}: the log no longer rebuilds version {version}")
         uri = self.location.uri
         with _cache:
             known = _replayed.get(uri)
@@ -330,7 +380,7 @@ class DeltaLog:
             start = 0 if checkpoint is None else checkpoint + 1
             adds = {} if checkpoint is None else self._checkpoint_adds(checkpoint, log)
         for v in range(start, version + 1):
-            for kind, body in self.commit_file(v).actions:
+            for kind, body in self.commit_file(v).applied:
                 if kind == "add":
                     adds[str(body["path"])] = body
                 else:
@@ -339,6 +389,11 @@ class DeltaLog:
             if uri not in _replayed or _replayed[uri][0] <= version:
                 _replayed[uri] = (version, adds)
         return dict(adds)
+
+    def vector_files(self, actions: Iterable[Mapping[str, Any]]) -> set[str]:
+        """The deletion-vector files (paths relative to the table) that add actions use."""
+        vectors = (DeletionVector.of(a.get("deletionVector")) for a in actions)
+        return {path for v in vectors if v and (path := v.path_in(self.location))}
 
     def _checkpoint_adds(self, version: int, log: LogFiles) -> dict[str, dict[str, Any]]:
         """The add actions of the checkpoint of `version` (classic, multi-part or v2 with its
@@ -427,10 +482,8 @@ class DeltaLog:
                 f"the deletion vector of a file removed at version {version} was vacuumed: "
                 "the change cannot be served any more"
             )
-        size = body.get("size")
-        size = int(size) if size is not None else self.location.child(path).size()
-        return DataFile(path, size, _stats_records(body), version, timestamp, kind,
-                        deletion_vector=vector, action=body)  # fmt: skip
+        size = None if body.get("size") is not None else self.location.child(path).size()
+        return DataFile.of(body, kind, version, timestamp, size=size)
 
     # -- the log itself, for the backups ------------------------------------------------------
     def log_files(self) -> LogFiles:
@@ -580,19 +633,23 @@ class CommitFile:
             metadata = action.get("metaData") or metadata
         return cls(version, actions, timestamp, operation, metadata)
 
+    @property
+    def applied(self) -> list[tuple[str, dict[str, Any]]]:
+        """The actions in the order they apply: the removes, then the adds (a commit that gives
+        a file a new deletion vector removes it with the old one and adds it with the new one,
+        in either order)."""
+        return sorted(self.actions, key=lambda action: action[0] != "remove")
+
     def apply(self, state: FileState) -> None:
-        """Apply the adds and removes, in order, to `state`."""
-        for kind, body in self.actions:
+        """Apply the removes, then the adds, to `state`."""
+        for kind, body in self.applied:
             if kind == "remove":
                 state.remove(str(body["path"]))
-                continue
-            state.add(DataFile(
-                str(body["path"]), int(body["size"]), _stats_records(body), self.version,
-                deletion_vector=DeletionVector.of(body.get("deletionVector")), action=body,
-            ))  # fmt: skip
+            else:
+                state.add(DataFile.of(body, version=self.version))
 
 
-def _stats_records(body: dict[str, Any]) -> int | None:
+def _stats_records(body: Mapping[str, Any]) -> int | None:
     """The row count in an add or remove action's statistics, when they give one."""
     stats = body.get("stats")
     if not stats or not isinstance(stats, str):
