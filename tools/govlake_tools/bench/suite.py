@@ -143,7 +143,9 @@ def _cycle_notes(run: Run, bench: cycle.BenchCatalog, results: dict[str, Any]) -
         "rewrites it)"
     )
     stages = "; ".join(
-        f"{name} {_stages(results[name]['best']['stages'])}" for name in ("small", "mid", "big")
+        f"{name} {_stages(results[name]['best']['stages'])} (Great Expectations "
+        f"{results[name]['best']['gx_seconds']:.1f} s of it)"
+        for name in ("small", "mid", "big")
     )
     written = ", ".join(
         f"{sharing_class} {shape['share_of_table_written']:.2f}×"
