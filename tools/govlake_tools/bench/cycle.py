@@ -30,6 +30,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from govlake.core.catalog import DEPARTMENTS_FILE, Catalog, CatalogError, Resource, SharingClass
+from govlake.core.location import Location
 from govlake.core.runs import Interval, StageCounts
 from govlake.core.settings import Settings
 from govlake.lake.deltalog import DeltaLog
@@ -139,10 +140,9 @@ def seed_frame(spark: SparkSession, rows: int, *, at: datetime) -> DataFrame:
     )
 
 
-def _table_shape(location: Any) -> dict[str, int]:
+def _table_shape(location: Location) -> dict[str, int]:
     files = DeltaLog(location).files()
-    return {"files": len(files), "bytes": sum(f.size for f in files),
-            "files_with_deletion_vectors": sum(f.deletion_vector for f in files)}  # fmt: skip
+    return {"files": len(files), "bytes": sum(f.size for f in files)}
 
 
 def _seed_one(run_dir: Path, rows: int, catalog_dir: str, end: datetime) -> dict[str, Any]:
@@ -274,21 +274,40 @@ def _read_back(url: str, counts: StageCounts, before: int, *, limit: int,
     return {"version_before": before, "version_seen": seen, "rows_read": len(frame)}
 
 
+def _written_by(log: DeltaLog, versions: range) -> dict[str, int]:
+    """What the commits `versions` wrote: new data files (not a file re-added with a deletion
+    vector), and deletion vectors with the rows they mark deleted."""
+    written = dict.fromkeys(("data_files", "data_bytes", "deletion_vectors",
+                             "deletion_vector_bytes", "rows_marked_deleted"), 0)  # fmt: skip
+    for version in versions:
+        actions = log.commit_file(version).actions
+        removed = {body["path"] for kind, body in actions if kind == "remove"}
+        for kind, body in actions:
+            if kind != "add":
+                continue
+            if vector := body.get("deletionVector"):
+                written["deletion_vectors"] += 1
+                written["deletion_vector_bytes"] += int(vector.get("sizeInBytes") or 0)
+                written["rows_marked_deleted"] += int(vector.get("cardinality") or 0)
+            if body["path"] not in removed:
+                written["data_files"] += 1
+                written["data_bytes"] += int(body.get("size") or 0)
+    return written
+
+
 def _written(
     settings: Settings, resource: Resource, before: dict[SharingClass, int]
 ) -> dict[str, Any]:
-    """Per published table: bytes of the files the cycle added, against the table's bytes."""
+    """Per published table: what the cycle wrote, against the table's bytes."""
     tables = TableSet(resource, settings.warehouse_location)
     written: dict[str, Any] = {}
     for sharing_class, version in before.items():
-        log = DeltaLog(tables.published(sharing_class).location)
-        added = [f for f in log.changes(version + 1) if f.change == "add"]
-        shape = _table_shape(tables.published(sharing_class).location)
-        written[sharing_class] = shape | {
-            "bytes_added": sum(f.size for f in added),
-            "files_added": len(added),
-            "share_of_table_written": sum(f.size for f in added) / max(1, shape["bytes"]),
-        }
+        location = tables.published(sharing_class).location
+        log = DeltaLog(location)
+        shape = _table_shape(location)
+        made = _written_by(log, range(version + 1, log.version() + 1))
+        share = (made["data_bytes"] + made["deletion_vector_bytes"]) / max(1, shape["bytes"])
+        written[sharing_class] = shape | made | {"share_of_table_written": share}
     return written
 
 
@@ -354,7 +373,8 @@ def cycle(*, run_dir: str, catalog_dir: str, extracts: list[dict[str, Any]], pro
     return {
         "seconds": min(c["seconds"] for c in done),
         "cycles": done,
-        "sail_mode": os.environ.get("SAIL_MODE", "local"),
+        # govlake's setting where it has one, else what Sail reads itself
+        "sail_mode": getattr(settings, "sail_mode", None) or os.environ.get("SAIL_MODE", "local"),
         "engine_start_seconds": engine_seconds,
         "rss_before_bytes": rss_before,
     }
