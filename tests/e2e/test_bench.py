@@ -130,7 +130,7 @@ def test_each_cycle_is_read_back_by_the_client_in_its_engine_mode(
             assert set(done["stages"]) >= {"bronze", "validate", "silver", "publish", "client"}
             for sharing_class, written in done["published"].items():
                 wrote = written["data_bytes"] + written["deletion_vector_bytes"]
-                assert 0 < wrote, (name, sharing_class)
+                assert wrote > 0, (name, sharing_class)
                 assert written["share_of_table_written"] == wrote / written["bytes"]
     assert runs["big"]["peak_rss_bytes"] == measurements["cycle_peak_memory"]["value"]
 
