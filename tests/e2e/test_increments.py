@@ -154,6 +154,7 @@ class Permits:
     def __init__(self, seed: int) -> None:
         self.rng = random.Random(seed)
         self.held: set[str] = set()
+        self.last: dict[str, list[str]] = {}  # the record each held permit was last sent
         self.next_id = 0
 
     def _new_id(self) -> str:
@@ -172,13 +173,17 @@ class Permits:
         removed = rng.sample(held, min(removals, len(held)))
         kept = sorted(set(held) - set(removed))
         updated = [self._record(p) for p in rng.sample(kept, min(updates, len(kept)))]
-        rows = [*new, *updated, *([p, "", "", "", "D"] for p in removed)]
+        # A few records re-sent as they are: their rows change nowhere.
+        untouched = sorted(set(kept) - {row[0] for row in updated})
+        resent = [self.last[p] for p in rng.sample(untouched, min(3, len(untouched)))]
+        rows = [*new, *updated, *resent, *([p, "", "", "", "D"] for p in removed)]
         rows.append([self._new_id(), "", "", "", "D"])  # a key silver never held: nothing
-        if spare := sorted(set(kept) - {row[0] for row in updated}):
+        if spare := sorted(set(untouched) - {row[0] for row in resent}):
             twice = rng.choice(spare)
             rows += [self._record(twice), self._record(twice)]  # a key twice: neither applies
         rows.append([self._new_id(), "holder x", "revoked", _date(rng), "I"])  # breaks a rule
         self.held |= {row[0] for row in new}
+        self.last.update({row[0]: row for row in [*new, *updated]})
         self.held -= set(removed)
         rng.shuffle(rows)
         return rows
