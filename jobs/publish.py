@@ -282,8 +282,11 @@ def _materialise(spark: SparkSession, resource: Resource, tables: TableSet, plan
         silver = _change(spark, resource, tables, plan.extracts)
     target = _publishing(settings, resource)
     silver = silver.withColumn(PUBLICATION, F.lit(f"silver-v{plan.silver_version}"))
+    schema = silver.schema
     silver.write.mode("overwrite").parquet(target.uri)
-    return spark.read.parquet(target.uri)
+    if not target.exists():  # no row changed: the engine wrote no file
+        return spark.createDataFrame([], schema)
+    return spark.read.schema(schema).parquet(target.uri)
 
 
 def _change(spark: SparkSession, resource: Resource, tables: TableSet,

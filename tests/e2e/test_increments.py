@@ -398,3 +398,25 @@ def test_a_crash_during_publication_ends_as_an_uninterrupted_run(
         versions = {c: _version(tables.published(c)) for c in resource.sharing_classes}
         runs[name]["versions"] = {tuple(sorted(versions.items()))}
     assert runs["crashed"] == runs["uninterrupted"]
+
+
+def test_an_increment_that_changes_nothing_makes_no_version(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    folder = tmp_path / "catalogue"
+    resource = write_catalogue(folder, permits_entry(deliveries=INCREMENTS))
+    settings = lake_settings(tmp_path, catalog_dir=folder)
+    tables = TableSet(resource, settings.warehouse_location)
+    first = [[f"P{n:03d}", f"holder {n}", "active", "2024-05-01", "I"] for n in range(20)]
+    land(settings, "market_regulation", START, MARKET, first)
+    run(spark, resource, settings, START)
+    before = {c: _version(t) for c, t in targets(resource, tables)}
+    # The same records again in a new file, a removal of a permit nobody holds, and a grade
+    # of a permit the market has not delivered (silver changes, nothing publishable does).
+    at = START + datetime.timedelta(hours=1)
+    land(settings, "market_regulation", at, MARKET, [*first[:5], ["P999", "", "", "", "D"]])
+    land(settings, "taxation", at, TAXATION, [["P500", "A"]])
+    counts = run(spark, resource, settings, at)
+    assert counts.rows_merged == 1 and counts.rows_removed == 0
+    assert counts.silver_version == _version(tables.silver) > 0
+    assert {c: _version(t) for c, t in targets(resource, tables)} == before
