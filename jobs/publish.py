@@ -5,10 +5,9 @@
 items are all present are published. Nothing is published when silver has not changed since
 the last publication, so a re-run makes no new version.
 
-A publication costs the change, not the table. The keys the waiting extracts carried are the
-change: for each of them, silver's publishable row now, or its absence, is MERGEd into each
-published table (insert, update, delete; a table the change leaves as it is gets no new
-version). The published tables carry deletion vectors, so a MERGE writes the rows it changes
+A publication costs the change, not the table. The rows the waiting extracts wrote in silver
+and the keys they removed are the change (`_change`): each is MERGEd into each published
+table (insert, update, delete; a table the change leaves as it is gets no new version). The published tables carry deletion vectors, so a MERGE writes the rows it changes
 and marks the ones it replaces. The change is computed once and kept in the warehouse
 (`_publishing/`) while the tables are merged. A table is reconciled with the whole of silver
 instead (still one MERGE writing only what differs) when the change cannot be known from the
@@ -70,7 +69,7 @@ from govlake.lake.statements import (
 from govlake.lake.tables import DELETION_VECTORS, Table, TableSet, ops_tables, register
 from govlake.transforms import opendata
 from govlake.transforms.opendata import RECORD_ID
-from govlake.transforms.rules import typed
+from govlake.transforms.rules import removal, typed
 from jobs import quality, registry
 
 #: Where the change a publication applies is kept while the tables are merged.
@@ -170,7 +169,7 @@ class _Plan:
 
     silver_version: int
     previous_rows: int | None
-    changed_keys: list[str] | None
+    extracts: list[str] | None  # whose change is published (None: unknown, reconcile)
     modes: dict[str, str] = field(default_factory=dict)  # class -> merge|reconcile|rewrite
     fingerprints: dict[str, str] = field(default_factory=dict)
     due: bool = True
@@ -274,30 +273,68 @@ def _materialise(spark: SparkSession, resource: Resource, tables: TableSet, plan
                  settings: Settings) -> DataFrame:  # fmt: skip
     """The rows this publication applies, written once to the warehouse and read back, so
     that each table's MERGE reads them rather than computing them again: every publishable
-    silver row (`plan.whole`), or one row per changed key with its publishable row now or
-    `_present` null (it leaves the published tables)."""
+    silver row (`plan.whole`), or the change (`_change`)."""
     silver = _publishable(spark, resource, tables).select(
         *[item.name for item in resource.items], F.lit(True).alias(PRESENT)
     )
     if not plan.whole:
-        assert plan.changed_keys is not None
-        keys = (
-            typed(
-                spark.table(tables.bronze.sql_name).where(
-                    F.col("_extract_id").isin(plan.changed_keys) & F.col("_parse_error").isNull()
-                ),
-                resource,
-                resource.key,
-            )
-            .select(*resource.key)
-            .where(reduce(lambda a, b: a & b, [F.col(k).isNotNull() for k in resource.key]))
-            .distinct()
-        )
-        silver = keys.join(silver, on=resource.key, how="left")
+        assert plan.extracts is not None
+        silver = _change(spark, resource, tables, plan.extracts)
     target = _publishing(settings, resource)
     silver = silver.withColumn(PUBLICATION, F.lit(f"silver-v{plan.silver_version}"))
+    schema = silver.schema
     silver.write.mode("overwrite").parquet(target.uri)
-    return spark.read.parquet(target.uri)
+    if not target.exists():  # no row changed: the engine wrote no file
+        return spark.createDataFrame([], schema)
+    return spark.read.schema(schema).parquet(target.uri)
+
+
+def _change(spark: SparkSession, resource: Resource, tables: TableSet,
+            extracts: list[str]) -> DataFrame:  # fmt: skip
+    """What the merged `extracts` changed, without reading all of silver: the publishable
+    silver rows they wrote (a MERGE that changes a row stamps it with its extract's id, and
+    the files it writes hold only that id, so the engine skips the others by their
+    statistics), and one row with `_present` null per key they removed that no later one
+    wrote again. A record re-sent unchanged leaves its row as it was, and so as published;
+    an item an increment cannot blank (a blank required item is quarantined) cannot make a
+    row stop being publishable, so removals are the only rows that leave."""
+    items = [item.name for item in resource.items]
+    written = (
+        _publishable(spark, resource, tables)
+        .where(F.col("_extract_id").isin(extracts))
+        .select(*items, F.lit(True).alias(PRESENT))
+    )
+    removing = [p for p in resource.providers if resource.delivery(p).operation is not None]
+    if not removing:
+        return written
+    records = spark.table(tables.bronze.sql_name).where(
+        F.col("_extract_id").isin(extracts) & F.col("_parse_error").isNull()
+    )
+    rejected = spark.table(tables.quarantine.sql_name).where(F.col("_extract_id").isin(extracts))
+    removal_of = reduce(
+        lambda a, b: a | b,
+        [(F.col("_provider") == p) & removal(resource, p) for p in removing],
+    )
+    removed = (
+        typed(
+            records.where(removal_of).join(
+                rejected.select("_extract_id", "_row"), on=["_extract_id", "_row"], how="left_anti"
+            ),
+            resource,
+            resource.key,
+        )
+        .select(*resource.key)
+        .distinct()
+        .join(written.select(*resource.key), on=resource.key, how="left_anti")
+        .select(
+            *[
+                F.col(i) if i in resource.key else F.lit(None).cast(resource.item(i).type).alias(i)
+                for i in items
+            ],
+            F.lit(None).cast("boolean").alias(PRESENT),
+        )
+    )
+    return written.unionByName(removed)
 
 
 def _passing_rows(spark: SparkSession, resource: Resource, change: DataFrame, plan: _Plan, *,

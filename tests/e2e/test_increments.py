@@ -154,6 +154,7 @@ class Permits:
     def __init__(self, seed: int) -> None:
         self.rng = random.Random(seed)
         self.held: set[str] = set()
+        self.last: dict[str, list[str]] = {}  # the record each held permit was last sent
         self.next_id = 0
 
     def _new_id(self) -> str:
@@ -172,13 +173,17 @@ class Permits:
         removed = rng.sample(held, min(removals, len(held)))
         kept = sorted(set(held) - set(removed))
         updated = [self._record(p) for p in rng.sample(kept, min(updates, len(kept)))]
-        rows = [*new, *updated, *([p, "", "", "", "D"] for p in removed)]
+        # A few records re-sent as they are: their rows change nowhere.
+        untouched = sorted(set(kept) - {row[0] for row in updated})
+        resent = [self.last[p] for p in rng.sample(untouched, min(3, len(untouched)))]
+        rows = [*new, *updated, *resent, *([p, "", "", "", "D"] for p in removed)]
         rows.append([self._new_id(), "", "", "", "D"])  # a key silver never held: nothing
-        if spare := sorted(set(kept) - {row[0] for row in updated}):
+        if spare := sorted(set(untouched) - {row[0] for row in resent}):
             twice = rng.choice(spare)
             rows += [self._record(twice), self._record(twice)]  # a key twice: neither applies
         rows.append([self._new_id(), "holder x", "revoked", _date(rng), "I"])  # breaks a rule
         self.held |= {row[0] for row in new}
+        self.last.update({row[0]: row for row in [*new, *updated]})
         self.held -= set(removed)
         rng.shuffle(rows)
         return rows
@@ -393,3 +398,25 @@ def test_a_crash_during_publication_ends_as_an_uninterrupted_run(
         versions = {c: _version(tables.published(c)) for c in resource.sharing_classes}
         runs[name]["versions"] = {tuple(sorted(versions.items()))}
     assert runs["crashed"] == runs["uninterrupted"]
+
+
+def test_an_increment_that_changes_nothing_makes_no_version(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    folder = tmp_path / "catalogue"
+    resource = write_catalogue(folder, permits_entry(deliveries=INCREMENTS))
+    settings = lake_settings(tmp_path, catalog_dir=folder)
+    tables = TableSet(resource, settings.warehouse_location)
+    first = [[f"P{n:03d}", f"holder {n}", "active", "2024-05-01", "I"] for n in range(20)]
+    land(settings, "market_regulation", START, MARKET, first)
+    run(spark, resource, settings, START)
+    before = {c: _version(t) for c, t in targets(resource, tables)}
+    # The same records again in a new file, and a grade of a permit the market has not
+    # delivered: silver changes, nothing publishable does.
+    at = START + datetime.timedelta(hours=1)
+    land(settings, "market_regulation", at, MARKET, first[:5])
+    land(settings, "taxation", at, TAXATION, [["P500", "A"]])
+    counts = run(spark, resource, settings, at)
+    assert counts.rows_merged == 1 and counts.rows_removed == 0
+    assert counts.silver_version == _version(tables.silver) > 0
+    assert {c: _version(t) for c, t in targets(resource, tables)} == before
