@@ -13,8 +13,7 @@ import atexit
 import logging
 import os
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from unittest import mock
 
 from pyspark.sql import SparkSession
 
@@ -29,21 +28,6 @@ _lock = threading.Lock()
 _embedded: dict[str, str] = {}
 
 
-@contextmanager
-def _environment(**values: str) -> Iterator[None]:
-    """Set environment variables for the duration of the block, then restore them."""
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 def _start_embedded(settings: Settings) -> str:
     """Start Sail's Spark Connect server in this process once per mode, on a free loopback
     port."""
@@ -56,8 +40,9 @@ def _start_embedded(settings: Settings) -> str:
             # server of the process is created: set it from the settings just before.
             os.environ["RUST_LOG"] = settings.engine_log
             # Sail reads its configuration (SAIL_*) from the environment when a server is
-            # created: the mode applies to this server only, whatever the variable says.
-            with _environment(SAIL_MODE=mode):
+            # created: the mode applies to this server only, whatever the variable says
+            # (patch.dict restores the environment afterwards).
+            with mock.patch.dict(os.environ, {"SAIL_MODE": mode}):
                 server = SparkConnectServer(ip="127.0.0.1", port=0)
                 server.start(background=True)
             host, port = server.listening_address
