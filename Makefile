@@ -62,7 +62,7 @@ test-dates: $(STAMP) ## Run the clock-sensitive tests on faked dates (needs Debi
 	done
 
 .PHONY: bench
-bench: $(STAMP) ## Benchmark: ingest, merge, sharing reads and load against their floors and a peer; writes reports/bench/bench.json and bench.png
+bench: $(STAMP) ## Benchmark (~15 min): the change cycle on 100 k / 1 M / 10 M rows and in local-cluster mode, the full ingest against its floor and a peer, sharing reads and load; ratios and targets in reports/bench/bench.json and bench.png
 	$(BIN)/python -m govlake_tools.bench --out reports/bench
 
 .PHONY: check

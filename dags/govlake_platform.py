@@ -41,9 +41,10 @@ DOCS = {
     "something is overdue, so it shows red in the UI.",
     "platform_quality_reports": "One quality report per provider department for the day's "
     "data interval, mailed to the department's steward (`govlake report quality --send`).",
-    "platform_maintenance": "Compaction and vacuum of every Delta table through delta-rs. "
-    "Every version stays readable for `GOVLAKE_RETENTION_DAYS` (at least 30 days); `ops.*` "
-    "tables, the platform's records, for at least 3 years.",
+    "platform_maintenance": "Compaction (deletion vectors purged) and vacuum of every Delta "
+    "table through delta-rs. Every version stays readable for `GOVLAKE_RETENTION_DAYS` (at "
+    "least 30 days); `ops.*` tables, the platform's records, for "
+    "`GOVLAKE_RECORDS_RETENTION_DAYS` (at least 3 years).",
     "platform_scorecard": "The yearly department scorecard (51号 art. 17, 宝鸡 art. 23) and "
     "sharing reports (51号 art. 18, 宝鸡 art. 24: what each department provided and used, and "
     "the platform-wide summary) of the year that ended: HTML and CSV in the reports folder "

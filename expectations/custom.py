@@ -8,11 +8,17 @@ check-character rules have named expectations of their own, over the same
 
 Rules are handed to the metric through a process-local registry keyed by `rule_key`: a
 suite registers its rules before it runs (see `runner`).
+
+Where the data already carries a rule's result (the column `rules.evaluate` adds, as the
+extract's rule results that the quarantine pass wrote do), the metric reads that column
+instead of evaluating the rule again: the same answer, with each rule, check characters
+included, evaluated once per extract.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 from great_expectations.execution_engine import SparkDFExecutionEngine
 from great_expectations.expectations.expectation import ColumnMapExpectation
@@ -24,7 +30,7 @@ from pyspark.sql import Column
 from pyspark.sql import functions as F
 
 from govlake.transforms import checks
-from govlake.transforms.rules import RowRule
+from govlake.transforms.rules import RowRule, result_column
 
 _RULES: dict[str, RowRule] = {}
 
@@ -40,6 +46,19 @@ def _rule(key: str) -> RowRule:
         raise LookupError(f"row rule {key!r} is not registered in this process") from None
 
 
+def _kept(rule_id: str, kept: Callable[[], Column], metric: dict[str, Any]) -> Column:
+    """True where the row keeps rule `rule_id`: the data's result column for it when the data
+    carries one, else `kept()` evaluated here. `metric`: what the metric function was given."""
+    column = result_column(rule_id)
+    if column in (metric.get("_metrics") or {}).get("table.columns", ()):
+        return ~F.col(column)
+    return kept()
+
+
+def _column_name(metric: dict[str, Any]) -> str:
+    return str(metric["_accessor_domain_kwargs"]["column"])
+
+
 class ColumnValuesKeepRowRule(ColumnMapMetricProvider):
     """True where the row keeps the rule. Nulls are judged too: a `required` rule is about
     them, and every other rule treats a null as kept."""
@@ -49,8 +68,9 @@ class ColumnValuesKeepRowRule(ColumnMapMetricProvider):
     filter_column_isnull = False
 
     @column_condition_partial(engine=SparkDFExecutionEngine)
-    def _spark(cls, column: Column, rule_key: str, **kwargs: object) -> Column:
-        return ~F.coalesce(_rule(rule_key).broken(), F.lit(False))
+    def _spark(cls, column: Column, rule_key: str, **kwargs: Any) -> Column:
+        rule = _rule(rule_key)
+        return _kept(rule.rule_id, lambda: ~F.coalesce(rule.broken(), F.lit(False)), kwargs)
 
 
 class ExpectColumnValuesToKeepRowRule(ColumnMapExpectation):
@@ -67,8 +87,12 @@ class ColumnValuesValidCitizenId(ColumnMapMetricProvider):
     condition_metric_name = "column_values.valid_citizen_id"
 
     @column_condition_partial(engine=SparkDFExecutionEngine)
-    def _spark(cls, column: Column, **kwargs: object) -> Column:
-        return F.coalesce(checks.is_valid_citizen_id(column), F.lit(False))
+    def _spark(cls, column: Column, **kwargs: Any) -> Column:
+        return _kept(
+            f"{_column_name(kwargs)}.citizen_id",
+            lambda: F.coalesce(checks.is_valid_citizen_id(column), F.lit(False)),
+            kwargs,
+        )
 
 
 class ExpectColumnValuesToBeValidCitizenId(ColumnMapExpectation):
@@ -84,8 +108,12 @@ class ColumnValuesValidCreditCode(ColumnMapMetricProvider):
     condition_metric_name = "column_values.valid_credit_code"
 
     @column_condition_partial(engine=SparkDFExecutionEngine)
-    def _spark(cls, column: Column, **kwargs: object) -> Column:
-        return F.coalesce(checks.is_valid_credit_code(column), F.lit(False))
+    def _spark(cls, column: Column, **kwargs: Any) -> Column:
+        return _kept(
+            f"{_column_name(kwargs)}.credit_code",
+            lambda: F.coalesce(checks.is_valid_credit_code(column), F.lit(False)),
+            kwargs,
+        )
 
 
 class ExpectColumnValuesToBeValidCreditCode(ColumnMapExpectation):

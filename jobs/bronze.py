@@ -243,7 +243,11 @@ def _load(
             f"staged from {file.name} at {staged.staging.uri}; the staging area must be on "
             "storage the engine reaches (the warehouse)"
         )
-    records = spark.read.parquet(staged.staging.uri).select(
+    operation = resource.delivery(file.provider).operation
+    records = spark.read.parquet(staged.staging.uri)
+    if operation is not None:
+        records = records.withColumnRenamed(operation.column, "_operation")
+    records = records.select(
         "*",
         F.lit(file.provider).alias("_provider"),
         F.lit(ident).alias("_extract_id"),

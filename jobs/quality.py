@@ -32,7 +32,7 @@ from govlake.core.runs import Interval
 from govlake.core.settings import Settings
 from govlake.lake.statements import append, sql_literal
 from govlake.lake.tables import Table, TableSet, ops_tables, quality_tables, register
-from govlake.transforms.rules import quote
+from govlake.transforms.rules import quote, result_column
 from jobs import registry
 
 
@@ -190,7 +190,22 @@ def check_extract(
         )
     run = _Run(resource, extract.provider, checked_at, int(extract.rows_read or 0),
                extract_id=extract.extract_id)  # fmt: skip
-    return _run_and_record(spark, settings, data, checks, run)
+    return _run_and_record(spark, settings, data.select(*_read_by(checks, data.columns)), checks,
+                           run)  # fmt: skip
+
+
+def _read_by(checks: list[Check], columns: list[str]) -> list[str]:
+    """The columns of `columns` that `checks` read: the items they name and the rule results
+    (`rules.evaluate`) of their row rules. Great Expectations gets only these: the uniqueness
+    check's window sorts every column it is given."""
+    wanted: set[str] = set()
+    for check in checks:
+        wanted.update(check.kwargs.get("column_list", []))
+        if "column" in check.kwargs:
+            wanted.add(check.kwargs["column"])
+        if check.rule is not None:
+            wanted.add(result_column(check.rule.rule_id))
+    return [c for c in columns if c in wanted]
 
 
 def last_held_silver_version(
@@ -216,8 +231,11 @@ def check_publication(
     silver_version: int,
     interval: Interval,
     settings: Settings,
+    judge_volume: bool = True,
 ) -> Verdict:
-    """Run the publication suite on `candidate` (silver rows about to be published)."""
+    """Run the publication suite on `candidate` (silver rows about to be published: all of
+    them, or only the changed ones, whose count says nothing of the table's volume — then
+    `judge_volume` is false and the volume check is left out)."""
     tables = TableSet(resource, settings.warehouse_location)
     crosschecked = any(resource.crosscheck_items(p) for p in resource.providers)
     data = candidate
@@ -236,7 +254,7 @@ def check_publication(
     latest = registry.latest_publication(spark, settings, resource)
     checks = publication_suite(
         resource,
-        previous_rows=None if latest is None else int(latest.rows),
+        previous_rows=None if latest is None or not judge_volume else int(latest.rows),
         crosschecked=crosschecked,
     )
     run = _Run(resource, resource.provider, interval.end_naive_utc, rows,

@@ -4,6 +4,13 @@ Each extract updates only the items its provider is the authority for: a `MERGE`
 that touches a row only when one of those items changed. Items a provider sends but does not
 govern never overwrite: where they disagree with the authority's value they become rows of
 `<theme>.<resource>_crosscheck` (多元校核).
+
+Removals (the catalogue's `deliveries`): a record the responsible provider's increment marks
+removed, or that its full extract no longer carries, leaves silver in the same MERGE; its
+history stays in silver's earlier versions and in bronze. A full extract removes only records
+the provider has delivered before (a record another source knows of waits for it) and only
+when every record of the file could be read: a key the engine could not read might be one of
+those that seem missing. Silver carries deletion vectors, so the MERGE costs the change.
 """
 
 from __future__ import annotations
@@ -16,9 +23,9 @@ from pyspark.sql import functions as F
 from govlake.core.catalog import Resource
 from govlake.core.runs import Interval, StageCounts
 from govlake.core.settings import Settings
-from govlake.lake.statements import merge, merges_marked, sql_literal
+from govlake.lake.statements import Merged, merge, merges_marked, sql_literal
 from govlake.lake.tables import Table, TableSet, register
-from govlake.transforms.rules import typed
+from govlake.transforms.rules import removal, typed
 from jobs import registry
 
 
@@ -26,26 +33,75 @@ def _q(name: str) -> str:
     return "`" + name + "`"
 
 
-def accepted_records(spark: SparkSession, tables: TableSet, extract_id: str) -> DataFrame:
-    """The extract's records that are not in quarantine."""
+#: Columns of a MERGE source beside the items: apply the record (it is not in quarantine),
+#: and remove it (its operation says so).
+APPLY, REMOVE = "_apply", "_remove"
+
+
+def extract_records(spark: SparkSession, tables: TableSet, extract_id: str) -> DataFrame:
+    """The records of one extract the parser could read, with `_apply`: false for those in
+    quarantine."""
     records = spark.table(tables.bronze.sql_name).where(
         (F.col("_extract_id") == extract_id) & F.col("_parse_error").isNull()
     )
     rejected = (
         spark.table(tables.quarantine.sql_name)
         .where(F.col("_extract_id") == extract_id)
-        .select("_row")
+        .select("_row", F.lit(False).alias(APPLY))
     )
-    return records.join(rejected, on="_row", how="left_anti")
+    return records.join(rejected, on="_row", how="left").withColumn(
+        APPLY, F.coalesce(F.col(APPLY), F.lit(True))
+    )
+
+
+def accepted_records(spark: SparkSession, tables: TableSet, extract_id: str) -> DataFrame:
+    """The extract's records that are not in quarantine."""
+    return extract_records(spark, tables, extract_id).where(F.col(APPLY)).drop(APPLY)
+
+
+def merge_source(
+    resource: Resource, records: DataFrame, provider: str, items: list[str], *, full: bool
+) -> DataFrame:
+    """What `merge_statement` reads: one row per key applied (typed `items`, `_remove` from
+    the record's operation), and for a full extract also one row per key held back in
+    quarantine (`_apply` false), so that it does not look missing."""
+    source = typed(records, resource, [*resource.key, *items]).select(
+        *resource.key, *items, F.col(APPLY), removal(resource, provider).alias(REMOVE)
+    )
+    applied = source.where(F.col(APPLY))
+    if not full:
+        return applied
+    held = (
+        source.where(~F.col(APPLY))
+        .select(*resource.key)
+        .distinct()
+        .join(applied.select(*resource.key), on=resource.key, how="left_anti")
+        .select(
+            *resource.key,
+            *[F.lit(None).cast(resource.item(i).type).alias(i) for i in items],
+            F.lit(False).alias(APPLY),
+            F.lit(False).alias(REMOVE),
+        )
+    )
+    return applied.unionByName(held)
 
 
 def merge_statement(
-    resource: Resource, silver: Table, source: str, items: list[str], *, extract_id: str
+    resource: Resource,
+    silver: Table,
+    source: str,
+    items: list[str],
+    *,
+    extract_id: str,
+    removes_missing: bool = False,
 ) -> str:
-    """MERGE that writes `items` from `source` (the records of extract `extract_id`) and leaves
-    every other item alone; a matched row is touched only if one of `items` differs
-    (null-safe), so an unchanged re-send is a no-op. The ON clause names the extract (true of
-    every source row) so that the Delta commit says which extract it merged."""
+    """MERGE that writes `items` from `source` (`merge_source` of extract `extract_id`) and
+    leaves every other item alone; a matched row is touched only if one of `items` differs
+    (null-safe), so an unchanged re-send is a no-op. A source row marked `_remove` deletes
+    its key (a key silver does not hold: nothing). `removes_missing` (a full extract of the
+    responsible provider): a row the source does not carry and whose `items` the provider
+    has delivered before is deleted. The ON clause names the extract (true of every source
+    row) so that the Delta commit says which extract it merged."""
     on = " AND ".join(
         [f"t.{_q(k)} = s.{_q(k)}" for k in resource.key] + [f"s._extract_id = {_mark(extract_id)}"]
     )
@@ -53,12 +109,18 @@ def merge_statement(
     lineage = ["_extract_id", "_updated_at"]
     assignments = ", ".join(f"{_q(c)} = s.{_q(c)}" for c in [*items, *lineage])
     inserted = [*resource.key, *items, *lineage]
-    return (
+    statement = (
         f"MERGE INTO {silver.sql_name} t USING {source} s ON {on} "
-        f"WHEN MATCHED AND NOT ({changed}) THEN UPDATE SET {assignments} "
-        f"WHEN NOT MATCHED THEN INSERT ({', '.join(map(_q, inserted))}) "
+        f"WHEN MATCHED AND s.{APPLY} AND s.{REMOVE} THEN DELETE "
+        f"WHEN MATCHED AND s.{APPLY} AND NOT ({changed}) THEN UPDATE SET {assignments} "
+        f"WHEN NOT MATCHED AND s.{APPLY} AND NOT s.{REMOVE} "
+        f"THEN INSERT ({', '.join(map(_q, inserted))}) "
         f"VALUES ({', '.join('s.' + _q(c) for c in inserted)})"
     )
+    if removes_missing:
+        delivered = " OR ".join(f"t.{_q(i)} IS NOT NULL" for i in items)
+        statement += f" WHEN NOT MATCHED BY SOURCE AND ({delivered}) THEN DELETE"
+    return statement
 
 
 def _mark(extract_id: str) -> str:
@@ -150,17 +212,20 @@ def run(
             register_table,
             ident,
             status="merged",
-            rows_merged=merged[ident],
+            rows_merged=merged[ident].changed,
+            rows_removed=merged[ident].deleted,
             crosscheck_findings=findings[ident],
         )
-        counts.rows_merged += merged[ident]
+        counts.rows_merged += merged[ident].changed
+        counts.rows_removed += merged[ident].deleted
         counts.crosscheck_findings += findings[ident]
     return counts
 
 
 def _merge_extracts(spark: SparkSession, resource: Resource, tables: TableSet,
-                    waiting: list[Row], *, interval: Interval) -> dict[str, int]:  # fmt: skip
-    """MERGE each waiting extract's authoritative items into silver; rows merged per extract.
+                    waiting: list[Row], *, interval: Interval) -> dict[str, Merged]:  # fmt: skip
+    """MERGE each waiting extract's authoritative items (and removals) into silver; what
+    each extract's MERGE did.
 
     A run that stopped between its MERGE commits and the register update left its extracts
     `validated`. They are not merged again: the commits that merged them (found by the
@@ -170,29 +235,27 @@ def _merge_extracts(spark: SparkSession, resource: Resource, tables: TableSet,
     """
     merged_before = merges_marked(tables.silver, [_mark(e.extract_id) for e in waiting])
     stamp = F.lit(interval.end_naive_utc).cast("timestamp")
-    merged: dict[str, int] = {}
+    merged: dict[str, Merged] = {}
     for extract in waiting:
+        ident = extract.extract_id
         items = resource.authoritative_items(extract.provider)
         if not items:
-            merged[extract.extract_id] = 0
+            merged[ident] = Merged()
             continue
-        if _mark(extract.extract_id) in merged_before:
-            merged[extract.extract_id] = merged_before[_mark(extract.extract_id)]
+        if _mark(ident) in merged_before:
+            merged[ident] = merged_before[_mark(ident)]
             continue
-        records = accepted_records(spark, tables, extract.extract_id)
-        source = typed(records, resource, [*resource.key, *items]).select(
-            *resource.key,
-            *items,
-            F.lit(extract.extract_id).alias("_extract_id"),
-            stamp.alias("_updated_at"),
-        )
+        full = resource.delivery(extract.provider).kind == "full"
+        # A key the parser could not read might be one that seems missing: remove nothing.
+        removes_missing = full and not (extract.rows_malformed or 0)
+        records = extract_records(spark, tables, ident)
+        source = merge_source(resource, records, extract.provider, items, full=removes_missing)
+        source = source.select("*", F.lit(ident).alias("_extract_id"), stamp.alias("_updated_at"))
         view = f"merge_source_{resource.theme}_{resource.name}"
         source.createOrReplaceTempView(view)
-        merged[extract.extract_id] = merge(
-            spark,
-            tables.silver,
-            merge_statement(resource, tables.silver, view, items, extract_id=extract.extract_id),
-        )
+        statement = merge_statement(resource, tables.silver, view, items, extract_id=ident,
+                                    removes_missing=removes_missing)  # fmt: skip
+        merged[ident] = merge(spark, tables.silver, statement)
         spark.catalog.dropTempView(view)
     return merged
 
@@ -206,7 +269,7 @@ def _crosscheck_extracts(spark: SparkSession, resource: Resource, tables: TableS
     silver = spark.table(tables.silver.sql_name)
     for extract in waiting:
         if _mark(extract.extract_id) in found_before:
-            findings[extract.extract_id] = found_before[_mark(extract.extract_id)]
+            findings[extract.extract_id] = found_before[_mark(extract.extract_id)].changed
             continue
         records = accepted_records(spark, tables, extract.extract_id)
         items = [*resource.key, *resource.crosscheck_items(extract.provider)]
@@ -227,6 +290,6 @@ def _crosscheck_extracts(spark: SparkSession, resource: Resource, tables: TableS
             spark,
             tables.crosscheck,
             crosscheck_statement(resource, tables.crosscheck, view, extract_id=extract.extract_id),
-        )
+        ).changed
         spark.catalog.dropTempView(view)
     return findings

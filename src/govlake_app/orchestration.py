@@ -274,7 +274,8 @@ def maintain(*, start: datetime | None, end: datetime | None) -> list[dict[str, 
     from jobs import maintenance
 
     settings = settings_for_task()
-    return [asdict(m) for m in maintenance.run(load_catalog(settings), settings)]
+    done = maintenance.run(load_catalog(settings), settings, at=_given(end))
+    return [asdict(m) for m in done]
 
 
 def _year_end(start: datetime | None) -> tuple[int, datetime]:

@@ -27,6 +27,7 @@ from govlake.core.settings import Settings, get_settings
 from govlake.governance import backup as backups
 from govlake.governance.backup import NotBackedUp, RestoreRefused, UnknownTable
 from govlake.lake.engine import get_spark
+from govlake.lake.reads import read_delta
 from govlake.platform import audit
 from govlake.platform.database import AuditEntry, session
 from govlake_app.cli.backup import backup as backup_command
@@ -78,7 +79,7 @@ class Lake:
 
     def rows(self, name: str, version: int | None = None) -> pa.Table:
         """The rows of a version in a fixed order, to compare two reads."""
-        data = self.table(name, version).to_pyarrow_table()
+        data = read_delta(self.table(name, version))
         return data.sort_by([(c, "ascending") for c in data.column_names])
 
     def history(self, name: str) -> dict[int, pa.Table]:
@@ -104,8 +105,9 @@ def lake(built: Path, tmp_path: Path, catalog: Catalog, database_url: str) -> La
 
 
 def _data_files(folder: Path) -> set[str]:
-    return {str(p.relative_to(folder)) for p in folder.rglob("*.parquet")
-            if "_delta_log" not in p.parts}  # fmt: skip
+    """Data files and deletion-vector files below a table folder (log files left out)."""
+    found = [*folder.rglob("*.parquet"), *folder.rglob("deletion_vector_*.bin")]
+    return {str(p.relative_to(folder)) for p in found if "_delta_log" not in p.parts}
 
 
 def test_a_deleted_table_comes_back_with_its_rows_and_versions(lake: Lake) -> None:
@@ -151,7 +153,7 @@ def test_an_existing_table_gets_the_old_version_as_a_new_commit(lake: Lake) -> N
     # A bad publication replaces everything; vacuum then removes the files only old versions
     # used, so the live table can no longer restore them by itself.
     table = lake.table(PUBLISHED)
-    write_deltalake(lake.location(PUBLISHED).uri, table.to_pyarrow_table().slice(0, 3),
+    write_deltalake(lake.location(PUBLISHED).uri, read_delta(table).slice(0, 3),
                     mode="overwrite")  # fmt: skip
     bad = lake.rows(PUBLISHED)
     lake.table(PUBLISHED).vacuum(retention_hours=0, enforce_retention_duration=False,
@@ -233,7 +235,7 @@ def test_only_versions_that_can_still_be_rebuilt_are_claimed(lake: Lake) -> None
     before = {v: lake.rows("ops.extracts", v)
               for v in range(checkpoint, lake.table("ops.extracts").version() + 1)}  # fmt: skip
     # The published table was overwritten and vacuumed: its first versions lost their files.
-    write_deltalake(lake.location(PUBLISHED).uri, lake.table(PUBLISHED).to_pyarrow_table(),
+    write_deltalake(lake.location(PUBLISHED).uri, read_delta(lake.table(PUBLISHED)),
                     mode="overwrite")  # fmt: skip
     overwritten = lake.table(PUBLISHED).version()
     lake.table(PUBLISHED).vacuum(retention_hours=0, enforce_retention_duration=False,
@@ -256,7 +258,7 @@ def test_only_versions_that_can_still_be_rebuilt_are_claimed(lake: Lake) -> None
 def test_a_commit_during_the_backup_is_left_for_the_next_one(lake: Lake) -> None:
     pinned = lake.table(PUBLISHED).version()
     rows_at_pin = lake.rows(PUBLISHED)
-    extra = lake.table(PUBLISHED).to_pyarrow_table().slice(0, 5)
+    extra = read_delta(lake.table(PUBLISHED)).slice(0, 5)
 
     def commit_meanwhile(table: str, done: int, total: int) -> None:
         if table == PUBLISHED and done == 0:  # pinned, nothing copied yet
@@ -363,7 +365,9 @@ def test_an_s3_lakehouse_is_backed_up_to_s3_and_restored(
     for name, value in s3.environment().items():
         monkeypatch.setenv(name, value)
     client = s3.client()
-    for table in ("population/residents_unconditional", "ops/publications"):
+    # Silver was merged into on the second day: it carries deletion vectors.
+    assert _vectors(built / "population" / "residents")
+    for table in ("population/residents_unconditional", "population/residents", "ops/publications"):
         for path in sorted(p for p in (built / table).rglob("*") if p.is_file()):
             client.upload_file(str(path), bucket, f"lakehouse/{path.relative_to(built)}")
     settings = Settings(warehouse=f"s3://{bucket}/lakehouse", backup=f"s3://{bucket}/backups",
@@ -374,7 +378,7 @@ def test_an_s3_lakehouse_is_backed_up_to_s3_and_restored(
     report = backups.backup(settings, catalog, at=AT)
     assert not report.failed and report.files_copied > 0
     backed_up_tables = {t.table for t in report.tables if t.outcome == "backed_up"}
-    assert backed_up_tables == {PUBLISHED, "ops.publications"}
+    assert backed_up_tables == {PUBLISHED, RESIDENTS, "ops.publications"}
 
     def keys(prefix: str) -> list[str]:
         pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
@@ -383,9 +387,17 @@ def test_an_s3_lakehouse_is_backed_up_to_s3_and_restored(
     backed_up = keys("backups/population/residents_unconditional/")
     assert "backups/population/residents_unconditional/manifest.json" in backed_up
     assert not [k for k in backed_up if k.endswith("/")]  # no directory markers
+    silver_rows = lake.rows(RESIDENTS)
+    vectors = {k.rsplit("/", 1)[-1] for k in keys("backups/population/residents/")
+               if "deletion_vector_" in k}  # fmt: skip
+    assert vectors == {p.name for p in (built / "population" / "residents").rglob("*.bin")}
+    for key in keys("lakehouse/population/residents/"):
+        client.delete_object(Bucket=bucket, Key=key)
+    silver = backups.restore(settings, catalog, RESIDENTS, at=AT)
+    assert silver.mode == "recreated" and lake.rows(RESIDENTS).equals(silver_rows)
 
     # One more version on S3: the next backup copies just its file.
-    extra = lake.table(PUBLISHED).to_pyarrow_table().slice(0, 4)
+    extra = read_delta(lake.table(PUBLISHED)).slice(0, 4)
     write_deltalake(lake.location(PUBLISHED).uri, extra, mode="append",
                     storage_options=lake.location(PUBLISHED).storage_options())  # fmt: skip
     before = lake.history(PUBLISHED)
@@ -403,3 +415,77 @@ def test_an_s3_lakehouse_is_backed_up_to_s3_and_restored(
     assert after.keys() == before.keys()
     for version, rows in before.items():
         assert after[version].equals(rows), version
+
+
+def _delete_through_the_engine(lake: Lake, name: str, *conditions: str) -> None:
+    """Each condition a DELETE through the engine: one version each, written as deletion
+    vectors (the published and silver tables are created with them)."""
+    spark = get_spark(lake.settings, lake.catalog, fresh=True)
+    for condition in conditions:
+        spark.sql(f"DELETE FROM {name} WHERE {condition}")
+
+
+def _vectors(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("deletion_vector_*.bin")}
+
+
+def test_a_table_with_deletion_vectors_is_copied_checked_and_restored(lake: Lake) -> None:
+    key = lake.catalog.get(RESIDENTS).key[0]
+    _delete_through_the_engine(lake, PUBLISHED, f"{key} LIKE '%1'", f"{key} LIKE '%2'")
+    folder = Path(lake.location(PUBLISHED).uri)
+    vectors = _vectors(folder)
+    assert vectors, "the engine wrote no deletion vectors"
+    before = lake.history(PUBLISHED)  # every version, read through delta-rs QueryBuilder
+    latest = max(before)
+    assert before[latest].num_rows < before[latest - 2].num_rows
+
+    report = backups.backup(lake.settings, lake.catalog, at=AT, resource=RESIDENTS)
+    assert not report.failed
+    manifest = lake.manifest(PUBLISHED)
+    assert sorted(manifest.versions) == sorted(before)
+    for version, rows in before.items():  # rows less those the vectors delete
+        assert manifest.versions[version].rows == rows.num_rows
+    backed_up = Path(lake.settings.backup_location.uri) / "population" / "residents_unconditional"
+    assert _vectors(backed_up) == vectors
+    for vector in vectors:
+        assert manifest.files[vector].size == (folder / vector).stat().st_size
+
+    shutil.rmtree(folder)
+    restored = backups.restore(lake.settings, lake.catalog, PUBLISHED, at=AT)
+    assert (restored.mode, restored.table_version, restored.rows) == (
+        "recreated", latest, before[latest].num_rows)  # fmt: skip
+    after = lake.history(PUBLISHED)  # time travel to each version, vectors applied
+    assert after.keys() == before.keys()
+    for version, rows in before.items():
+        assert after[version].equals(rows), version
+
+
+def test_an_older_version_with_deletion_vectors_comes_back_as_a_new_commit(lake: Lake) -> None:
+    key = lake.catalog.get(RESIDENTS).key[0]
+    _delete_through_the_engine(lake, PUBLISHED, f"{key} LIKE '%3'")
+    wanted = lake.table(PUBLISHED).version()
+    rows = lake.rows(PUBLISHED)
+    backups.backup(lake.settings, lake.catalog, at=AT, resource=RESIDENTS)
+    _delete_through_the_engine(lake, PUBLISHED, f"{key} LIKE '%4'", f"{key} LIKE '%5'")
+    folder = Path(lake.location(PUBLISHED).uri)
+    for vector in _vectors(folder):  # lost from the table: the backup brings them back
+        (folder / vector).unlink()
+
+    restored = backups.restore(lake.settings, lake.catalog, PUBLISHED, version=wanted, at=AT)
+    assert restored.mode == "new_commit" and restored.files_copied >= 1
+    assert lake.rows(PUBLISHED).equals(rows)
+    assert restored.rows == rows.num_rows
+
+
+def test_a_damaged_deletion_vector_in_the_backup_is_refused(lake: Lake) -> None:
+    key = lake.catalog.get(RESIDENTS).key[0]
+    _delete_through_the_engine(lake, PUBLISHED, f"{key} LIKE '%6'")
+    backups.backup(lake.settings, lake.catalog, at=AT, resource=RESIDENTS)
+    backed_up = Path(lake.settings.backup_location.uri) / "population" / "residents_unconditional"
+    vector = next(iter(_vectors(backed_up)))
+    data = bytearray((backed_up / vector).read_bytes())
+    data[-1] ^= 0xFF
+    (backed_up / vector).write_bytes(bytes(data))
+    shutil.rmtree(lake.location(PUBLISHED).uri)
+    with pytest.raises(backups.BackupError, match="do not match their checksum"):
+        backups.restore(lake.settings, lake.catalog, PUBLISHED, at=AT)

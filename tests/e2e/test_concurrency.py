@@ -30,6 +30,7 @@ from govlake.core.location import Location
 from govlake.core.runs import Interval
 from govlake.core.settings import Settings
 from govlake.lake.engine import get_spark
+from govlake.lake.reads import read_delta
 from govlake.lake.tables import TableSet
 from govlake.platform import leases
 from govlake.platform.database import session
@@ -139,7 +140,7 @@ def _frame(settings: Settings, catalog: Catalog, resource: str, table: str = "si
            columns: list[str] | None = None) -> pd.DataFrame:  # fmt: skip
     tables = TableSet(catalog.get(resource), settings.warehouse_location)
     location = tables.silver.location if table == "silver" else tables.published(table).location
-    frame = DeltaTable(location.uri).to_pandas(columns=columns)
+    frame = read_delta(DeltaTable(location.uri), columns).to_pandas()
     return frame.sort_values(list(frame.columns[:1])).reset_index(drop=True)
 
 
@@ -241,7 +242,7 @@ def test_readers_see_whole_versions_while_publications_commit(runs: Runs) -> Non
         "unconditional"
     )
     latest = DeltaTable(published.location.uri).version()
-    versions = {v: _digest(DeltaTable(published.location.uri, version=v).to_pandas())
+    versions = {v: _digest(read_delta(DeltaTable(published.location.uri, version=v)).to_pandas())
                 for v in range(latest + 1)}  # fmt: skip
     assert len(set(versions.values())) == len(versions)  # every version differs
     # Every read is exactly one whole version, and a pinned read is the version it asked for.

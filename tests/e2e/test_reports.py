@@ -10,6 +10,7 @@ import email
 import email.policy
 import re
 import shutil
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
+from deltalake import DeltaTable
 from govlake_tools.generate import generate
 from markupsafe import escape
 from pydantic import ValidationError
@@ -29,6 +31,8 @@ from govlake.core.catalog import Catalog
 from govlake.core.runs import Interval
 from govlake.core.settings import Settings
 from govlake.lake.engine import get_spark
+from govlake.lake.reads import read_delta
+from govlake.lake.tables import TableSet
 from govlake.reports import ReportError
 from govlake.reports.quality import write_quality_report
 from govlake.reports.scorecard import effective_weights, entry_upkeep, write_scorecard
@@ -527,3 +531,45 @@ def test_report_shows_the_catalogue_upkeep_of_the_departments_entries(lake: Lake
     assert re.search(r'data-upkeep="update:population.residents">due<', section)
     assert "居民身份证法 (amended)" in section
     assert "legal_entity.enterprises" not in section  # not its entry
+
+
+# -- deletion vectors --------------------------------------------------------------------------
+def _rule_counts(folder: Path) -> Counter[str]:
+    """Quarantined rows per rule of the sloppy provider, read through QueryBuilder."""
+    rows = read_delta(DeltaTable(str(folder)), ["_provider", "_rules"]).to_pylist()
+    return Counter(rule for r in rows if r["_provider"] == SLOPPY
+                   for rule in r["_rules"].split(",") if rule)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_quarantine_counts_leave_out_rows_deleted_by_vectors(lake: Lake, tmp_path: Path) -> None:
+    shutil.copytree(lake.settings.warehouse, tmp_path / "lakehouse")
+    settings = lake.settings.model_copy(update={"warehouse": str(tmp_path / "lakehouse"),
+                                                "reports_dir": tmp_path / "reports"})  # fmt: skip
+    quarantine = TableSet(
+        lake.catalog.get("legal_entity.enterprises"), settings.warehouse_location
+    ).quarantine
+    folder = Path(quarantine.location.uri)
+    # The quarantine table, rewritten with deletion vectors enabled, then rows deleted.
+    spark = get_spark(settings, lake.catalog, fresh=True)
+    spark.sql(f"CREATE TABLE dv_copy USING delta LOCATION '{tmp_path / 'dv'}' "
+              "TBLPROPERTIES ('delta.enableDeletionVectors' = 'true') "
+              f"AS SELECT * FROM {quarantine.sql_name}")  # fmt: skip
+    shutil.rmtree(folder)
+    shutil.move(tmp_path / "dv", folder)
+    before = _rule_counts(folder)
+    top = before.most_common(1)[0][0]
+    spark = get_spark(settings, lake.catalog, fresh=True)
+    spark.sql(f"DELETE FROM {quarantine.sql_name} WHERE _provider = '{SLOPPY}' "
+              f"AND _rules LIKE '%{top}%' AND _row % 2 = 0")  # fmt: skip
+    assert list(folder.rglob("deletion_vector_*.bin")), "the engine wrote no deletion vectors"
+    after = _rule_counts(folder)
+    assert after[top] < before[top]
+
+    written = write_quality_report(spark, lake.catalog, settings, SLOPPY, since=DAY1, at=AT)
+    section = _section(written.path.read_text(encoding="utf-8"), "legal_entity.enterprises")
+    listed = re.findall(
+        r'data-rule="([^"]+)">[^<]*</td><td class="num" data-figure="quarantine_rows">([^<]+)<',
+        section,
+    )
+    assert dict(listed) == {rule: f"{n:,}" for rule, n in after.items()}

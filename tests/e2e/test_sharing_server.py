@@ -24,6 +24,7 @@ from support import Clock, consumers_with_tokens, deliver, lake_settings, write_
 from govlake.core.catalog import Catalog
 from govlake.core.settings import Settings
 from govlake.lake.engine import get_spark
+from govlake.lake.reads import read_delta
 from govlake.lake.tables import TableSet
 from govlake.platform import audit
 from govlake.platform.database import AuditEntry, session
@@ -109,7 +110,7 @@ def _entries(sharing: Sharing, action: str) -> list[AuditEntry]:
 
 def test_load_as_pandas_reads_the_latest_version_whole(sharing: Sharing) -> None:
     read = delta_sharing.load_as_pandas(sharing.url("civil_affairs", UNCONDITIONAL))
-    expected = _published(sharing, "population.residents", "unconditional").to_pandas()
+    expected = read_delta(_published(sharing, "population.residents", "unconditional")).to_pandas()
     assert len(read) == len(expected) > 0
     assert list(read.columns) == list(expected.columns)
     pd.testing.assert_frame_equal(_sorted(read), _sorted(expected), check_dtype=False)
@@ -127,7 +128,7 @@ def test_an_older_version_by_number_and_by_timestamp(sharing: Sharing) -> None:
     writes = [h for h in history if h["operation"] != "CREATE TABLE"]
     first = writes[0]["version"]
     assert table.version() > first
-    old = DeltaTable(table.table_uri, version=first).to_pandas()
+    old = read_delta(DeltaTable(table.table_uri, version=first)).to_pandas()
     url = sharing.url("civil_affairs", UNCONDITIONAL)
     by_version = delta_sharing.load_as_pandas(url, version=first)
     pd.testing.assert_frame_equal(_sorted(by_version), _sorted(old), check_dtype=False)
@@ -150,7 +151,7 @@ def test_table_changes_between_versions(sharing: Sharing) -> None:
     changes = delta_sharing.load_table_changes_as_pandas(
         sharing.url("civil_affairs", UNCONDITIONAL), starting_version=latest, ending_version=latest
     )
-    now = table.to_pandas()
+    now = read_delta(table).to_pandas()
     inserted = changes[changes["_change_type"] == "insert"]
     assert set(inserted["citizen_id"]) <= set(now["citizen_id"])
     assert len(inserted) > 0 and set(changes["_commit_version"]) == {latest}
@@ -214,7 +215,7 @@ def test_conditional_data_needs_a_grant_and_a_revoked_grant_refuses_again(sharin
                              at=START)  # fmt: skip
         grant_id = grant.id
     read = delta_sharing.load_as_pandas(url)
-    expected = _published(sharing, "population.residents", "conditional").to_pandas()
+    expected = read_delta(_published(sharing, "population.residents", "conditional")).to_pandas()
     assert len(read) == len(expected) > 0
     query = _entries(sharing, "share.query")[-1]
     assert (query.consumer, query.purpose, query.table_name) == ("taxation", "data_verification",
@@ -307,4 +308,4 @@ def test_each_publication_is_in_the_journal(sharing: Sharing) -> None:
         h["version"] for h in sorted(table.history(), key=lambda h: h["version"])
         if h["operation"] != "CREATE TABLE"
     ]  # fmt: skip
-    assert published[-1].rows == len(table.to_pandas())
+    assert published[-1].rows == len(read_delta(table))

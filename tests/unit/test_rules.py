@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from stdnum.cn import ric
 
 from govlake.core.catalog import Catalog
-from govlake.transforms.rules import row_rules, typed, validate
+from govlake.transforms.rules import evaluate, judge, result_column, row_rules, typed, validate
 from jobs.silver import crosscheck_findings
 
 AS_OF = datetime.date(2026, 11, 20)
@@ -153,3 +154,40 @@ def test_typed_and_crosscheck_findings(shared_spark: SparkSession, catalog: Cata
     assert rows["registered_capital"].authority == "market_regulation"
     assert rows["registered_capital"].authority_value == "100.00"
     assert rows["name"].provider_value == "福州华信科技公司"
+
+
+def test_judging_the_rule_results_keeps_only_broken_records_with_their_reasons(
+    shared_spark: SparkSession, catalog: Catalog
+) -> None:
+    """What quarantine keeps, judged from the results `evaluate` wrote: the same rules and
+    reasons as `validate`, for the broken records only; a blank key repeated is a repeated key
+    too, like any other."""
+    residents = catalog.get("population.residents")
+    good = (_cid("11010119900307777"), "张三", "1", "汉族", "1990-03-07", "110101", "x")
+    rows = [
+        good,
+        ("110105194912310021", "李四", "1", "汉族", "1949-12-31", "110105", "x"),  # check char
+        (None, "王五", "1", "汉族", "1990-03-07", "110101", "x"),  # blank key, twice
+        (None, "赵六", "2", "汉族", "1990-03-07", "110101", "x"),
+        (_cid("11010119900307779"), "钱七", "1", "汉族", "1990-03-07", "110101", "x"),
+    ]
+    df = _records(shared_spark, PS_COLUMNS, rows)
+    results = evaluate(df, residents, "public_security", as_of=AS_OF)
+    assert results.select("_row").collect() == df.select("_row").collect()  # order kept
+    checked = results.where(F.col(result_column("citizen_id.citizen_id"))).select("_row")
+    assert [r._row for r in checked.collect()] == [2]
+    judged = judge(results, residents, "public_security", as_of=AS_OF, broken_only=True)
+    assert _rules_by_row(judged) == {
+        row: rules
+        for row, rules in _rules_by_row(
+            validate(df, residents, "public_security", as_of=AS_OF)
+        ).items()
+        if rules
+    }
+    assert _rules_by_row(judged) == {
+        2: {"citizen_id.citizen_id"},
+        3: {"citizen_id.required", "citizen_id.key_duplicate"},
+        4: {"citizen_id.required", "citizen_id.key_duplicate"},
+    }
+    reasons = {r._row: r._reason for r in judged.select("_row", "_reason").collect()}
+    assert "key occurs 2 times in the extract: <blank>" in reasons[3]

@@ -172,6 +172,38 @@ class OpenTerms(BaseModel):
     keywords: list[str] = Field(default_factory=list)
 
 
+class Operation(BaseModel):
+    """How an increment marks what happened to each record: a column of the extract whose
+    value says, for instance, `I` (inserted), `U` (updated) or `D` (removed)."""
+
+    model_config = ConfigDict(extra="forbid")
+    column: str = Field(description="the extract's column that carries the operation")
+    removal: list[str] = Field(
+        min_length=1, description="values of that column that remove the record (e.g. [D])"
+    )
+
+
+class Delivery(BaseModel):
+    """What one source's extracts are (全量 or 增量).
+
+    - `increment` (the default): each extract carries the records that are new or changed;
+      a record it does not carry stays as it is. With `operation`, a record whose operation
+      value is one of `removal` is removed.
+    - `full`: each extract is the source's whole current holding: a record that the last
+      full extract no longer carries is removed.
+
+    Only the resource's responsible provider removes records: it is the authority for their
+    existence (another source only supplies items of records it holds)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["increment", "full"] = "increment"
+    operation: Operation | None = None
+
+    @property
+    def removes(self) -> bool:
+        return self.kind == "full" or self.operation is not None
+
+
 class Department(BaseModel):
     """A provider department (提供部门), from `schemas/departments.yaml`."""
 
@@ -276,6 +308,12 @@ class Resource(BaseModel):
     sources: dict[str, list[str]] = Field(
         description="provider -> items its extract supplies (the key is always supplied)"
     )
+    deliveries: dict[str, Delivery] = Field(
+        default_factory=dict,
+        description="source -> what its extracts are (full or increment, and how an "
+        "increment marks a removed record); a source not listed delivers increments that "
+        "remove nothing",
+    )
     items: list[Item]
     quality: QualityPolicy = Field(default_factory=QualityPolicy)
 
@@ -341,6 +379,10 @@ class Resource(BaseModel):
         listed = self.sources.get(provider, [])
         return [*self.key, *(name for name in listed if name not in self.key)]
 
+    def delivery(self, provider: str) -> Delivery:
+        """What `provider`'s extracts are: as catalogued, else increments removing nothing."""
+        return self.deliveries.get(provider) or Delivery()
+
     def authoritative_items(self, provider: str) -> list[str]:
         """Non-key items whose authority is `provider`: only these update silver."""
         return [
@@ -405,6 +447,7 @@ def check_rules(resource: Resource, path: Path | str = "<memory>") -> None:
                 raise AuthorityError(
                     path, name, item_name, f"source {provider} supplies an undeclared item"
                 )
+    _check_deliveries(resource, path)
     freshness = resource.quality.freshness
     if freshness is not None:
         if freshness.item not in resource.item_map:
@@ -441,6 +484,31 @@ def check_rules(resource: Resource, path: Path | str = "<memory>") -> None:
         if item.name not in resource.supplied_items(item.authority):
             raise AuthorityError(
                 path, name, item.name, f"authority {item.authority} does not supply this item"
+            )
+
+
+def _check_deliveries(resource: Resource, path: Path | str) -> None:
+    name = resource.qualified_name
+    for provider, delivery in resource.deliveries.items():
+        if provider not in resource.sources:
+            raise AuthorityError(path, name, None, f"deliveries names {provider}, not a source")
+        if delivery.removes and provider != resource.provider:
+            raise AuthorityError(
+                path,
+                name,
+                None,
+                f"deliveries: {provider} is not the responsible provider "
+                f"({resource.provider}), so its extracts cannot remove records "
+                "(kind: full or an operation column)",
+            )
+        column = delivery.operation.column if delivery.operation else None
+        if column is not None and (column in resource.item_map or not _IDENTIFIER.match(column)):
+            raise CatalogRuleError(
+                path,
+                name,
+                column,
+                f"deliveries: {provider}'s operation column must be a lower-case name "
+                "that is not an item",
             )
 
 

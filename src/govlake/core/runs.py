@@ -53,6 +53,7 @@ class StageCounts:
     rows_malformed: int = 0
     rows_quarantined: int = 0
     rows_merged: int = 0
+    rows_removed: int = 0  # records removed from silver (an increment's or a full extract's)
     crosscheck_findings: int = 0
     rows_published: int = 0
     silver_version: int | None = None

@@ -67,7 +67,14 @@ class Settings(BaseSettings):
         default=30,
         ge=30,
         description="Days every table version stays readable before vacuum may remove its "
-        "files (at least 30; ops tables keep at least 3 years).",
+        "files (at least 30; ops tables keep `records_retention_days`).",
+    )
+    records_retention_days: int = Field(
+        default=3 * 365 + 1,
+        ge=3 * 365 + 1,
+        description="Days every version of an ops.* table (the platform's records: extracts, "
+        "publications, quality runs, the audit archive) stays readable before vacuum may "
+        "remove its files (at least 3 years, 宝鸡 art. 21).",
     )
     lease_minutes: int = Field(
         default=180,
@@ -96,6 +103,12 @@ class Settings(BaseSettings):
         default=None,
         description="Secret that signs the sharing server's local file URLs; unset: a random "
         "key per server process (URLs die with the process).",
+    )
+    open_record_key: SecretStr | None = Field(
+        default=None,
+        description="Secret of the open variants' record pseudonyms (`record_id`); unset: a "
+        "random key kept in the warehouse (ops/open-record.key), made on first use. Changing it "
+        "gives every record a new pseudonym at the next publication.",
     )
     sharing_url_minutes: int = Field(
         default=15, ge=1, le=24 * 60, description="Minutes a signed or presigned file URL lives."

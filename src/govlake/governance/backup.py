@@ -24,9 +24,9 @@ What a backup of version V is, and why it is consistent:
 - Incremental: data files are copied only when the backup does not hold them yet (same
   name and size, checksum recorded); log files likewise. A run that is not due copies
   nothing; a due run on an unchanged table copies nothing and records the check.
-- Every copied file is checked for its size; its SHA-256 is recorded in the manifest and
-  checked again when it is restored. The copy of V is read back through delta-rs before the
-  manifest names it.
+- Every copied file (data and deletion-vector files) is checked for its size; its SHA-256 is
+  recorded in the manifest and checked again when it is restored. The copy of V is read back
+  through delta-rs before the manifest names it.
 - `manifest.json` (per table, written last, in one put) lists the versions the backup holds,
   each with its commit time, operation, row count, file count, bytes and a digest of its
   file list, and every file with its size and SHA-256. A backup interrupted before the
@@ -36,8 +36,14 @@ Not backed up here: the platform database (access requests, grants, tokens, the 
 journal; back it up with the database's own tools; the journal's archive `ops.audit_journal`
 is a Delta table and is backed up), the landing zone (archived extracts), Great Expectations
 Data Docs and tables that are no longer in the catalogue. Change data files (`_change_data/`)
-are not copied (no table here enables change data feed); tables with deletion vectors are
-refused with a clear error.
+are not copied (no table here enables change data feed).
+
+Deletion vectors (the silver, published and open tables are written with them): a version
+needs its deletion-vector files as much as its data files. They are copied, checksummed and
+brought back like data files (storage type `u`: `<prefix>/deletion_vector_<uuid>.bin`; `p`:
+a path inside the table; `i`: inline, in the log itself); a version's rows are its files'
+rows less those its vectors delete, and its file digest carries the rows each file's vector
+deletes, so the check against delta-rs (which reads the vectors themselves) covers them.
 
 Each backed-up table and each restore is an entry in the audit journal
 (`platform.backup`, `platform.restore`).
@@ -58,6 +64,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import unquote
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from deltalake import DeltaTable
@@ -68,7 +76,15 @@ from govlake.core.figures import Summed
 from govlake.core.location import Location
 from govlake.core.runs import naive_utc
 from govlake.core.settings import Settings
-from govlake.lake.deltalog import LOG_DIR, CommitFile, DataFile, DeltaLog, LogFiles
+from govlake.lake.deltalog import (
+    LOG_DIR,
+    CommitFile,
+    DataFile,
+    DeletionVectorError,
+    DeltaLog,
+    LogFiles,
+    VersionError,
+)
 from govlake.lake.reads import query_delta
 from govlake.lake.tables import TableSet, ops_tables, quality_tables
 from govlake.platform import audit
@@ -306,16 +322,20 @@ def has_table(location: Location) -> bool:
 class _Entry:
     size: int
     records: int | None
+    deleted: int = 0  # rows its deletion vector deletes
+    vector: str | None = None  # its deletion vector's file (storage path), if it has one
 
 
-def _file_hash(path: str, size: int) -> int:
-    return int.from_bytes(hashlib.sha256(f"{path}\t{size}".encode()).digest(), "big")
+def _file_hash(path: str, size: int, deleted: int = 0) -> int:
+    key = f"{path}\t{size}" if not deleted else f"{path}\t{size}\t{deleted}"
+    return int.from_bytes(hashlib.sha256(key.encode()).digest(), "big")
 
 
-def digest_of(files: Iterable[tuple[str, int]]) -> str:
+def digest_of(files: Iterable[tuple[str, int, int]]) -> str:
     """An order-independent digest of a version's file list: the sum, modulo 2^256, of the
-    SHA-256 of each (path, size). A sum can be kept up to date as the log is replayed."""
-    return f"{sum(_file_hash(p, s) for p, s in files) % (1 << 256):064x}"
+    SHA-256 of each (path, size) — with the rows its deletion vector deletes, when it has
+    one. A sum can be kept up to date as the log is replayed."""
+    return f"{sum(_file_hash(p, s, d) for p, s, d in files) % (1 << 256):064x}"
 
 
 @dataclass
@@ -343,7 +363,7 @@ class VersionRecord:
         return cls(version=version, **data)
 
 
-def _everything_available(_path: str, _size: int) -> bool:
+def _everything_available(_path: str, _size: int | None) -> bool:
     return True
 
 
@@ -352,49 +372,75 @@ def _no_footer(_path: str) -> int:
 
 
 class _State:
-    """A table version's data files, kept up to date while the log is replayed: which files,
-    their sizes and row counts, which are unavailable, the digest and the rows."""
+    """A table version's data files and deletion-vector files, kept up to date while the log
+    is replayed: which files, their sizes and rows, which are unavailable, the digest and the
+    rows (less those deletion vectors delete)."""
 
     def __init__(
         self,
         table: str,
-        available: Callable[[str, int], bool] = _everything_available,
+        location: Location,
+        available: Callable[[str, int | None], bool] = _everything_available,
         footer_rows: Callable[[str], int] = _no_footer,
     ):
         self.table = table
+        self.location = location
         self.files: dict[str, _Entry] = {}  # path as in the log (URL-encoded)
-        self.missing: set[str] = set()
+        self._missing: dict[str, int] = {}  # file -> entries that need it
         self.hash = 0
         self.rows = 0
         self._available = available
         self._footer_rows = footer_rows
 
+    @property
+    def missing(self) -> bool:
+        return bool(self._missing)
+
+    def _need(self, path: str, size: int | None, step: int) -> None:
+        if step > 0 and self._available(path, size):
+            return
+        if path in self._missing or step > 0:
+            self._missing[path] = self._missing.get(path, 0) + step
+            if self._missing[path] <= 0:
+                del self._missing[path]
+
     def add(self, file: DataFile) -> None:
-        if file.deletion_vector:
-            raise BackupError(
-                f"{self.table}: version {file.version} uses deletion vectors, which backups do "
-                "not support yet"
-            )
-        path, size, records = file.path, file.size, file.records
+        """Apply an add action (its deletion vector included)."""
+        path, size, records, vector = file.path, file.size, file.records, file.deletion_vector
         if path in self.files:
             self.remove(path)
-        if records is None:
-            records = self._footer_rows(path) if self._available(path, size) else None
-        self.files[path] = _Entry(size, records)
-        self.hash = (self.hash + _file_hash(path, size)) % (1 << 256)
-        if records is not None:
-            self.rows += records
-        if not self._available(path, size):
-            self.missing.add(path)
+        try:
+            entry = _Entry(size, records, file.deleted,
+                           vector.path_in(self.location) if vector else None)  # fmt: skip
+        except DeletionVectorError as exc:
+            raise BackupError(f"{self.table}: {exc}") from exc
+        if records is None and self._available(path, size):
+            entry.records = self._footer_rows(path)
+        self.files[path] = entry
+        self.hash = (self.hash + _file_hash(path, size, entry.deleted)) % (1 << 256)
+        if entry.records is not None:
+            self.rows += entry.records - entry.deleted
+        self._need(path, size, 1)
+        if entry.vector:
+            self._need(entry.vector, None, 1)
 
     def remove(self, path: str) -> None:
         entry = self.files.pop(path, None)
         if entry is None:
             return
-        self.hash = (self.hash - _file_hash(path, entry.size)) % (1 << 256)
+        self.hash = (self.hash - _file_hash(path, entry.size, entry.deleted)) % (1 << 256)
         if entry.records is not None:
-            self.rows -= entry.records
-        self.missing.discard(path)
+            self.rows -= entry.records - entry.deleted
+        self._need(path, entry.size, -1)
+        if entry.vector:
+            self._need(entry.vector, None, -1)
+
+    def needed(self) -> dict[str, _Entry | None]:
+        """Every file the version needs (storage paths): its data files with their entries,
+        its deletion-vector files (None)."""
+        found: dict[str, _Entry | None] = {unquote(p): e for p, e in self.files.items()}
+        found.update({e.vector: None for e in self.files.values() if e.vector})
+        return found
 
     @property
     def counted(self) -> bool:
@@ -414,15 +460,14 @@ class _State:
         )
 
     def load(self, location: Location, version: int) -> _State:
-        """Fill the state with the files of `version` as delta-rs reads them."""
-        files = DeltaLog(location).files(version)
-        if any(f.deletion_vector for f in files):
-            raise BackupError(
-                f"{location.uri}: version {version} uses deletion vectors, which backups do not "
-                "support yet"
-            )
-        for file in files:
-            self.add(file)
+        """Fill the state with the files of `version`, from the log at `location` (its last
+        checkpoint up to the version and the commits after)."""
+        try:
+            actions = DeltaLog(location).live_actions(version)
+        except VersionError as exc:
+            raise BackupError(f"{self.table}: {exc}") from exc
+        for body in actions.values():
+            self.add(DataFile.of(body, version=version))
         return self
 
 
@@ -430,8 +475,24 @@ def _naive_iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).replace(tzinfo=None).isoformat()
 
 
+def _deleted_by_file(table: DeltaTable) -> dict[str, int]:
+    """Rows deleted per data file (storage path relative to the table), as delta-rs reads the
+    deletion vectors: the independent check of the vectors a replay or a copy names."""
+    root = unquote(table.table_uri).rstrip("/") + "/"
+    found: dict[str, int] = {}
+    vectors = pa.table(table.deletion_vectors())
+    for uri, keep in zip(vectors.column("filepath").to_pylist(),
+                         vectors.column("selection_vector"), strict=True):  # fmt: skip
+        kept = pc.sum(keep.values).as_py() or 0
+        path = unquote(str(uri))
+        found[path[len(root) :] if path.startswith(root) else path] = len(keep.values) - kept
+    return found
+
+
 def _digest_of_table(location: Location, table: DeltaTable) -> str:
-    return digest_of((f.path, f.size) for f in DeltaLog(location).files(table=table))
+    deleted = _deleted_by_file(table)
+    return digest_of((f.path, f.size, deleted.get(unquote(f.path), 0))
+                     for f in DeltaLog(location).files(table=table))  # fmt: skip
 
 
 def _snapshot(location: Location, version: int | None = None) -> tuple[int, str, int]:
@@ -567,9 +628,19 @@ class _Sources:
     listing: dict[str, int]
     in_backup: dict[str, FileRecord]
 
-    def available(self, path: str, size: int) -> bool:
+    def available(self, path: str, size: int | None) -> bool:
+        """A data file of that size, or a deletion-vector file (size None), is in the table
+        or already in the backup."""
         stored = unquote(path)
+        if size is None:
+            return stored in self.listing or stored in self.in_backup
         return self.listing.get(stored) == size or stored in self.in_backup
+
+    def size(self, stored: str, entry: _Entry | None) -> int:
+        if entry is not None:
+            return entry.size
+        found = self.listing.get(stored)
+        return found if found is not None else self.in_backup[stored].size
 
     def footer_rows(self, path: str) -> int:
         stored = unquote(path)
@@ -578,7 +649,7 @@ class _Sources:
             return int(pq.ParquetFile(handle).metadata.num_rows)
 
     def state(self, table: str) -> _State:
-        return _State(table, self.available, self.footer_rows)
+        return _State(table, self.live.location, self.available, self.footer_rows)
 
 
 def _pin(
@@ -639,8 +710,8 @@ def _replay_live(
             needed.clear()
             continue
         records[v] = state.record(v, commit, at)
-        for path, entry in state.files.items():
-            needed[unquote(path)] = entry.size
+        for path, entry in state.needed().items():
+            needed[path] = sources.size(path, entry)
     return records, needed
 
 
@@ -850,19 +921,30 @@ class RestoreReport:
     source: str
 
 
-def _backed_up_files(dest: _Store, log: LogFiles, manifest: Manifest, upto: int) -> dict[str, int]:
-    """The data files (storage path -> size) of the backed-up versions up to `upto`, replayed
-    from the backup's log."""
+def _wanted(state: _State, manifest: Manifest) -> dict[str, int]:
+    """The files (storage path -> size) a version needs, deletion-vector files sized as the
+    backup recorded them (-1: not in the backup, which the copy refuses)."""
+    missing = FileRecord(-1, "")
+    return {p: e.size if e else manifest.files.get(p, missing).size
+            for p, e in state.needed().items()}  # fmt: skip
+
+
+def _backed_up_files(
+    target: BackupTarget, dest: _Store, log: LogFiles, manifest: Manifest, upto: int
+) -> dict[str, int]:
+    """The data and deletion-vector files (storage path -> size) of the backed-up versions
+    up to `upto`, replayed from the backup's log."""
 
     def restart(v: int, _commit: CommitFile | None) -> _State | None:
-        return _State(manifest.table).load(dest.location, v) if v in manifest.versions else None
+        if v not in manifest.versions:
+            return None
+        return _State(manifest.table, target.location).load(dest.location, v)
 
     wanted: dict[str, int] = {}
     versions = range(min(manifest.versions), upto + 1)
     for v, state, _ in DeltaLog(dest.location).replay(versions, log, None, restart):
         if state is not None and v in manifest.versions:
-            for path, entry in state.files.items():
-                wanted[unquote(path)] = entry.size
+            wanted.update(_wanted(state, manifest))
     return wanted
 
 
@@ -1001,7 +1083,8 @@ class _Restore:
     def recreate(self, backup_log: LogFiles, present: dict[str, int]) -> RestoreReport:
         """The table is gone: bring back the data files of every backed-up version up to V,
         then the log."""
-        wanted = _backed_up_files(self.dest, backup_log, self.manifest, self.version)
+        wanted = _backed_up_files(self.target, self.dest, backup_log, self.manifest,
+                                  self.version)  # fmt: skip
         copied = _restore_files(self.dest, self.live, self.manifest, wanted, self.target.name,
                                 self.progress)  # fmt: skip
         if f"{LOG_DIR}/_last_checkpoint" in present:  # left over, it may name a later version
@@ -1038,8 +1121,8 @@ class _Restore:
         current = DeltaLog(self.target.location).table()
         self.refuse_replacing(current)
         latest = int(current.version())
-        at_version = _State(self.manifest.table).load(self.dest.location, self.version)
-        wanted = {unquote(p): e.size for p, e in at_version.files.items()}
+        at_version = _State(self.manifest.table, self.target.location)
+        wanted = _wanted(at_version.load(self.dest.location, self.version), self.manifest)
         wanted = {p: s for p, s in wanted.items() if present.get(p) != s}
         copied = _restore_files(self.dest, self.live, self.manifest, wanted, self.target.name,
                                 self.progress)  # fmt: skip

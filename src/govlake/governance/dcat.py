@@ -164,9 +164,17 @@ def _unique(values: list[str]) -> list[str]:
     return list(dict.fromkeys(v.strip() for v in values if v and v.strip()))
 
 
+#: What the public is told of `record_id`.
+RECORD_TEXT = (
+    "a pseudonym of the record, the same in every version; it cannot be computed from the "
+    "record's key without the platform's secret, nor a key found from it"
+)
+
+
 def columns(resource: Resource) -> list[dict[str, str]]:
     """The open variant's columns: name, title, type and how each was de-identified."""
-    found = []
+    found = [{"name": "record_id", "title": "Record pseudonym (记录假名)", "type": "string",
+              "rule": "pseudonym", "description": RECORD_TEXT}]  # fmt: skip
     for name, rule in resource.open_items():
         item = resource.item(name)
         if rule == "generalise":

@@ -1,8 +1,14 @@
 """The one reader of Delta tables' logs, for the sharing server and the backups, with
 delta-rs and from the log itself: versions and their commit times, the schema and metadata
-of a version, the data files of a version with their row counts, the files added and removed
-between two versions, the files of the `_delta_log/` folder (which versions a listing can
-rebuild) and a replay of the log's commits over a state the caller keeps.
+of a version, the data files of a version with their row counts and deletion vectors, the files
+added and removed between two versions, the files of the `_delta_log/` folder (which versions a
+listing can rebuild) and a replay of the log's commits over a state the caller keeps.
+
+delta-rs lists a version's files but not their deletion vectors: those come from the log's own
+actions (its last checkpoint and the commits since), replayed here.
+
+The backups and the maintenance read the same: the add actions live at a version, the
+deletion-vector files they use (`DeletionVector.path_in`) and a replay of the commits.
 
 A version never changes once committed, so its metadata and file list are kept (the most
 recently used `SNAPSHOTS`); finding the latest version reads only the log's new commits.
@@ -11,15 +17,19 @@ recently used `SNAPSHOTS`); finding the latest version reads only the log's new 
 from __future__ import annotations
 
 import json
+import posixpath
 import re
 import threading
+import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
+from urllib.parse import quote, unquote, urlparse
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 from deltalake import DeltaTable
 
 from govlake.core.errors import GovlakeError
@@ -34,15 +44,142 @@ class ChangesUnavailable(VersionError):
     """The table's history no longer holds what a changes query needs."""
 
 
+class DeletionVectorError(GovlakeError, ValueError):
+    """A deletion vector descriptor that names no file of its table."""
+
+
+#: The alphabet of Delta's base85 (Z85) encoding of a deletion vector file's UUID.
+_Z85 = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#"
+_Z85_VALUE = {c: i for i, c in enumerate(_Z85)}
+_UUID_CHARS = 20  # a UUID's 16 bytes in Z85
+
+
+@dataclass(frozen=True)
+class DeletionVector:
+    """The deletion vector descriptor of an add or remove action (Delta protocol, "Deletion
+    Vectors"): the rows of its data file that are deleted. Stored in a file beside the data
+    (`u`: a random prefix and the file's UUID; `p`: an absolute path) or inline (`i`)."""
+
+    storage_type: str
+    path_or_inline_dv: str
+    offset: int | None
+    size_in_bytes: int
+    cardinality: int  # rows deleted
+
+    @classmethod
+    def of(cls, body: object) -> DeletionVector | None:
+        """The descriptor an action's `deletionVector` holds (None: the action has none)."""
+        if not isinstance(body, Mapping) or not body.get("storageType"):
+            return None
+        offset = body.get("offset")
+        return cls(str(body["storageType"]), str(body.get("pathOrInlineDv", "")),
+                   None if offset is None else int(offset), int(body.get("sizeInBytes", 0)),
+                   int(body.get("cardinality", 0)))  # fmt: skip
+
+    def descriptor(self) -> dict[str, Any]:
+        """The descriptor as the log writes it."""
+        found: dict[str, Any] = {"storageType": self.storage_type,
+                                 "pathOrInlineDv": self.path_or_inline_dv,
+                                 "sizeInBytes": self.size_in_bytes,
+                                 "cardinality": self.cardinality}  # fmt: skip
+        if self.offset is not None:
+            found["offset"] = self.offset
+        return found
+
+    @property
+    def relative_path(self) -> str | None:
+        """The path of the file holding the vector, relative to the table root, for storage
+        type `u` (`<prefix>/deletion_vector_<uuid>.bin`); None for any other."""
+        if self.storage_type != "u" or len(self.path_or_inline_dv) < _UUID_CHARS:
+            return None
+        prefix = self.path_or_inline_dv[:-_UUID_CHARS]
+        encoded = _z85_decode(self.path_or_inline_dv[-_UUID_CHARS:])
+        name = f"deletion_vector_{uuid.UUID(bytes=encoded)}.bin"
+        return f"{prefix}/{name}" if prefix else name
+
+    def path_in(self, table: Location) -> str | None:
+        """The path of the file holding the vector, relative to the root of `table`: storage
+        type `u` (`relative_path`) or `p` (an absolute path, refused outside the table); None
+        for an inline vector (`i`)."""
+        kind, where = self.storage_type, self.path_or_inline_dv
+        if kind == "i":
+            return None
+        if kind == "u":
+            if (path := self.relative_path) is None:
+                raise DeletionVectorError(f"deletion vector {where!r} names no file")
+            return path
+        if kind == "p":
+            root = posixpath.normpath(_path_of(table.uri)) + "/"
+            path = posixpath.normpath(_path_of(where))
+            if not path.startswith(root):
+                raise DeletionVectorError(
+                    f"deletion vector {where} lies outside the table {table.uri}"
+                )
+            return path[len(root) :]
+        raise DeletionVectorError(f"unknown deletion vector storage type {kind!r}")
+
+
+def _z85_decode(text: str) -> bytes:
+    """ZeroMQ's Base-85 (Z85: the encoding of a deletion vector file's UUID)."""
+    if len(text) % 5:
+        raise DeletionVectorError(f"not z85: {text!r} (length {len(text)})")
+    out = bytearray()
+    for start in range(0, len(text), 5):
+        value = 0
+        for char in text[start : start + 5]:
+            if char not in _Z85_VALUE:
+                raise DeletionVectorError(f"not z85: {text!r}")
+            value = value * 85 + _Z85_VALUE[char]
+        out += value.to_bytes(4, "big")
+    return bytes(out)
+
+
+def _path_of(uri: str) -> str:
+    """A local path or URI as a path (an object store's with its bucket first)."""
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file"):
+        return unquote(parsed.path if parsed.scheme else uri)
+    return f"{parsed.netloc}{unquote(parsed.path)}"
+
+
 @dataclass(frozen=True)
 class DataFile:
     path: str  # relative to the table root
     size: int
-    records: int | None
+    records: int | None  # rows written in the file, deleted ones included
     version: int | None = None  # for changes: the commit that added or removed it
     timestamp: int | None = None  # for changes: that commit's time, ms since the epoch
     change: str = "add"  # add | remove
-    deletion_vector: bool = False  # the file has rows deleted by a deletion vector
+    #: The rows of the file a deletion vector deletes (None: none are); truthy when there is one.
+    deletion_vector: DeletionVector | None = None
+    #: The add or remove action as the log holds it, when it was read from the log.
+    action: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def of(
+        cls,
+        body: Mapping[str, Any],
+        change: str = "add",
+        version: int | None = None,
+        timestamp: int | None = None,
+        *,
+        size: int | None = None,
+    ) -> DataFile:
+        """The file of an add or remove action (`size`: when the action gives none)."""
+        size = int(body["size"]) if size is None else size
+        vector = DeletionVector.of(body.get("deletionVector"))
+        return cls(str(body["path"]), size, _stats_records(body), version, timestamp, change,
+                   deletion_vector=vector, action=body)  # fmt: skip
+
+    @property
+    def deleted(self) -> int:
+        """The rows of the file its deletion vector deletes (0: it has none)."""
+        return self.deletion_vector.cardinality if self.deletion_vector else 0
+
+    @property
+    def rows(self) -> int | None:
+        """The rows the file holds for readers: those written less those deleted."""
+        return None if self.records is None else self.records - self.deleted
 
 
 @dataclass(frozen=True)
@@ -64,8 +201,23 @@ LOG_DIR = "_delta_log"
 #: Versions whose metadata and file lists are kept, over all tables.
 SNAPSHOTS = 256
 Snapshot = tuple[dict[str, Any], list["DataFile"]]
-_snapshots: OrderedDict[tuple[str, int], Snapshot] = OrderedDict()
+
+
+@dataclass(frozen=True)
+class VersionState:
+    """One version of a table: the protocol's `metaData` object (the sharing protocol's
+    parquet form), its data files, and the Delta `protocol` and `metaData` actions."""
+
+    metadata: dict[str, Any]
+    files: list[DataFile]
+    protocol: dict[str, Any]
+    delta_metadata: dict[str, Any]
+
+
+_snapshots: OrderedDict[tuple[str, int], VersionState] = OrderedDict()
 _latest: dict[str, DeltaTable] = {}
+#: Per table, the last version whose live add actions were replayed from the log, and them.
+_replayed: dict[str, tuple[int, dict[str, dict[str, Any]]]] = {}
 _cache = threading.Lock()
 
 
@@ -145,6 +297,11 @@ class DeltaLog:
     def snapshot(self, version: int | None = None) -> Snapshot:
         """The protocol's `metaData` object of a version (the latest by default) and its data
         files, from one read of the log."""
+        state = self.state(version)
+        return state.metadata, state.files
+
+    def state(self, version: int | None = None) -> VersionState:
+        """A version (the latest by default): metadata, files, Delta protocol and metaData."""
         version = self.latest() if version is None else version
         key = (self.location.uri, version)
         with _cache:
@@ -153,7 +310,12 @@ class DeltaLog:
                 return _snapshots[key]
         table = self.table(version)
         files = self.files(version, table=table)
-        found = (self._metadata(table, files), files)
+        meta = self._metadata(table, files)
+        protocol = table.protocol()
+        found = VersionState(meta, files, _protocol_action(protocol), {
+            name: meta[name] for name in ("id", "name", "description", "format", "schemaString",
+                                          "partitionColumns", "configuration", "createdTime")
+        })  # fmt: skip
         with _cache:
             _snapshots[key] = found
             while len(_snapshots) > SNAPSHOTS:
@@ -163,11 +325,6 @@ class DeltaLog:
     def metadata(self, version: int | None = None) -> dict[str, Any]:
         """The protocol's `metaData` object of a version."""
         return self.snapshot(version)[0]
-
-    def latest_metadata(self) -> tuple[int, dict[str, Any]]:
-        """The latest version and its `metaData` object."""
-        version = self.latest()
-        return version, self.snapshot(version)[0]
 
     def _metadata(self, table: DeltaTable, files: list[DataFile]) -> dict[str, Any]:
         meta = table.metadata()
@@ -187,18 +344,89 @@ class DeltaLog:
     def files(
         self, version: int | None = None, *, table: DeltaTable | None = None
     ) -> list[DataFile]:
-        """The data files of a version."""
+        """The data files of a version, with their deletion vectors and add actions."""
         table = table or self.table(version)
         actions = pa.table(table.get_add_actions(flatten=True)).to_pydict()
         records = actions.get("num_records") or [None] * len(actions["path"])
-        vectors = [col for name, col in actions.items() if name.startswith("deletion")]
-        columns = zip(actions["path"], actions["size_bytes"], records, strict=True)
+        logged = self.live_actions(int(table.version()))
         found = []
-        for i, (path, size, n) in enumerate(columns):
-            vector = any(col[i] is not None for col in vectors)
-            found.append(DataFile(str(path), int(size), None if n is None else int(n),
-                                  deletion_vector=vector))  # fmt: skip
+        for path, size, n in zip(actions["path"], actions["size_bytes"], records, strict=True):
+            body = logged.get(str(path)) or logged.get(quote(str(path), safe=_PATH_SAFE))
+            found.append(DataFile(
+                str(path), int(size), None if n is None else int(n),
+                deletion_vector=DeletionVector.of(body.get("deletionVector")) if body else None,
+                action=body,
+            ))  # fmt: skip
         return found
+
+    def live_actions(self, version: int, log: LogFiles | None = None) -> dict[str, dict[str, Any]]:
+        """The add actions of the files live at `version`, by path as the log writes it: the
+        last checkpoint at or before it and the commits since, or the commits since a version
+        replayed before. `log`: the log's files, when the caller has listed them."""
+        log = log or self.log_files()
+        if not log.readable(version):
+            raise VersionError(f"{self.location.uri}: the log no longer rebuilds version {version}")
+        uri = self.location.uri
+        with _cache:
+            known = _replayed.get(uri)
+        if (
+            known is not None
+            and known[0] <= version
+            and all(v in log.commits for v in range(known[0] + 1, version + 1))
+        ):
+            start, adds = known[0] + 1, dict(known[1])
+        else:
+            checkpoint = max((c for c in log.checkpoints if c <= version), default=None)
+            start = 0 if checkpoint is None else checkpoint + 1
+            adds = {} if checkpoint is None else self._checkpoint_adds(checkpoint, log)
+        for v in range(start, version + 1):
+            for kind, body in self.commit_file(v).applied:
+                if kind == "add":
+                    adds[str(body["path"])] = body
+                else:
+                    adds.pop(str(body["path"]), None)
+        with _cache:
+            if uri not in _replayed or _replayed[uri][0] <= version:
+                _replayed[uri] = (version, adds)
+        return dict(adds)
+
+    def vector_files(self, actions: Iterable[Mapping[str, Any]]) -> set[str]:
+        """The deletion-vector files (paths relative to the table) that add actions use."""
+        vectors = (DeletionVector.of(a.get("deletionVector")) for a in actions)
+        return {path for v in vectors if v and (path := v.path_in(self.location))}
+
+    def _checkpoint_adds(self, version: int, log: LogFiles) -> dict[str, dict[str, Any]]:
+        """The add actions of the checkpoint of `version` (classic, multi-part or v2 with its
+        sidecars)."""
+        prefix = f"{version:020d}.checkpoint."
+        parts = sorted(n for n in log.files if n.startswith(prefix))
+        adds: dict[str, dict[str, Any]] = {}
+        sidecars: list[str] = []
+        for name in parts:
+            for action in self._log_actions(name):
+                if body := action.get("add"):
+                    adds[str(body["path"])] = body
+                if sidecar := action.get("sidecar"):
+                    sidecars.append(f"{_SIDECAR}{sidecar['path']}")
+        for name in sidecars:
+            for action in self._log_actions(name):
+                if body := action.get("add"):
+                    adds[str(body["path"])] = body
+        return adds
+
+    def _log_actions(self, name: str) -> Iterator[dict[str, Any]]:
+        """The actions of one file of `_delta_log/` (JSON lines or Parquet)."""
+        target = self.location.child(LOG_DIR, *name.split("/"))
+        if name.endswith(".json"):
+            for line in target.read_text().splitlines():
+                if line.strip():
+                    yield json.loads(line)
+            return
+        with target.open_read() as handle:
+            parquet = pq.ParquetFile(pa.BufferReader(handle.read()))
+            wanted = [c for c in ("add", "sidecar") if c in parquet.schema_arrow.names]
+            for row in parquet.read(columns=wanted).to_pylist():
+                yield {k: v for k, v in row.items() if v is not None}
 
     def changes(self, start: int, end: int | None = None) -> list[DataFile]:
         """Files added and removed by the commits `start`..`end` (inclusive), from the commit
@@ -222,6 +450,18 @@ class DeltaLog:
                     found.append(self._changed(kind, body, version, timestamps.get(version)))
         return found
 
+    def metadata_changes(
+        self, start: int, end: int | None = None
+    ) -> list[tuple[int, dict[str, Any]]]:
+        """The metaData actions the commits after `start` up to `end` (the latest by default)
+        wrote, with their versions: a change of schema or properties."""
+        end = self.version() if end is None else end
+        found = []
+        for version in range(start + 1, end + 1):
+            if (metadata := self.commit_file(version).metadata) is not None:
+                found.append((version, metadata))
+        return found
+
     def _changed(
         self, kind: str, body: dict[str, Any], version: int, timestamp: int | None
     ) -> DataFile:
@@ -231,9 +471,19 @@ class DeltaLog:
                 f"a file removed at version {version} was vacuumed: the change cannot be "
                 "served any more"
             )
-        size = body.get("size")
-        size = int(size) if size is not None else self.location.child(path).size()
-        return DataFile(path, size, _stats_records(body), version, timestamp, kind)
+        vector = DeletionVector.of(body.get("deletionVector"))
+        gone = (
+            vector is not None
+            and vector.relative_path is not None
+            and (not self.location.child(vector.relative_path).exists())
+        )
+        if kind == "remove" and gone:
+            raise ChangesUnavailable(
+                f"the deletion vector of a file removed at version {version} was vacuumed: "
+                "the change cannot be served any more"
+            )
+        size = None if body.get("size") is not None else self.location.child(path).size()
+        return DataFile.of(body, kind, version, timestamp, size=size)
 
     # -- the log itself, for the backups ------------------------------------------------------
     def log_files(self) -> LogFiles:
@@ -274,6 +524,8 @@ _CHECKPOINT_V2 = re.compile(r"^(\d{20})\.checkpoint\.[0-9a-fA-F-]{36}\.(json|par
 _CRC = re.compile(r"^(\d{20})\.crc$")
 _COMPACTED = re.compile(r"^(\d{20})\.(\d{20})\.compacted\.json$")
 _SIDECAR = "_sidecars/"
+#: Characters a path keeps unescaped as the log writes it (an RFC 2396 URI path).
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"
 
 
 def commit_name(version: int) -> str:
@@ -363,11 +615,12 @@ class CommitFile:
     actions: list[tuple[str, dict[str, Any]]]  # ("add" | "remove", the action's body)
     timestamp: int | None  # the commitInfo's (in-commit) timestamp, ms since the epoch
     operation: str | None
+    metadata: dict[str, Any] | None = None  # the commit's metaData action, if it has one
 
     @classmethod
     def parse(cls, version: int, text: str) -> CommitFile:
         actions: list[tuple[str, dict[str, Any]]] = []
-        timestamp, operation = None, None
+        timestamp, operation, metadata = None, None, None
         for line in text.splitlines():
             action = json.loads(line) if line.strip() else {}
             for kind in ("add", "remove"):
@@ -377,21 +630,26 @@ class CommitFile:
                 moment = commit.get("inCommitTimestamp") or commit.get("timestamp")
                 timestamp = None if moment is None else int(moment)
                 operation = commit.get("operation")
-        return cls(version, actions, timestamp, operation)
+            metadata = action.get("metaData") or metadata
+        return cls(version, actions, timestamp, operation, metadata)
+
+    @property
+    def applied(self) -> list[tuple[str, dict[str, Any]]]:
+        """The actions in the order they apply: the removes, then the adds (a commit that gives
+        a file a new deletion vector removes it with the old one and adds it with the new one,
+        in either order)."""
+        return sorted(self.actions, key=lambda action: action[0] != "remove")
 
     def apply(self, state: FileState) -> None:
-        """Apply the adds and removes, in order, to `state`."""
-        for kind, body in self.actions:
+        """Apply the removes, then the adds, to `state`."""
+        for kind, body in self.applied:
             if kind == "remove":
                 state.remove(str(body["path"]))
-                continue
-            state.add(DataFile(
-                str(body["path"]), int(body["size"]), _stats_records(body), self.version,
-                deletion_vector=bool(body.get("deletionVector")),
-            ))  # fmt: skip
+            else:
+                state.add(DataFile.of(body, version=self.version))
 
 
-def _stats_records(body: dict[str, Any]) -> int | None:
+def _stats_records(body: Mapping[str, Any]) -> int | None:
     """The row count in an add or remove action's statistics, when they give one."""
     stats = body.get("stats")
     if not stats or not isinstance(stats, str):
@@ -401,6 +659,17 @@ def _stats_records(body: dict[str, Any]) -> int | None:
     except ValueError:
         return None
     return int(value) if value is not None else None
+
+
+def _protocol_action(protocol: Any) -> dict[str, Any]:
+    """delta-rs's protocol versions as the log's `protocol` action."""
+    found: dict[str, Any] = {"minReaderVersion": int(protocol.min_reader_version),
+                             "minWriterVersion": int(protocol.min_writer_version)}  # fmt: skip
+    if protocol.reader_features is not None:
+        found["readerFeatures"] = list(protocol.reader_features)
+    if protocol.writer_features is not None:
+        found["writerFeatures"] = list(protocol.writer_features)
+    return found
 
 
 def _iso(ms: int) -> str:

@@ -200,6 +200,9 @@ def normalise(
     encoding = "utf-8" if utf8 or file_format == "parquet" else "gb18030"
     result = NormalisedExtract(file, sha256, size, file_format, encoding, staging)
     columns = resource.supplied_items(file.provider)
+    operation = resource.delivery(file.provider).operation
+    if operation is not None:
+        columns = [*columns, operation.column]
     try:
         if file_format == "csv":
             batches = _csv_batches(file, columns, encoding, result)

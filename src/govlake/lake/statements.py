@@ -8,6 +8,7 @@ import random
 import re
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -103,12 +104,37 @@ def execute(spark: SparkSession, statement: str) -> int:
     return int(rows[0][0])
 
 
-def merge(spark: SparkSession, table: Table, statement: str) -> int:
-    """Run a MERGE into `table`; return the rows it inserted or updated.
+@dataclass(frozen=True)
+class Merged:
+    """What one MERGE commit did, from its `operationMetrics` in the Delta log (the names
+    Delta defines, written by Sail and by Spark+Delta alike), not from the statement's result
+    row, whose meaning differs between engines. `version` is the commit's (None: nothing
+    committed)."""
 
-    The count comes from the commit's `operationMetrics` in the Delta log (the names Delta
-    defines, written by Sail and by Spark+Delta alike), not from the statement's result row,
-    whose meaning differs between engines. A MERGE that changes nothing commits nothing."""
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    version: int | None = None
+
+    @property
+    def changed(self) -> int:
+        """Rows inserted or updated."""
+        return self.inserted + self.updated
+
+    @classmethod
+    def of(cls, commit: dict[str, Any]) -> Merged:
+        metrics = commit.get("operationMetrics") or {}
+        return cls(
+            inserted=int(metrics.get("numTargetRowsInserted", 0)),
+            updated=int(metrics.get("numTargetRowsUpdated", 0)),
+            deleted=int(metrics.get("numTargetRowsDeleted", 0)),
+            version=int(commit["version"]) if "version" in commit else None,
+        )
+
+
+def merge(spark: SparkSession, table: Table, statement: str) -> Merged:
+    """Run a MERGE into `table`; what it inserted, updated and deleted. A MERGE that changes
+    nothing commits nothing."""
 
     def attempt() -> tuple[int, int]:
         before = version(table)
@@ -117,25 +143,17 @@ def merge(spark: SparkSession, table: Table, statement: str) -> int:
 
     before, after = committing(attempt, what=f"MERGE INTO {table.qualified_name}")
     if after == before:
-        return 0
+        return Merged()
     for commit in history(table, limit=after - before):
         if commit.get("operation") == "MERGE" and before < int(commit.get("version", after)):
-            return merged_rows(commit)
-    return 0
+            return Merged.of(commit)
+    return Merged()
 
 
-def merged_rows(commit: dict[str, Any]) -> int:
-    """The rows a MERGE commit inserted or updated, from its `operationMetrics`."""
-    metrics = commit.get("operationMetrics") or {}
-    return int(metrics.get("numTargetRowsInserted", 0)) + int(
-        metrics.get("numTargetRowsUpdated", 0)
-    )
-
-
-def merges_marked(table: Table, marks: Iterable[str]) -> dict[str, int]:
+def merges_marked(table: Table, marks: Iterable[str]) -> dict[str, Merged]:
     """The MERGE commits of `table` whose condition carries one of `marks` (SQL literals the
     statement's ON clause compares with, e.g. the extract id its source holds): for each mark
-    found, the rows that commit inserted or updated.
+    found, what that commit did.
 
     The commit is the only record of a MERGE that is written in the same step as its data, so
     a job that stopped after the commit and before recording it elsewhere finds its figures
@@ -145,7 +163,7 @@ def merges_marked(table: Table, marks: Iterable[str]) -> dict[str, int]:
     on Spark as `predicate`, not checked here). Reads the history the log still holds, newest
     first, until every mark is found."""
     wanted = set(marks)
-    found: dict[str, int] = {}
+    found: dict[str, Merged] = {}
     if not wanted:
         return found
     for commit in history(table):  # newest first
@@ -155,7 +173,7 @@ def merges_marked(table: Table, marks: Iterable[str]) -> dict[str, int]:
         condition = " ".join(str(v) for k, v in parameters.items() if "predicate" in k.lower())
         for mark in wanted - found.keys():
             if mark in condition:
-                found[mark] = merged_rows(commit)
+                found[mark] = Merged.of(commit)
         if found.keys() == wanted:
             break
     return found

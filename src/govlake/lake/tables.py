@@ -31,6 +31,8 @@ LINEAGE_COLUMNS = (
     ("_file_name", "string"),
     ("_file_sha256", "string"),
     ("_ingested_at", "timestamp"),
+    # The increment's operation value as delivered (null when its source sends none).
+    ("_operation", "string"),
 )
 QUARANTINE_COLUMNS = (
     ("_rules", "string"),
@@ -175,9 +177,10 @@ class TableSet:
 
     @property
     def open(self) -> Table:
-        """The open variant (开放数据): de-identified items for the public."""
+        """The open variant (开放数据): a pseudonym of each record (`record_id`), then the
+        de-identified items for the public."""
         resource = self.resource
-        columns = tuple(
+        columns = (("record_id", "string"),) + tuple(
             (name, open_type(resource.item(name).type, rule))
             for name, rule in resource.open_items()
         )
@@ -222,6 +225,7 @@ def ops_tables(warehouse: Location) -> tuple[Table, Table]:
             ("rows_quarantined", "bigint"),
             ("rows_merged", "bigint"),
             ("crosscheck_findings", "bigint"),
+            ("rows_removed", "bigint"),
             ("status", "string"),
             ("reason", "string"),
             ("ingested_at", "timestamp"),
@@ -242,6 +246,10 @@ def ops_tables(warehouse: Location) -> tuple[Table, Table]:
             ("rows", "bigint"),
             ("silver_version", "bigint"),
             ("source_extracts", "string"),  # comma-separated: replaceWhere rejects arrays on Sail
+            # What the table's rows follow from in the catalogue (classes, items, types,
+            # required items): a publication whose fingerprint differs rebuilds the table.
+            ("catalogue_fingerprint", "string"),
+            ("rows_changed", "bigint"),  # rows inserted, updated or deleted by this version
         ),
         "one row per published table version",
     )

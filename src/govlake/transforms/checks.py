@@ -27,13 +27,18 @@ def _col(column: str | Column) -> Column:
 
 
 def _weighted_sum(value: Column, weights: tuple[int, ...], digit: object) -> Column:
-    # Built inside the call: column functions need an active session to construct.
-    array = F.array(*[F.lit(w) for w in weights])
-    return F.aggregate(
-        F.sequence(F.lit(1), F.lit(len(weights))),
-        F.lit(0),
-        lambda acc, i: acc + digit(F.substring(value, i, F.lit(1))) * F.element_at(array, i),  # type: ignore[operator]
-    )
+    """Σ digit(character i) × weight i, written out term by term: a plain arithmetic
+    expression is several times faster in the engine than `aggregate(sequence(...), lambda)`
+    (Sail evaluates the lambda row by row), and the check characters are the costliest rules
+    of an extract."""
+    terms = [
+        digit(F.substring(value, position, 1)) * F.lit(weight)  # type: ignore[operator]
+        for position, weight in enumerate(weights, start=1)
+    ]
+    total: Column = terms[0]
+    for term in terms[1:]:
+        total = total + term
+    return total
 
 
 def citizen_id_check_char(column: str | Column) -> Column:
@@ -54,9 +59,15 @@ def is_valid_citizen_id(column: str | Column) -> Column:
         "-", F.substring(value, 7, 4), F.substring(value, 11, 2), F.substring(value, 13, 2)
     ).try_cast("date")
     valid = (F.substring(value, 18, 1) == citizen_id_check_char(value)) & birth.isNotNull()
-    return F.when(value.isNull(), F.lit(None)).otherwise(
-        F.when(value.rlike(r"^[0-9]{17}[0-9X]$"), valid).otherwise(F.lit(False))
-    )
+    # The arithmetic first: an AND whose first operand is the regular expression makes the
+    # engine evaluate the rest row by row on the rows it selected (several times slower).
+    return _unless_null(value, valid & value.rlike(r"^[0-9]{17}[0-9X]$"))
+
+
+def _unless_null(value: Column, judged: Column) -> Column:
+    """`judged`, but null where `value` is null (`judged` is false there). Not a CASE: the
+    engine evaluates a CASE branch row by row too."""
+    return judged | (value.isNull() & F.lit(None).cast("boolean"))
 
 
 def credit_code_check_char(column: str | Column) -> Column:
@@ -71,8 +82,5 @@ def is_valid_credit_code(column: str | Column) -> Column:
     """True when `column` is a well-formed credit code with the right check character."""
     value = _col(column)
     shaped = value.rlike(f"^[0-9]{{8}}[{CREDIT_CODE_ALPHABET}]{{10}}$")
-    return F.when(value.isNull(), F.lit(None)).otherwise(
-        F.when(shaped, F.substring(value, 18, 1) == credit_code_check_char(value)).otherwise(
-            F.lit(False)
-        )
-    )
+    checked = F.substring(value, 18, 1) == credit_code_check_char(value)
+    return _unless_null(value, checked & shaped)

@@ -21,6 +21,7 @@ Nulls stay null under every rule.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 from pyspark.sql import Column, DataFrame
@@ -98,16 +99,30 @@ def open_column(resource: Resource, item: Item) -> Column | None:
     return column.cast(open_type(item.type, rule)).alias(item.name)
 
 
-def open_variant(silver: DataFrame, resource: Resource) -> DataFrame:
+def open_variant(silver: DataFrame, resource: Resource, *, carry: Sequence[str] = ()) -> DataFrame:
     """The open variant of `resource` from its silver rows: the items that are not dropped,
-    in catalogue order, de-identified by their rules; one row per silver row."""
+    in catalogue order, de-identified by their rules; one row per silver row. `carry`:
+    columns of `silver` passed through first (e.g. `RECORD_ID`)."""
     if not resource.is_open:
         raise ValueError(f"{resource.qualified_name} is not open (open_attribute "
                          f"{resource.open_attribute}): it has no open variant")  # fmt: skip
     columns = [
         column for item in resource.items if (column := open_column(resource, item)) is not None
     ]
-    return silver.select(*columns)
+    return silver.select(*carry, *columns)
+
+
+#: The open variant's first column: a pseudonym of the record, the same in every version.
+RECORD_ID = "record_id"
+
+
+def record_id(resource: Resource, secret: str) -> Column:
+    """A record's pseudonym (假名): the first 128 bits of SHA-256 over a platform secret and
+    the record's key. It lets a publication change only the records that changed, and a
+    reader follow a record across versions, without telling anything of its key: without the
+    secret it cannot be computed from a key, nor a key found from it."""
+    parts = [F.lit(secret), *(F.col(f"`{k}`").cast("string") for k in resource.key)]
+    return F.substring(F.sha2(F.concat_ws("\u001f", *parts), 256), 1, 32)
 
 
 # -- what the public is told, on the table itself -------------------------------------------

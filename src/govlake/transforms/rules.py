@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
+from functools import reduce
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from govlake.core import reference
@@ -166,23 +167,80 @@ KEY_DUPLICATE = "key_duplicate"
 PARSE = "record.parse"
 
 
-def validate(df: DataFrame, resource: Resource, provider: str, *, as_of: date) -> DataFrame:
+RESULT_PREFIX = "_broken__"
+#: How often the record's key occurs in its extract (`judge`).
+OCCURRENCES = "_key_occurrences"
+
+
+def result_column(rule_id: str) -> str:
+    """The column in which `evaluate` puts a rule's result: true where the record breaks it."""
+    return RESULT_PREFIX + rule_id.replace(".", "__")
+
+
+def evaluate(df: DataFrame, resource: Resource, provider: str, *, as_of: date) -> DataFrame:
+    """Every row rule evaluated once per record: one boolean column per rule
+    (`result_column`, true where the record breaks it, never null), the records in their
+    order; a record that removes its key (`removal`) breaks only its key's rules. Whatever
+    judges the records afterwards (`judge`, the extract suite) reads these
+    columns instead of evaluating the rules again; the engine recomputes a DataFrame each time
+    it is used, so write the result before reading it twice."""
+    rules = row_rules(resource, provider, as_of=as_of)
+    removing = removal(resource, provider)
+
+    def broken(rule: RowRule) -> Column:
+        # A record that removes its key is judged by its key alone: its items may be blank.
+        return rule.broken() if rule.item in resource.key else rule.broken() & ~removing
+
+    return df.select(
+        "*",
+        *[
+            F.coalesce(broken(rule), F.lit(False)).alias(result_column(rule.rule_id))
+            for rule in rules
+        ],
+    )
+
+
+def _with_occurrences(df: DataFrame, key: list[str]) -> DataFrame:
+    """`df` with `OCCURRENCES`, how often each record's key (null-safe) occurs in `df`. An
+    aggregate joined back, not a window: a window sorts every column of every record."""
+    repeated = (
+        df.groupBy(*key)
+        .agg(F.count(F.lit(1)).alias(OCCURRENCES))
+        .where(F.col(OCCURRENCES) > 1)
+        .select(*[F.col(k).alias(f"__repeated_{k}") for k in key], OCCURRENCES)
+    )
+    on = [F.col(k).eqNullSafe(F.col(f"__repeated_{k}")) for k in key]
+    # The few repeated keys on the left: the engine builds its hash table from the left side.
+    joined = repeated.join(df, on=reduce(lambda a, b: a & b, on), how="right")
+    return joined.drop(*[f"__repeated_{k}" for k in key]).withColumn(
+        OCCURRENCES, F.coalesce(F.col(OCCURRENCES), F.lit(1))
+    )
+
+
+def judge(
+    evaluated: DataFrame, resource: Resource, provider: str, *, as_of: date,
+    broken_only: bool = False,
+) -> DataFrame:  # fmt: skip
     """Add `_rules` (comma-separated rule ids broken, empty when none) and `_reason` (one
-    reason per broken rule naming item, rule and value) to the records of one extract. A
-    reason quotes at most `REASON_VALUE_CHARS` characters of a value (and then its length);
-    the record's columns keep the value as delivered.
+    reason per broken rule naming item, rule and value) to records that `evaluate` judged,
+    from its result columns: no rule is evaluated again. A reason quotes at most
+    `REASON_VALUE_CHARS` characters of a value (and then its length); the record's columns keep
+    the value as delivered.
 
     Expects the bronze columns (`_parse_error` marks records the parser could not split).
     A key that occurs more than once in the extract breaks `key_duplicate` on every record
-    that carries it: the platform cannot tell which is right, so none is applied."""
+    that carries it: the platform cannot tell which is right, so none is applied.
+    `broken_only`: only the records that break a rule (what quarantine keeps), chosen before
+    any reason is written."""
     rules = row_rules(resource, provider, as_of=as_of)
-    key_cols = [F.col(k) for k in resource.key]
-    occurrences = F.count(F.lit(1)).over(Window.partitionBy(*key_cols))
     key_label = ",".join(resource.key)
-    key_text = F.concat_ws(",", *[quoted(c) for c in key_cols])
-    flags = [F.when(rule.broken(), F.lit(rule.rule_id)) for rule in rules]
-    reasons = [F.when(rule.broken(), rule.reason()) for rule in rules]
+    key_text = F.concat_ws(",", *[quoted(F.col(k)) for k in resource.key])
+    broken = [(rule, F.col(result_column(rule.rule_id))) for rule in rules]
+    flags = [F.when(result, F.lit(rule.rule_id)) for rule, result in broken]
+    reasons = [F.when(result, rule.reason()) for rule, result in broken]
+    occurrences = F.col(OCCURRENCES)
     duplicate = occurrences > 1
+    evaluated = _with_occurrences(evaluated, resource.key)
     flags.append(F.when(duplicate, F.lit(f"{key_label}.{KEY_DUPLICATE}")))
     reasons.append(
         F.when(
@@ -197,20 +255,45 @@ def validate(df: DataFrame, resource: Resource, provider: str, *, as_of: date) -
     )
     # A record the parser could not split has no items to judge: its only rule is `parse`.
     unparsed = F.col("_parse_error").isNotNull()
-    return df.withColumn(
-        "_rules", F.when(unparsed, F.lit(PARSE)).otherwise(F.concat_ws(",", *flags))
-    ).withColumn(
-        "_reason",
-        F.when(
-            unparsed,
-            F.concat(
-                F.lit("record: cannot be parsed: "),
-                quoted(F.col("_parse_error"), limit=4 * REASON_VALUE_CHARS),
-                F.lit(": "),
-                quoted(F.col("_raw")),
-            ),
-        ).otherwise(F.concat_ws("; ", *reasons)),
+    if broken_only:
+        results = [result for _, result in broken]
+        evaluated = evaluated.where(reduce(Column.__or__, results, duplicate | unparsed))
+    return (
+        evaluated.withColumn(
+            "_rules", F.when(unparsed, F.lit(PARSE)).otherwise(F.concat_ws(",", *flags))
+        )
+        .withColumn(
+            "_reason",
+            F.when(
+                unparsed,
+                F.concat(
+                    F.lit("record: cannot be parsed: "),
+                    quoted(F.col("_parse_error"), limit=4 * REASON_VALUE_CHARS),
+                    F.lit(": "),
+                    quoted(F.col("_raw")),
+                ),
+            ).otherwise(F.concat_ws("; ", *reasons)),
+        )
+        .drop(OCCURRENCES)
     )
+
+
+def validate(df: DataFrame, resource: Resource, provider: str, *, as_of: date) -> DataFrame:
+    """`judge(evaluate(df))` without the result columns: the records of one extract with
+    `_rules` and `_reason` (see `judge`)."""
+    judged = judge(evaluate(df, resource, provider, as_of=as_of), resource, provider, as_of=as_of)
+    return judged.drop(
+        *[result_column(r.rule_id) for r in row_rules(resource, provider, as_of=as_of)]
+    )
+
+
+def removal(resource: Resource, provider: str) -> Column:
+    """Whether a record of `provider`'s extract removes its key: its operation column (bronze
+    `_operation`) holds one of the catalogue's removal values; never without one."""
+    operation = resource.delivery(provider).operation
+    if operation is None:
+        return F.lit(False)
+    return F.coalesce(F.trim(F.col("_operation")).isin(operation.removal), F.lit(False))
 
 
 def typed(df: DataFrame, resource: Resource, items: list[str]) -> DataFrame:

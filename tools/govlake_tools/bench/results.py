@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 Better = Literal["lower", "higher"]
+TargetOn = Literal["ratio", "value"]
 
 PACKAGES = (
     "govlake",
@@ -36,7 +37,9 @@ PACKAGES = (
 class Measurement:
     """`value` against `baseline` (same unit). `ratio` is how many times worse than the
     baseline: value/baseline when lower is better, baseline/value when higher is better; so
-    1 means as good as the baseline and `ideal` says what the ratio should be."""
+    1 means as good as the baseline and `ideal` says what the ratio should be. `target` is
+    the goal the project set for the ratio (or, `target_on="value"`, for the value itself):
+    reported, never asserted."""
 
     name: str
     title: str
@@ -49,6 +52,8 @@ class Measurement:
     rows: int | None = None
     notes: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+    target: float | None = None
+    target_on: TargetOn = "ratio"
 
     @property
     def ratio(self) -> float:
@@ -61,16 +66,37 @@ class Measurement:
         """How far above its ideal the ratio is (1 = at the ideal), None without an ideal."""
         return None if self.ideal is None else self.ratio / self.ideal
 
+    @property
+    def target_met(self) -> bool | None:
+        """Whether the ratio (or the value) is within its target; None without one."""
+        if self.target is None:
+            return None
+        measured = self.ratio if self.target_on == "ratio" else self.value
+        if self.better == "higher" and self.target_on == "value":
+            return measured >= self.target
+        return measured <= self.target
+
+    @property
+    def target_ratio(self) -> float | None:
+        """The target as a ratio to this run's baseline (for the chart)."""
+        if self.target is None or self.target_on == "ratio":
+            return self.target
+        if self.better == "lower":
+            return self.target / self.baseline
+        return self.baseline / self.target
+
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["ratio"] = self.ratio
         data["excess"] = self.excess
+        data["target_met"] = self.target_met
         return data
 
 
-def _proc_status_bytes(field: str) -> int | None:
-    """A size field (in kB) of this process's /proc status, in bytes; None off Linux."""
-    status = Path("/proc/self/status")
+def _proc_status_bytes(field: str, pid: int | None = None) -> int | None:
+    """A size field (in kB) of a process's /proc status (this process's by default), in
+    bytes; None off Linux or when the process is gone."""
+    status = Path(f"/proc/{pid or 'self'}/status")
     if status.exists():
         for line in status.read_text().splitlines():
             if line.startswith(f"{field}:"):
@@ -84,6 +110,14 @@ def peak_rss_bytes() -> int:
     if peak is not None:
         return peak
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def peak_rss_of(pid: int) -> int | None:
+    """The peak resident set (VmHWM) of another running process, None if unknown."""
+    try:
+        return _proc_status_bytes("VmHWM", pid)
+    except OSError:
+        return None
 
 
 def rss_bytes() -> int:
@@ -149,6 +183,9 @@ class Report:
             "versions": versions(),
             "parameters": self.parameters,
             "slowest": None if slowest is None else slowest.name,
+            "targets_met": {
+                m.name: m.target_met for m in self.measurements if m.target is not None
+            },
             "measurements": [m.to_json() for m in self.measurements],
         }
 
@@ -173,12 +210,23 @@ def human(value: float, unit: str) -> str:
     return f"{value:g} {unit}"
 
 
+def _target(m: Measurement, unit: str) -> str:
+    if m.target is None:
+        return "-"
+    if m.target_on == "value":
+        goal = f"≤ {human(m.target, unit)}"
+    else:
+        goal = f"≤ {m.target:.0%}" if m.unit == "share" else f"≤ {m.target:g}×"
+    return f"{goal} [green]met[/green]" if m.target_met else f"{goal} [red]missed[/red]"
+
+
 def table(report: Report) -> Any:
     from rich.table import Table
 
     slowest = report.slowest
     grid = Table(title=f"govlake bench ({report.wall_seconds:.0f} s)")
-    for column in ("measurement", "value", "baseline", "ratio", "ideal", "rows", "against"):
+    columns = ("measurement", "value", "baseline", "ratio", "ideal", "target", "rows", "against")
+    for column in columns:
         grid.add_column(column, justify="left" if column in ("measurement", "against") else "right")
     for m in report.measurements:
         ratio = f"{m.ratio:.2f}×" if m.unit != "share" else f"{m.ratio:.1%}"
@@ -191,6 +239,7 @@ def table(report: Report) -> Any:
             human(m.baseline, unit),
             ratio,
             "-" if m.ideal is None else f"{m.ideal:g}",
+            _target(m, unit),
             "" if m.rows is None else f"{m.rows:,}",
             m.baseline_label,
         )
@@ -218,13 +267,19 @@ def chart(report: Report, path: Path) -> Path:
     for pos, m in zip(positions, measurements, strict=True):
         if m.ideal is not None:
             ax.plot([m.ideal, m.ideal], [pos - 0.4, pos + 0.4], color="black", lw=1)
-        ax.text(m.ratio, pos, f" {m.ratio:.2f}", va="center", fontsize=8)
+        if m.target_ratio is not None:
+            ax.plot([m.target_ratio] * 2, [pos - 0.4, pos + 0.4], color="#c0392b", lw=1.5,
+                    ls="--")  # fmt: skip
+        missed = " (target missed)" if m.target_met is False else ""
+        ax.text(m.ratio, pos, f" {m.ratio:.2f}{missed}", va="center", fontsize=8)
     ax.set_yticks(positions, names)
     ax.invert_yaxis()
     ax.set_xscale("log")
-    ax.set_xlabel("ratio to baseline (log; black tick: ideal; red: furthest above ideal)")
-    rows = report.parameters.get("rows")
-    ax.set_title(f"govlake bench, {rows:,} rows" if isinstance(rows, int) else "govlake bench")
+    ax.set_xlabel(
+        "ratio to baseline (log; black tick: ideal; dashed red: target; red bar: furthest "
+        "above ideal)"
+    )
+    ax.set_title(f"govlake bench, {report.started:%Y-%m-%d %H:%M} UTC")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -4,30 +4,18 @@ arguments and results are plain JSON values."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from govlake.core.catalog import Catalog, Resource
 from govlake.core.settings import Settings
+from govlake_tools.bench import cycle
+from govlake_tools.bench.process import run_stages, settings_for, timing_gx, warm_up
 from govlake_tools.bench.results import peak_rss_bytes, rss_bytes
 
 RESOURCE = "population.residents"
-
-
-def settings_for(run_dir: str | Path, catalog_dir: str | Path) -> Settings:
-    """A lakehouse, landing zone and platform database of one benchmark run's own."""
-    root = Path(run_dir)
-    return Settings(
-        warehouse=str(root / "lakehouse"),
-        landing=str(root / "landing"),
-        database_url=f"sqlite:///{root / 'govlake.db'}",
-        catalog_dir=Path(catalog_dir),
-        reports_dir=root / "reports",
-        spark_remote=None,
-    )
 
 
 def _resource(settings: Settings) -> tuple[Catalog, Resource]:
@@ -35,83 +23,31 @@ def _resource(settings: Settings) -> tuple[Catalog, Resource]:
     return catalog, catalog.get(RESOURCE)
 
 
-@contextmanager
-def _timing_suites() -> Iterator[list[float]]:
-    """Seconds spent in Great Expectations suite runs while the block runs (every suite of
-    the pipeline goes through `jobs.quality.run_suite`)."""
-    from jobs import quality
-
-    spent: list[float] = []
-    original = quality.run_suite
-
-    def timed(*args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            spent.append(time.perf_counter() - started)
-
-    quality.run_suite = timed
-    try:
-        yield spent
-    finally:
-        quality.run_suite = original
-
-
-def _warm_up() -> None:
-    """Import what every stage needs, so no one-off import lands in a stage's time (Great
-    Expectations alone takes ~10 s to import)."""
-    import great_expectations
-    import great_expectations.expectations  # noqa: F401
-
-    import expectations.custom  # noqa: F401
-    from govlake.core import reference
-
-    reference.division_codes()
-
-
-def ingest(
-    *,
-    run_dir: str,
-    catalog_dir: str,
-    end: str,
-    prepare: list[str] | None = None,
-    prepare_end: str | None = None,
-) -> dict[str, Any]:
-    """landing → bronze → validate → silver → publish, each stage timed. Then, not measured,
-    the change extracts of the `prepare` runs through bronze and validation (this process has
-    Great Expectations imported already)."""
+def ingest(*, run_dir: str, catalog_dir: str, end: str) -> dict[str, Any]:
+    """landing → bronze → validate → silver → publish → announce, each step timed, with the
+    time spent in Great Expectations."""
     from govlake.core.runs import Interval, StageCounts
     from govlake.lake.engine import get_spark
-    from govlake_app import pipeline as pipeline
 
     settings = settings_for(run_dir, catalog_dir)
     catalog, resource = _resource(settings)
-    _warm_up()
+    warm_up()
     spark = get_spark(settings, catalog, fresh=True)
     interval = Interval.ending(datetime.fromisoformat(end))
     counts = StageCounts(resource.qualified_name)
-    stages: dict[str, float] = {}
     rss_before = rss_bytes()
-    with _timing_suites() as suites:
+    with timing_gx() as gx:
         started = time.perf_counter()
-        for stage in pipeline.STAGES:
-            begun = time.perf_counter()
-            stage.run(spark, resource=resource, interval=interval, settings=settings, counts=counts)
-            stages[stage.__name__.rsplit(".", 1)[-1]] = time.perf_counter() - begun
+        stages = run_stages(spark, resource=resource, interval=interval, settings=settings,
+                            counts=counts)  # fmt: skip
         seconds = time.perf_counter() - started
     spark.stop()
-    peak = peak_rss_bytes()
-    prepared = prepare_changes(
-        run_dirs=prepare or [], catalog_dir=catalog_dir, end=prepare_end or end
-    )
     return {
         "seconds": seconds,
-        "ingest_peak_rss_bytes": peak,
-        "prepared": prepared,
+        "ingest_peak_rss_bytes": peak_rss_bytes(),
         "stages": stages,
-        "gx_seconds": sum(suites),
-        "gx_suites": len(suites),
+        "gx_seconds": gx.seconds,
+        "gx_suites": gx.checkpoints,
         "rss_before_bytes": rss_before,
         "rows_read": counts.rows_read,
         "rows_quarantined": counts.rows_quarantined,
@@ -137,75 +73,15 @@ def peer(*, extracts: dict[str, str], warehouse: str, catalog_dir: str, end: str
     return {"seconds": time.perf_counter() - started, "written": written}
 
 
-def prepare_changes(*, run_dirs: list[str], catalog_dir: str, end: str) -> dict[str, Any]:
-    """Bring each run's change extract through bronze and validation (not measured), so that
-    it waits for silver."""
-    from govlake.core.runs import Interval, StageCounts
-    from govlake.lake.engine import get_spark
-    from jobs import bronze, validate
-
-    done: dict[str, Any] = {}
-    for run_dir in run_dirs:
-        settings = settings_for(run_dir, catalog_dir)
-        catalog, resource = _resource(settings)
-        spark = get_spark(settings, catalog, fresh=True)
-        interval = Interval.ending(datetime.fromisoformat(end))
-        counts = StageCounts(resource.qualified_name)
-        started = time.perf_counter()
-        for stage in (bronze, validate):
-            stage.run(spark, resource=resource, interval=interval, settings=settings, counts=counts)
-        done[run_dir] = {
-            "seconds": time.perf_counter() - started,
-            "rows_read": counts.rows_read,
-            "rows_quarantined": counts.rows_quarantined,
-            "held": counts.held,
-        }
-        spark.stop()
-    return done
-
-
-def merge(*, run_dir: str, catalog_dir: str, end: str) -> dict[str, Any]:
-    """The silver stage on a waiting change extract: MERGE into the existing silver table."""
-    from govlake.core.runs import Interval, StageCounts
-    from govlake.lake.engine import get_spark
-    from govlake.lake.statements import history
-    from govlake.lake.tables import TableSet
-    from jobs import silver
-
-    settings = settings_for(run_dir, catalog_dir)
-    catalog, resource = _resource(settings)
-    spark = get_spark(settings, catalog, fresh=True)
-    interval = Interval.ending(datetime.fromisoformat(end))
-    counts = StageCounts(resource.qualified_name)
-    rss_before = rss_bytes()
-    started = time.perf_counter()
-    silver.run(spark, resource=resource, interval=interval, settings=settings, counts=counts)
-    seconds = time.perf_counter() - started
-    spark.stop()
-    commit = next(
-        (
-            c
-            for c in history(TableSet(resource, settings.warehouse_location).silver, limit=5)
-            if c.get("operation") == "MERGE"
-        ),
-        {},
-    )
-    return {
-        "seconds": seconds,
-        "rows_merged": counts.rows_merged,
-        "rss_before_bytes": rss_before,
-        "merge_metrics": commit.get("operationMetrics") or {},
-    }
-
-
 def serve(*, run_dir: str, catalog_dir: str, port: int) -> dict[str, Any]:
     """The project's Delta Sharing server, until terminated."""
     import uvicorn
 
+    from govlake.sharing.server.gate import uvicorn_options
     from govlake_app.cli.serve import app_for
 
-    settings = settings_for(run_dir, catalog_dir)
-    uvicorn.run(app_for(settings), host="127.0.0.1", port=port, log_level="warning")
+    app = app_for(settings_for(run_dir, catalog_dir))
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", **uvicorn_options(app))
     return {}
 
 
@@ -234,7 +110,8 @@ def serve_floor(*, port: int, metadata: str, query: str) -> dict[str, Any]:
 TASKS: dict[str, Callable[..., dict[str, Any]]] = {
     "ingest": ingest,
     "peer": peer,
-    "merge": merge,
+    "seed": cycle.seed,
+    "cycle": cycle.cycle,
     "serve": serve,
     "serve_floor": serve_floor,
 }

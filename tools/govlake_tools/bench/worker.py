@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,8 +22,15 @@ class TaskFailed(GovlakeError, RuntimeError):
 
 
 def spawn(
-    task: str, arguments: dict[str, Any], scratch: Path, *, log: Path, wait: bool = True
+    task: str,
+    arguments: dict[str, Any],
+    scratch: Path,
+    *,
+    log: Path,
+    wait: bool = True,
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
+    """Start `task` in a child process (with `env` added to this process's environment)."""
     scratch.mkdir(parents=True, exist_ok=True)
     given = scratch / f"{task}.in.json"
     given.write_text(json.dumps(arguments, default=str))
@@ -34,15 +42,23 @@ def spawn(
             [sys.executable, "-m", "govlake_tools.bench.worker", task, str(given), str(out)],
             stdout=sink,
             stderr=subprocess.STDOUT,
+            env=None if env is None else os.environ | env,
         )
     if wait:
         process.wait()
     return process
 
 
-def run_task(task: str, arguments: dict[str, Any], scratch: Path, *, log: Path) -> dict[str, Any]:
+def run_task(
+    task: str,
+    arguments: dict[str, Any],
+    scratch: Path,
+    *,
+    log: Path,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """Run `task` in a child process and return its result."""
-    process = spawn(task, arguments, scratch, log=log)
+    process = spawn(task, arguments, scratch, log=log, env=env)
     out = scratch / f"{task}.out.json"
     if process.returncode != 0 or not out.exists():
         raise TaskFailed(f"benchmark task {task} failed (exit {process.returncode}); see {log}")

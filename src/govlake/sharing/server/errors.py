@@ -19,13 +19,22 @@ from starlette.exceptions import HTTPException
 from govlake.lake.deltalog import VersionError
 from govlake.sharing.access import AccessError, SharingError, Unauthenticated
 from govlake.sharing.requests import RequestNotFound
-from govlake.sharing.server.files import DataFileNotFound, MalformedRange, UnsatisfiableRange
+from govlake.sharing.server.files import (
+    DataFileNotFound,
+    MalformedRange,
+    UnsatisfiableRange,
+    UnservableDeletionVector,
+)
+from govlake.sharing.server.formats import InvalidCapabilities, UnsupportedFormat
 from govlake.sharing.server.tables import InvalidParameter, NameNotFound
 from govlake.sharing.subscriptions import SubscriptionNotFound
 
 INVALID = "INVALID_PARAMETER_VALUE"
 NOT_FOUND = "RESOURCE_DOES_NOT_EXIST"
 TOO_LARGE = "REQUEST_TOO_LARGE"
+#: A call the server refuses to answer in a form the client could read right (the reference
+#: server's code for it).
+UNSUPPORTED = "UNSUPPORTED_OPERATION"
 
 #: Status and error code of each domain error, the most specific class first.
 STATUSES: dict[type[Exception], tuple[int, str]] = {
@@ -36,6 +45,9 @@ STATUSES: dict[type[Exception], tuple[int, str]] = {
     DataFileNotFound: (404, NOT_FOUND),
     AccessError: (403, "PERMISSION_DENIED"),
     UnsatisfiableRange: (416, INVALID),
+    UnsupportedFormat: (400, UNSUPPORTED),
+    UnservableDeletionVector: (400, UNSUPPORTED),
+    InvalidCapabilities: (400, INVALID),
     SharingError: (400, INVALID),
     VersionError: (400, INVALID),
     InvalidParameter: (400, INVALID),
@@ -61,7 +73,7 @@ class Answer:
 
     @property
     def outcome(self) -> str:
-        return outcome_of(self.status)
+        return outcome_of(self.status, self.code)
 
     def body(self) -> dict[str, str]:
         return {"errorCode": self.code, "message": self.message}
@@ -70,10 +82,13 @@ class Answer:
         return JSONResponse(self.body(), status_code=self.status, headers=dict(self.headers))
 
 
-def outcome_of(status: int) -> str:
-    """The journal outcome of an HTTP status."""
+def outcome_of(status: int, code: str | None = None) -> str:
+    """The journal outcome of an HTTP status (and error code: a format the client cannot
+    read is refused)."""
     if status < 400:
         return "ok"
+    if code == UNSUPPORTED:
+        return "refused"
     return {401: "refused", 403: "refused", 404: "not_found"}.get(status, "error")
 
 

@@ -2,12 +2,14 @@
 itself (tables on local storage) with the Range header, keeping the signatures out of the
 access log.
 
-- `file_entry` issues a data file's URL: signed here for a local table, SigV4-presigned for
-  a table on S3 (the store serves it).
-- A file URL carries a `FileGrant` (table, file, consumer, expiry) as base64url JSON and its
-  HMAC-SHA256. Anything that is not exactly such a grant under a valid MAC is refused
-  (`InvalidFileUrl`), never a server error. The grant only says what was issued: the
-  server checks the consumer's access again at each download (`granted_file`).
+- `file_entry` (parquet response format) and `delta_file_entry` (delta response format, with
+  the file's deletion vector) issue a data file's URL, and a deletion vector file's: signed
+  here for a local table, SigV4-presigned for a table on S3 (the store serves it).
+- A local file URL carries a `FileGrant` (table, file, consumer, expiry) as base64url JSON in
+  its path and the grant's HMAC-SHA256 in its query (`SIGNATURE`). Anything that is not
+  exactly such a grant under a valid MAC is refused (`InvalidFileUrl`), never a server error.
+  The grant only says what was issued: the server checks the consumer's access again at each
+  download (`granted_file`).
 - `byte_range` reads the Range header (RFC 9110 §14) for one file: one byte range is served
   as partial content; an empty header, another unit (which the RFC says to ignore) or
   several ranges get the whole file (as S3 answers several ranges); a malformed byte range
@@ -46,6 +48,11 @@ from govlake.sharing.access import AccessError, SharedTable, decide
 
 #: The path the server serves files under (`govlake.sharing.server.routes`).
 FILES_PATH = "/delta-sharing/files/"
+#: The query parameter of a local file URL's MAC. The delta response format's reader
+#: (delta-kernel-rs, under the official client) fetches a file over HTTP only when its URL
+#: looks presigned, which it tells by one of a few query keys: the URL is presigned in that
+#: sense (a signature with an expiry), with the key of S3's query-string signatures.
+SIGNATURE = "X-Amz-Signature"
 
 
 # -- signed URLs ----------------------------------------------------------------------------
@@ -97,8 +104,13 @@ class UrlSigner:
         return hmac.new(self.key, body.encode(), hashlib.sha256).hexdigest()
 
     def sign(self, grant: FileGrant) -> str:
+        body, mac = self.sign_parts(grant)
+        return f"{body}.{mac}"
+
+    def sign_parts(self, grant: FileGrant) -> tuple[str, str]:
+        """The grant as base64url JSON, and its MAC."""
         body = base64.urlsafe_b64encode(json.dumps(asdict(grant), sort_keys=True).encode())
-        return f"{body.decode()}.{self._mac(body.decode())}"
+        return body.decode(), self._mac(body.decode())
 
     def open(self, token: str) -> FileGrant:
         """The grant of a token this signer issued, expired or not (the caller checks the
@@ -119,22 +131,36 @@ class DataFileNotFound(GovlakeError, LookupError):
     """A file a signed URL names that is not a data file of its table (any more)."""
 
 
+class UnservableDeletionVector(GovlakeError):
+    """A deletion vector stored at an absolute path, which the server does not sign."""
+
+
 # -- the URLs of a query's files ------------------------------------------------------------
-def file_entry(request: Request, table: SharedTable, f: DataFile, consumer: str) -> dict[str, Any]:
-    """The protocol's entry for one data file of `table`, with its URL for `consumer`: signed
+def signed_url(request: Request, table: SharedTable, path: str, consumer: str) -> tuple[str, int]:
+    """The URL of the file at `path` in `table` for `consumer`, and when it expires: signed
     here (served by `download_file`) for a local table, presigned for S3; valid for the
     signer's time to live from now."""
     state = request.app.state
     signer: UrlSigner = state.signer
     expires = millis(state.clock() + signer.ttl)
     if table.location.is_local:
-        token = signer.sign(FileGrant(table.full_name, f.path, consumer, expires))
-        url = str(request.url_for("download_file", token=token))
-    else:
-        url = presign(table, f.path, signer.ttl, state.settings.sharing_s3_endpoint)
+        body, mac = signer.sign_parts(FileGrant(table.full_name, path, consumer, expires))
+        return f"{request.url_for('download_file', token=body)}?{SIGNATURE}={mac}", expires
+    return presign(table, path, signer.ttl, state.settings.sharing_s3_endpoint), expires
+
+
+def file_id(table: SharedTable, path: str) -> str:
+    """The same id for the same file of a table, whoever asks and whenever."""
+    return hashlib.sha256(f"{table.full_name}/{path}".encode()).hexdigest()
+
+
+def file_entry(request: Request, table: SharedTable, f: DataFile, consumer: str) -> dict[str, Any]:
+    """The parquet response format's entry for one data file of `table`, with its URL for
+    `consumer` (`signed_url`)."""
+    url, expires = signed_url(request, table, f.path, consumer)
     entry: dict[str, Any] = {
         "url": url,
-        "id": hashlib.sha256(f"{table.full_name}/{f.path}".encode()).hexdigest(),
+        "id": file_id(table, f.path),
         "partitionValues": {},
         "size": f.size,
         "expirationTimestamp": expires,
@@ -142,6 +168,35 @@ def file_entry(request: Request, table: SharedTable, f: DataFile, consumer: str)
     if f.records is not None:
         entry["stats"] = json.dumps({"numRecords": f.records})
     return entry
+
+
+def delta_file_entry(
+    request: Request, table: SharedTable, f: DataFile, consumer: str
+) -> dict[str, Any]:
+    """The delta response format's entry for one data file of `table` (its add or remove
+    action, `f.change`): the action as the log holds it, its path replaced by the file's URL
+    for `consumer`, and a deletion vector kept in a file beside the data replaced by one at
+    that file's URL (storage type `p`, an absolute path), as the reference server does."""
+    url, expires = signed_url(request, table, f.path, consumer)
+    action = dict(f.action or {"path": f.path, "partitionValues": {}, "size": f.size,
+                               "dataChange": True})  # fmt: skip
+    action["path"] = url
+    entry: dict[str, Any] = {"id": file_id(table, f.path), "size": f.size}
+    vector = f.deletion_vector
+    if vector and vector.storage_type != "i":  # inline vectors travel in the action as they are
+        if vector.relative_path is None:
+            raise UnservableDeletionVector(
+                f"{table.full_name}: the deletion vector of {f.path} is stored at an absolute "
+                "path, which the server does not share"
+            )
+        vector_url, vector_expires = signed_url(request, table, vector.relative_path, consumer)
+        action["deletionVector"] = vector.descriptor() | {
+            "storageType": "p",
+            "pathOrInlineDv": vector_url,
+        }
+        entry["deletionVectorFileId"] = file_id(table, vector.relative_path)
+        expires = min(expires, vector_expires)
+    return entry | {"expirationTimestamp": expires, "deltaSingleAction": {f.change: action}}
 
 
 @lru_cache(maxsize=8)
@@ -298,6 +353,7 @@ class FilePart(FileResponse):
 # -- the access log -------------------------------------------------------------------------
 _SIGNED = re.compile(re.escape(FILES_PATH) + r"([^/?#\s\"]*)")
 _BODY = re.compile(r"[A-Za-z0-9_=-]*")
+_QUERY_MAC = re.compile(re.escape(SIGNATURE) + r"=[^&#\s\"]*", re.IGNORECASE)
 
 
 def redact(text: str) -> str:
@@ -305,10 +361,12 @@ def redact(text: str) -> str:
     (table, file, consumer, expiry), the URL no longer works."""
 
     def _without_mac(found: re.Match[str]) -> str:
-        body = unquote(found[1]).partition(".")[0]
-        return FILES_PATH + (f"{body}.<redacted>" if _BODY.fullmatch(body) else "<redacted>")
+        body, dot, _ = unquote(found[1]).partition(".")
+        if not _BODY.fullmatch(body):
+            return FILES_PATH + "<redacted>"
+        return FILES_PATH + (f"{body}.<redacted>" if dot else body)
 
-    return _SIGNED.sub(_without_mac, text)
+    return _QUERY_MAC.sub(f"{SIGNATURE}=<redacted>", _SIGNED.sub(_without_mac, text))
 
 
 class SignedUrlFilter(logging.Filter):

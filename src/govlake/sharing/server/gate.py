@@ -96,10 +96,11 @@ def journal_call(request: Request, outcome: str = "ok", **fields: Any) -> audit.
     return journal(request, action_of(request), outcome, **fields)
 
 
-def journal_answer(request: Request, status: int, **detail: Any) -> audit.AuditEntry:
+def journal_answer(request: Request, status: int, outcome: str | None = None,
+                   **detail: Any) -> audit.AuditEntry:  # fmt: skip
     """Append the entry of a call answered with `status` (a refusal, a failure), naming the
-    table it asked for if known."""
-    return journal_call(request, errors.outcome_of(status),
+    table it asked for if known; its outcome is the status's unless given."""
+    return journal_call(request, outcome or errors.outcome_of(status),
                         table_name=getattr(request.state, "table", None),
                         detail={"status": status, **detail})  # fmt: skip
 
@@ -108,7 +109,7 @@ async def refused(request: Request, exc: Exception) -> JSONResponse:
     """The application's exception handler for the errors it answers (`errors.ANSWERED`):
     the call is journaled with the answer's status and message."""
     answer = errors.answer_for(exc)
-    journal_answer(request, answer.status, message=answer.message)
+    journal_answer(request, answer.status, answer.outcome, message=answer.message)
     return answer.response()
 
 

@@ -2,7 +2,8 @@
 list schemas, list tables (per schema and all), table version (with `startingTimestamp`),
 metadata, query (`version`, `timestamp`, `limitHint`), changes (`startingVersion`/
 `endingVersion` or timestamps, from the table's log while it still holds them) and the
-local files' downloads.
+local files' downloads (data files and deletion vector files). Metadata, query and changes
+answer in the parquet or the delta response format (`formats`).
 
 Each route is short: names, versions and pages come from `tables`, file URLs and file
 answers from `files`; the route journals its call and answers. A refusal is raised as a
@@ -12,7 +13,7 @@ domain error, which the application answers and journals (`gate.refused`).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -20,11 +21,27 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
-from govlake.lake.deltalog import DeltaLog
+from govlake.lake.deltalog import DataFile, DeltaLog, VersionState
 from govlake.platform.database import Consumer
 from govlake.sharing.access import SharedTable
 from govlake.sharing.server.deps import ConsumerDep, DbDep, NowDep, TokenFirstRoute
-from govlake.sharing.server.files import FilePart, file_entry, file_reply, granted_file
+from govlake.sharing.server.files import (
+    SIGNATURE,
+    FilePart,
+    delta_file_entry,
+    file_entry,
+    file_reply,
+    granted_file,
+)
+from govlake.sharing.server.formats import (
+    DELTA,
+    HEADER,
+    PARQUET,
+    Capabilities,
+    check_readable,
+    needed_features,
+    response_header,
+)
 from govlake.sharing.server.gate import journal_call
 from govlake.sharing.server.tables import (
     QueryBody,
@@ -44,6 +61,8 @@ NDJSON = "application/x-ndjson"
 #: The path of one table.
 TABLE = "/shares/{share}/schemas/{schema}/tables/{name}"
 PROTOCOL = {"protocol": {"minReaderVersion": 1}}
+#: The table property that a table keeps a change data feed.
+CDF = "delta.enableChangeDataFeed"
 
 router = APIRouter(prefix=PREFIX, route_class=TokenFirstRoute)
 
@@ -63,13 +82,38 @@ def _about(table: SharedTable, purpose: str | None) -> dict[str, Any]:
             "purpose": purpose}  # fmt: skip
 
 
-def _ndjson(lines: Iterable[dict[str, Any]], version: int) -> StreamingResponse:
+def _ndjson(lines: Iterable[dict[str, Any]], version: int, format_: str) -> StreamingResponse:
     def body() -> Iterator[bytes]:
         for line in lines:
             yield (json.dumps(line, ensure_ascii=False) + "\n").encode()
 
-    return StreamingResponse(body(), media_type=NDJSON,
-                             headers={"delta-table-version": str(version)})  # fmt: skip
+    headers = {"delta-table-version": str(version), **response_header(format_)}
+    return StreamingResponse(body(), media_type=NDJSON, headers=headers)
+
+
+def _capabilities(request: Request) -> Capabilities:
+    return Capabilities.of(request.headers.get(HEADER))
+
+
+def _head(state: VersionState, format_: str, **extra: Any) -> list[dict[str, Any]]:
+    """The protocol and metaData lines of an answer in `format_`; `extra` goes into the
+    metaData object (its `version`)."""
+    if format_ == PARQUET:
+        return [PROTOCOL, {"metaData": state.metadata | extra}]
+    sizes = {"size": state.metadata["size"], "numFiles": state.metadata["numFiles"]}
+    return [{"protocol": {"deltaProtocol": state.protocol}},
+            {"metaData": {"deltaMetadata": state.delta_metadata} | sizes | extra}]  # fmt: skip
+
+
+def _file_lines(request: Request, table: SharedTable, files: list[DataFile], consumer: str,
+                format_: str, extra: Callable[[DataFile], dict[str, Any]], *,
+                changes: bool) -> list[dict[str, Any]]:  # fmt: skip
+    """One line per file in `format_`: delta's `file` wrapping the log's action, or parquet's
+    `file` (a query) or `add`/`remove` (changes); `extra(f)` joins each entry."""
+    if format_ == DELTA:
+        return [{"file": delta_file_entry(request, table, f, consumer) | extra(f)} for f in files]
+    key: Callable[[DataFile], str] = (lambda f: f.change) if changes else (lambda f: "file")
+    return [{key(f): file_entry(request, table, f, consumer) | extra(f)} for f in files]
 
 
 # -- listing --------------------------------------------------------------------------------
@@ -144,30 +188,40 @@ def table_version(request: Request, share: str, schema: str, name: str, who: Con
 def table_metadata(request: Request, share: str, schema: str, name: str, who: ConsumerDep,
                    s: DbDep, at: NowDep, tables: TablesDep) -> Response:  # fmt: skip
     table, purpose = _readable(request, tables, who, s, at, share, schema, name)
-    version, meta = DeltaLog(table.location).latest_metadata()
-    journal_call(request, **_about(table, purpose), version=version)
-    return _ndjson([PROTOCOL, {"metaData": meta}], version)
+    caps = _capabilities(request)
+    delta = DeltaLog(table.location)
+    version = delta.latest()
+    state = delta.state(version)
+    format_ = caps.respond_in(state.protocol)
+    journal_call(request, **_about(table, purpose), version=version,
+                 detail={"format": format_})  # fmt: skip
+    return _ndjson(_head(state, format_), version, format_)
 
 
 @router.post(f"{TABLE}/query", name="query_table")
 def query_table(request: Request, share: str, schema: str, name: str, body: QueryBody,
                 who: ConsumerDep, s: DbDep, at: NowDep, tables: TablesDep) -> Response:  # fmt: skip
     table, purpose = _readable(request, tables, who, s, at, share, schema, name)
+    caps = _capabilities(request)
     delta = DeltaLog(table.location)
     wanted = queried_version(delta, body)
-    meta, files = delta.snapshot(wanted.version)
+    state = delta.state(wanted.version)
+    files = state.files
     if body.limitHint is not None:  # enough files to cover the hint, when counts are known
         files = enough(files, body.limitHint)
-    pinned = {}
+    format_ = caps.respond_in(state.protocol)
+    needed = needed_features(state.protocol, state.delta_metadata["configuration"], files)
+    check_readable(caps, format_, needed, f"{table.full_name} at version {wanted.version}")
+    pinned: dict[str, Any] = {}
     if wanted.pinned:
         pinned = {"version": wanted.version, "timestamp": delta.timestamp_of(wanted.version)}
-    lines: list[dict[str, Any]] = [PROTOCOL, {"metaData": meta}]
-    for f in files:
-        lines.append({"file": file_entry(request, table, f, who.code) | pinned})
+    head = _head(state, format_, **({"version": wanted.version} if wanted.pinned else {}))
+    lines = head + _file_lines(request, table, files, who.code, format_, lambda f: pinned,
+                               changes=False)  # fmt: skip
     journal_call(request, **_about(table, purpose), version=wanted.version,
-                 rows=sum(f.records or 0 for f in files), files=len(files),
-                 detail={"limitHint": body.limitHint})  # fmt: skip
-    return _ndjson(lines, wanted.version)
+                 rows=sum(f.rows or 0 for f in files), files=len(files),
+                 detail={"limitHint": body.limitHint, "format": format_})  # fmt: skip
+    return _ndjson(lines, wanted.version, format_)
 
 
 @router.get(f"{TABLE}/changes", name="table_changes")
@@ -177,32 +231,70 @@ def table_changes(request: Request, share: str, schema: str, name: str, who: Con
                   ending_version: int | None = Query(None, alias="endingVersion", ge=0),
                   starting_timestamp: str | None = Query(None, alias="startingTimestamp"),
                   ending_timestamp: str | None = Query(None, alias="endingTimestamp"),
+                  historical: bool = Query(False, alias="includeHistoricalMetadata"),
                   ) -> Response:  # fmt: skip
     table, purpose = _readable(request, tables, who, s, at, share, schema, name)
+    caps = _capabilities(request)
     delta = DeltaLog(table.location)
     wanted = changes_range(delta, starting_version=starting_version,
                            ending_version=ending_version, starting_timestamp=starting_timestamp,
                            ending_timestamp=ending_timestamp)  # fmt: skip
     changes = changed_files(delta, table, wanted)
-    meta = delta.metadata(wanted.start) | {"version": wanted.start}
-    lines: list[dict[str, Any]] = [PROTOCOL, {"metaData": meta}]
-    for f in changes:
-        entry = file_entry(request, table, f, who.code)
-        lines.append({f.change: entry | {"version": f.version, "timestamp": f.timestamp}})
+    end = delta.state(wanted.end)
+    format_ = caps.respond_in(end.protocol)
+    needed = needed_features(end.protocol, end.delta_metadata["configuration"], changes)
+    check_readable(caps, format_, needed,
+                   f"changes of {table.full_name} from version {wanted.start}")  # fmt: skip
+    lines = _changes_head(delta.state(wanted.start), end, format_, wanted.start)
+    if historical and format_ == DELTA:  # the schema or properties changed within the range
+        changed = delta.metadata_changes(wanted.start, wanted.end)
+        lines += [{"metaData": {"deltaMetadata": _with_cdf(meta), "version": version}}
+                  for version, meta in changed]  # fmt: skip
+    lines += _file_lines(request, table, changes, who.code, format_,
+                         lambda f: {"version": f.version, "timestamp": f.timestamp},
+                         changes=True)  # fmt: skip
     journal_call(request, **_about(table, purpose), version=wanted.end or delta.version(),
-                 rows=sum(f.records or 0 for f in changes), files=len(changes),
-                 detail={"startingVersion": wanted.start,
-                         "endingVersion": wanted.end})  # fmt: skip
-    return _ndjson(lines, wanted.start)
+                 rows=sum(f.rows or 0 for f in changes), files=len(changes),
+                 detail={"startingVersion": wanted.start, "endingVersion": wanted.end,
+                         "format": format_})  # fmt: skip
+    return _ndjson(lines, wanted.start, format_)
+
+
+def _changes_head(start: VersionState, end: VersionState, format_: str,
+                  version: int) -> list[dict[str, Any]]:  # fmt: skip
+    """The protocol and metaData lines of a changes answer: the metaData of the starting
+    `version`, with its version (the client replays the changes from it). In delta format
+    the protocol is the ending version's, and protocol and metaData say change data feed
+    (writer feature and table property): the table keeps no change-data files (the engine
+    cannot write them), so a Delta reader is to take each commit's added and removed files,
+    deletion vectors applied, as its changes, which is what the parquet format serves too."""
+    if format_ == PARQUET:
+        return _head(start, format_, version=version)
+    protocol = dict(end.protocol)
+    if "writerFeatures" in protocol:  # a writer that lists features lists this one too
+        protocol["writerFeatures"] = sorted({*protocol["writerFeatures"], "changeDataFeed"})
+    else:
+        protocol["minWriterVersion"] = max(4, int(protocol["minWriterVersion"]))
+    head = _head(start, format_, version=version)
+    head[0] = {"protocol": {"deltaProtocol": protocol}}
+    head[1]["metaData"]["deltaMetadata"] = _with_cdf(start.delta_metadata)
+    return head
+
+
+def _with_cdf(metadata: dict[str, Any]) -> dict[str, Any]:
+    """A Delta metaData action whose table properties say change data feed."""
+    return metadata | {"configuration": dict(metadata.get("configuration") or {}) | {CDF: "true"}}
 
 
 # -- files ----------------------------------------------------------------------------------
 @router.api_route("/files/{token}", methods=["GET", "HEAD"], name="download_file")
-def download_file(request: Request, token: str, s: DbDep, tables: TablesDep) -> FilePart:
-    """One data file of a local table, whole or one byte range, to the consumer its URL
-    was issued to, if that consumer may still read the table now."""
+def download_file(request: Request, token: str, s: DbDep, tables: TablesDep,
+                  signature: str | None = Query(None, alias=SIGNATURE)) -> FilePart:  # fmt: skip
+    """One data file or deletion vector file of a local table, whole or one byte range, to
+    the consumer its URL was issued to, if that consumer may still read the table now. The
+    URL's path holds the grant, its query the grant's MAC (`files.SIGNATURE`)."""
     at = request.app.state.clock()
-    grant = request.app.state.signer.open(token)
+    grant = request.app.state.signer.open(token if signature is None else f"{token}.{signature}")
     request.state.consumer = grant.consumer
     request.state.table = grant.table
     table = tables.by_name.get(grant.table)

@@ -191,16 +191,16 @@ def queried_version(delta: DeltaLog, body: QueryBody) -> Snapshot:
 
 
 def enough(files: list[DataFile], limit: int) -> list[DataFile]:
-    """The first files that hold `limit` rows, when every file's row count is known; else
-    all of them."""
-    if any(f.records is None for f in files):
+    """The first files that hold `limit` live rows (deletion vectors applied), when every
+    file's row count is known; else all of them."""
+    if any(f.rows is None for f in files):
         return files
     chosen, total = [], 0
     for f in files:
         if total >= limit:
             break
         chosen.append(f)
-        total += f.records or 0
+        total += f.rows or 0
     return chosen
 
 
