@@ -29,8 +29,18 @@ airflow: $(STAMP) ## Airflow standalone on 127.0.0.1:8080 (AIRFLOW_PORT=…) wit
 	$(BIN)/govlake airflow --port $(AIRFLOW_PORT)
 
 .PHONY: test
-test: $(STAMP) ## Run the whole test suite (unit, catalogue, end to end)
+test: $(STAMP) ## Run the whole test suite (unit, catalogue, end to end), then the pipeline on Sail's local-cluster mode
 	$(BIN)/python -m pytest -p no:cacheprovider
+	$(MAKE) --no-print-directory test-cluster
+
+# The end-to-end pipeline tests once more with the embedded engine in Sail's local-cluster
+# mode: a driver and workers exchanging tasks and shuffle data over RPC, the execution path
+# of a Kubernetes deployment. test_engine_mode.py proves the pass ran in that mode.
+CLUSTER_TESTS ?= tests/e2e/test_pipeline.py tests/unit/test_engine_mode.py
+
+.PHONY: test-cluster
+test-cluster: $(STAMP) ## Run the pipeline tests with GOVLAKE_SAIL_MODE=local-cluster (make test runs it)
+	GOVLAKE_SAIL_MODE=local-cluster $(BIN)/python -m pytest -p no:cacheprovider -q $(CLUSTER_TESTS)
 
 # The clock-sensitive tests run once more with the clock faked (libfaketime) to a leap day
 # past every holiday calendar govlake has; the deadline tests also to the issue-14 date and

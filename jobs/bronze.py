@@ -19,6 +19,7 @@ from pyspark.sql import Row, SparkSession
 from pyspark.sql import functions as F
 
 from govlake.core.catalog import Resource
+from govlake.core.errors import GovlakeError
 from govlake.core.location import Location
 from govlake.core.runs import Interval, RejectedFile, StageCounts
 from govlake.core.settings import Settings
@@ -31,6 +32,7 @@ from govlake.lake.landing import (
     extract_id,
     file_digest,
     normalise,
+    staging_location,
 )
 from govlake.lake.statements import append, execute, sql_literal
 from govlake.lake.tables import Table, TableSet, ops_tables, quality_tables, register
@@ -39,6 +41,11 @@ from jobs import registry
 log = logging.getLogger(__name__)
 
 DONE = ("bronze", "validated", "held", "merged", "published")
+
+
+class StagingUnreadable(GovlakeError):
+    """The engine did not see every record staged for it: the staging file is on storage
+    the engine does not reach. Nothing was appended; the landed file stays where it is."""
 
 
 def _archive_location(
@@ -174,7 +181,7 @@ def _stage(
             file.location.move_to(_archive_location(landing, resource, file, sha))
             return None
         ident = extract_id(file, sha)
-        staging = landing.child("_staging", f"{ident.replace('/', '__')}.parquet")
+        staging = staging_location(settings.warehouse_location, file, sha)
         extract = normalise(file, resource, staging, digest=digest)
     except ExtractRejected as error:
         _reject(
@@ -225,6 +232,16 @@ def _load(
             bytes=extract.bytes,
             status="registered",
             ingested_at=interval.end_naive_utc,
+        )
+    staged_rows = extract.rows + len(extract.malformed)
+    # Sail reads a path it cannot see as an empty table, without an error: an engine that
+    # does not share the staging storage would otherwise archive the file with no records.
+    seen = spark.read.parquet(staged.staging.uri).count()
+    if seen != staged_rows:
+        raise StagingUnreadable(
+            f"{resource.qualified_name}: the engine read {seen} of the {staged_rows} records "
+            f"staged from {file.name} at {staged.staging.uri}; the staging area must be on "
+            "storage the engine reaches (the warehouse)"
         )
     operation = resource.delivery(file.provider).operation
     records = spark.read.parquet(staged.staging.uri)

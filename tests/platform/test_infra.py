@@ -276,6 +276,19 @@ def repo_path_in_image(container_path: str, copies: list[tuple[list[str], str]])
     return None
 
 
+def airflow_spark_remote(connection: str, home: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The Spark Connect URL the DAG tasks get from this Airflow connection (through the
+    apache-spark provider's hook; the test skips without the provider)."""
+    if find_spec("airflow.providers.apache.spark") is None:
+        pytest.skip("the apache-spark provider is not installed")
+    from govlake_app.orchestration import spark_remote
+
+    monkeypatch.setenv("AIRFLOW_HOME", str(home))
+    monkeypatch.delenv("SPARK_REMOTE", raising=False)
+    monkeypatch.setenv("AIRFLOW_CONN_SPARK_CONNECT_DEFAULT", connection)
+    return spark_remote()
+
+
 # -- fixtures -------------------------------------------------------------------------------------
 
 
@@ -616,17 +629,9 @@ def test_the_platform_reaches_the_spark_connect_server(
     expected = f"sc://spark-connect:{port}"
     env = resolved(environments["airflow-scheduler"], env_example)
     assert env["SPARK_REMOTE"] == expected
-    if find_spec("airflow.providers.apache.spark") is None:
-        pytest.skip("the apache-spark provider is not installed")
-    from govlake_app.orchestration import spark_remote
-
-    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
-    monkeypatch.delenv("SPARK_REMOTE", raising=False)
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_SPARK_CONNECT_DEFAULT", env["AIRFLOW_CONN_SPARK_CONNECT_DEFAULT"]
-    )
     # The provider's hook reads the compose connection (not the SPARK_REMOTE fallback).
-    assert spark_remote() == expected + "/"
+    connection = env["AIRFLOW_CONN_SPARK_CONNECT_DEFAULT"]
+    assert airflow_spark_remote(connection, tmp_path, monkeypatch) == expected + "/"
 
 
 # -- the govlake image ----------------------------------------------------------------------------
@@ -737,3 +742,181 @@ def test_the_seaweedfs_identities_are_written_from_the_environment(tmp_path: Pat
         ["sh", str(INFRA / "seaweedfs" / "start.sh")], env=no_secret, capture_output=True, text=True
     )
     assert missing.returncode != 0 and "S3_SECRET_KEY" in missing.stderr
+
+
+# -- Sail in kubernetes-cluster mode --------------------------------------------------------------
+
+KUBERNETES = INFRA / "kubernetes"
+SAIL_MANIFESTS = KUBERNETES / "sail.yaml"
+SAIL_DOCKERFILE = KUBERNETES / "Dockerfile"
+
+
+@pytest.fixture(scope="module")
+def sail_objects() -> dict[tuple[str, str], dict[str, Any]]:
+    """The objects of sail.yaml by (kind, name)."""
+    documents = [d for d in yaml.safe_load_all(SAIL_MANIFESTS.read_text(encoding="utf-8")) if d]
+    objects = {(d["kind"], d["metadata"]["name"]): d for d in documents}
+    assert len(objects) == len(documents), "two objects share a kind and name"
+    return objects
+
+
+def _sail_config(objects: Mapping[tuple[str, str], dict[str, Any]]) -> dict[str, str]:
+    return dict(objects[("ConfigMap", "sail-config")]["data"])
+
+
+def test_the_sail_manifests_validate_against_the_kubernetes_schemas(
+    sail_objects: dict[tuple[str, str], dict[str, Any]],
+) -> None:
+    from kubernetes_validate import utils as kubernetes
+
+    version = kubernetes.latest_version()
+    for (kind, name), obj in sail_objects.items():
+        # strict: a misspelt or misplaced field fails too.
+        kubernetes.validate(obj, version, strict=True)
+        if kind != "Namespace":
+            assert obj["metadata"]["namespace"] == "govlake", (kind, name)
+    # The worker pod template Sail merges into its worker pods is a PodTemplateSpec.
+    template = json.loads(_sail_config(sail_objects)["SAIL_KUBERNETES__WORKER_POD_TEMPLATE"])
+    kubernetes.validate(
+        {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "sail-worker"},
+         "template": template},
+        version, strict=True,
+    )  # fmt: skip
+    broken = json.loads(json.dumps(sail_objects[("Deployment", "sail-spark-connect")]))
+    broken["spec"]["template"]["spec"]["containers"][0]["port"] = 15002
+    with pytest.raises(kubernetes.ValidationError):
+        kubernetes.validate(broken, version, strict=True)
+
+
+def test_sail_runs_its_driver_in_kubernetes_cluster_mode_with_what_it_needs(
+    sail_objects: dict[tuple[str, str], dict[str, Any]],
+) -> None:
+    config = _sail_config(sail_objects)
+    assert config["SAIL_MODE"] == "kubernetes-cluster"
+    assert config["SAIL_KUBERNETES__NAMESPACE"] == "govlake"
+    assert config["SAIL_CLUSTER__DRIVER_LISTEN_HOST"] == "0.0.0.0"
+    deployment = sail_objects[("Deployment", "sail-spark-connect")]
+    assert deployment["spec"]["replicas"] == 1  # a session lives in one server
+    pod = deployment["spec"]["template"]["spec"]
+    (server,) = pod["containers"]
+    args = server["command"] + server["args"]
+    assert args[:3] == ["sail", "spark", "server"]
+    assert option_values(args, "--ip") == ["0.0.0.0"]  # the default, 127.0.0.1, is unreachable
+    port = int(option_values(args, "--port")[0])
+    ports = {p["name"]: p["containerPort"] for p in server["ports"]}
+    assert ports == {
+        "spark-connect": port,
+        "driver": int(config["SAIL_CLUSTER__DRIVER_LISTEN_PORT"]),
+    }
+    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in server["env"]}
+    assert env == {"SAIL_CLUSTER__DRIVER_EXTERNAL_HOST": "status.podIP",
+                   "SAIL_KUBERNETES__DRIVER_POD_NAME": "metadata.name"}  # fmt: skip
+    sources = [next(iter(s.values()))["name"] for s in server["envFrom"]]
+    assert sources == ["sail-config", "sail-object-store", "govlake-s3"]
+    # The image the workers run is the driver's, built from infra/kubernetes/Dockerfile.
+    assert config["SAIL_KUBERNETES__IMAGE"] == server["image"]
+    assert server["readinessProbe"]["tcpSocket"]["port"] == "spark-connect"
+    service = sail_objects[("Service", "sail-spark-connect")]["spec"]
+    assert (
+        service["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    )
+    assert [(p["port"], p["targetPort"]) for p in service["ports"]] == [(port, "spark-connect")]
+
+
+def test_the_driver_may_manage_worker_pods_and_the_workers_nothing(
+    sail_objects: dict[tuple[str, str], dict[str, Any]],
+) -> None:
+    config = _sail_config(sail_objects)
+    pod = sail_objects[("Deployment", "sail-spark-connect")]["spec"]["template"]["spec"]
+    driver_account = pod["serviceAccountName"]
+    binding = sail_objects[("RoleBinding", "sail-driver")]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": driver_account, "namespace": "govlake"}
+    ]
+    (rule,) = sail_objects[("Role", binding["roleRef"]["name"])]["rules"]
+    assert rule["resources"] == ["pods"] and rule["apiGroups"] == [""]
+    # Sail's worker manager: get the driver pod, create and list workers, delete them.
+    assert {"get", "list", "watch", "create", "delete", "deletecollection"} == set(rule["verbs"])
+    worker_account = config["SAIL_KUBERNETES__WORKER_SERVICE_ACCOUNT_NAME"]
+    assert worker_account != driver_account
+    assert sail_objects[("ServiceAccount", worker_account)]["automountServiceAccountToken"] is False
+    bound = {s["name"] for (kind, _), o in sail_objects.items() if kind.endswith("RoleBinding")
+             for s in o["subjects"]}  # fmt: skip
+    assert worker_account not in bound
+
+
+def test_the_driver_and_every_worker_reach_the_object_store(
+    sail_objects: dict[tuple[str, str], dict[str, Any]],
+) -> None:
+    """The workers read and write the warehouse themselves: they get the same store settings
+    and credentials as the driver, the keys from a Secret, never in a manifest."""
+    store = sail_objects[("ConfigMap", "sail-object-store")]["data"]
+    server: Any = SeaweedS3(None, "http://s3:8333", "a", "b", Path("weed.log"))  # type: ignore[arg-type]
+    allowed = set(server.environment())
+    assert set(store) <= allowed and store["AWS_ENDPOINT"] == store["AWS_ENDPOINT_URL"]
+    assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} & set(store)
+    assert ("Secret", "govlake-s3") not in sail_objects  # created outside (infra/README.md)
+    template = json.loads(_sail_config(sail_objects)["SAIL_KUBERNETES__WORKER_POD_TEMPLATE"])
+    (worker,) = template["spec"]["containers"]
+    assert worker["name"] == "worker"  # Sail's container: the template merges into it
+    worker_sources = [next(iter(s.values()))["name"] for s in worker["envFrom"]]
+    assert worker_sources == ["sail-object-store", "govlake-s3"]
+    for (kind, name), obj in sail_objects.items():
+        assert kind != "Secret" and "AWS_SECRET_ACCESS_KEY" not in (obj.get("data") or {}), name
+    readme = (INFRA / "README.md").read_text(encoding="utf-8")
+    assert "kubectl -n govlake create secret generic govlake-s3" in readme
+    assert "AWS_ACCESS_KEY_ID" in readme and "AWS_SECRET_ACCESS_KEY" in readme
+
+
+def test_only_govlake_s_pods_reach_the_spark_connect_port(
+    sail_objects: dict[tuple[str, str], dict[str, Any]],
+) -> None:
+    policy = sail_objects[("NetworkPolicy", "sail")]["spec"]
+    pod_labels = sail_objects[("Deployment", "sail-spark-connect")]["spec"]["template"]["metadata"][
+        "labels"
+    ]
+    assert policy["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    # Sail labels its worker pods app.kubernetes.io/name=sail: the same policy covers them.
+    assert policy["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "sail"}
+    rules = {json.dumps(r["from"], sort_keys=True): r.get("ports") for r in policy["ingress"]}
+    among_sail = json.dumps([{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "sail"}}}],
+                            sort_keys=True)  # fmt: skip
+    assert rules.pop(among_sail) is None  # driver and worker RPC, shuffle: any port
+    ((clients, ports),) = rules.items()
+    assert "govlake.gov.example/engine-client" in clients and ports == [{"port": 15002}]
+
+
+def test_govlake_pods_reach_the_sail_server_through_the_settings_and_airflow(
+    sail_objects: dict[tuple[str, str], dict[str, Any]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    clean_settings_env: pytest.MonkeyPatch,
+) -> None:
+    engine = sail_objects[("ConfigMap", "govlake-engine")]["data"]
+    service = sail_objects[("Service", "sail-spark-connect")]
+    (port,) = service["spec"]["ports"]
+    expected = (
+        f"sc://{service['metadata']['name']}.{service['metadata']['namespace']}"
+        f".svc.cluster.local:{port['port']}"
+    )
+    settings, _ = settings_from(engine, clean_settings_env)
+    assert settings.spark_remote == expected and settings.sail_mode == "local"
+    connection = engine["AIRFLOW_CONN_SPARK_CONNECT_DEFAULT"]
+    assert airflow_spark_remote(connection, tmp_path, monkeypatch) == expected + "/"
+
+
+def test_the_sail_image_pins_the_project_s_engine_and_client(
+    sail_objects: dict[tuple[str, str], dict[str, Any]],
+) -> None:
+    project = pyproject()["project"]["dependencies"]
+    text = SAIL_DOCKERFILE.read_text(encoding="utf-8")
+    installs = re.findall(r"pip install ([^\n\\]+)", text)
+    assert installs, "the Sail image installs nothing"
+    requirements = [Requirement(r) for r in installs[0].split()]
+    pins = {r.name.lower(): str(r.specifier).removeprefix("==") for r in requirements}
+    assert pins["pysail"] == pinned(project, "pysail")
+    assert pins["pyspark-client"] == pinned(project, "pyspark")
+    assert re.search(r"^FROM python:3\.11-slim", text, re.M)
+    assert re.search(r"^USER 10001$", text, re.M)  # the pods' runAsUser
+    image = _sail_config(sail_objects)["SAIL_KUBERNETES__IMAGE"]
+    assert image.rsplit(":", 1)[1] == pins["pysail"], "tag the image with its Sail version"

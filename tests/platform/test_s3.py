@@ -111,8 +111,10 @@ def test_every_stage_writes_to_the_bucket_and_nothing_to_local_disk(lake: Lake) 
     )  # fmt: skip
     for table in tables:
         assert any(k.startswith(f"lakehouse/{table}/_delta_log/") for k in keys), table
-    # Landed files were archived on S3 with their hash; the staging area is empty.
+    # Landed files were archived on S3 with their hash; the staging area (in the warehouse,
+    # where the engine reads it) is empty.
     assert len(lake.keys("landing/archive/population/residents/")) == 6
+    assert lake.keys("lakehouse/_staging/") == []
     assert lake.keys("landing/_staging/") == []
     assert lake.keys("landing/population/") == []
     # The platform database and the reports are the only local files.

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from govlake.core.location import Location
@@ -44,6 +44,17 @@ class Settings(BaseSettings):
         default=None,
         validation_alias=AliasChoices("SPARK_REMOTE", "GOVLAKE_SPARK_REMOTE"),
         description="Spark Connect URL; unset starts the embedded Sail engine in-process.",
+    )
+    sail_mode: Literal["local", "local-cluster", "kubernetes-cluster"] = Field(
+        default="local",
+        validation_alias=AliasChoices("GOVLAKE_SAIL_MODE", "SAIL_MODE"),
+        description="How the embedded Sail engine runs: 'local' (one process, threads) or "
+        "'local-cluster' (a driver and workers exchanging tasks and data over RPC, in this "
+        "process: the execution path of a cluster). Sail's own SAIL_MODE is honoured when "
+        "GOVLAKE_SAIL_MODE is unset; 'kubernetes-cluster' is the mode of a Sail server "
+        "deployed in Kubernetes (infra/kubernetes/), which govlake reaches through "
+        "SPARK_REMOTE. Read when the engine starts; other SAIL_* variables (worker count, "
+        "task slots) go to Sail unchanged.",
     )
     session_timezone: str = Field(default="UTC", description="Engine session time zone.")
     timeliness_grace: float = Field(
@@ -162,6 +173,16 @@ class Settings(BaseSettings):
         if abs(total - 1) > 1e-6:
             raise ValueError(f"scorecard weights must sum to 1, got {total:g}: {value}")
         return {name: float(value[name]) for name in SCORECARD_COMPONENTS}
+
+    @model_validator(mode="after")
+    def _embedded_engine_mode(self) -> Settings:
+        if self.sail_mode == "kubernetes-cluster" and self.spark_remote is None:
+            raise ValueError(
+                "sail_mode 'kubernetes-cluster' runs in a Sail server deployed in Kubernetes "
+                "(infra/kubernetes/): set SPARK_REMOTE to its Spark Connect address; the "
+                "embedded engine runs 'local' or 'local-cluster'"
+            )
+        return self
 
     @property
     def warehouse_location(self) -> Location:

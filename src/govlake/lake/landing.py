@@ -7,6 +7,8 @@ fails a whole file on one ragged row. So each file is hashed, its encoding detec
 records streamed into a staging Parquet file of string columns; records that cannot be
 parsed are kept aside (they become quarantine rows), and a file that cannot be read at all
 raises `ExtractRejected` with the reason (it is then moved to `rejected/`, never deleted).
+The staging file lives under the warehouse (`staging_location`), where the engine can read
+it wherever it runs.
 """
 
 from __future__ import annotations
@@ -130,6 +132,18 @@ def discover(landing: Location, resource: Resource) -> list[LandedFile]:
             continue
         found.append(LandedFile(location, resource.qualified_name, relative[0]))
     return sorted(found, key=lambda f: (f.provider, f.name))
+
+
+def staging_location(warehouse: Location, file: LandedFile, sha256: str) -> Location:
+    """Where a landed file's records are staged for the engine:
+    `<warehouse>/_staging/<theme.resource>/<provider>__<stem>__<sha256[:12]>.parquet`.
+
+    The engine reads the staging file, and it may run elsewhere than this process (a Sail
+    cluster's workers, a Spark Connect server): the warehouse is storage it reaches, since
+    it writes the tables there, while the landing zone is read by govlake alone and may be
+    a folder only this machine sees."""
+    name = "__".join((file.provider, file.stem, sha256[:12]))
+    return warehouse.child("_staging", file.resource, f"{name}.parquet")
 
 
 def file_digest(location: Location) -> tuple[str, int, bool]:
