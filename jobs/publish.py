@@ -7,8 +7,9 @@ the last publication, so a re-run makes no new version.
 
 A publication costs the change, not the table. The rows the waiting extracts wrote in silver
 and the keys they removed are the change (`_change`): each is MERGEd into each published
-table (insert, update, delete; a table the change leaves as it is gets no new version). The published tables carry deletion vectors, so a MERGE writes the rows it changes
-and marks the ones it replaces. The change is computed once and kept in the warehouse
+table (insert, update, delete; a table the change leaves as it is gets no new version).
+The published tables carry deletion vectors, so a MERGE writes the rows it changes and marks
+the ones it replaces. The change is computed once and kept in the warehouse
 (`_publishing/`) while the tables are merged. A table is reconciled with the whole of silver
 instead (still one MERGE writing only what differs) when the change cannot be known from the
 extracts: its first publication, a full extract that removed records, silver changed by
