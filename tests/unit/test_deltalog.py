@@ -129,3 +129,23 @@ def test_storage_types(tmp_path: Path) -> None:
             _vector("p", outside).path_in(table)
     with pytest.raises(DeletionVectorError, match="storage type 'x'"):
         _vector("x", "").path_in(table)
+
+
+def test_a_table_made_again_under_the_same_folder_is_read_afresh(tmp_path: Path) -> None:
+    from deltalake import write_deltalake
+
+    from govlake.lake.deltalog import DeltaLog
+
+    folder = tmp_path / "t"
+    for n in range(3):
+        write_deltalake(str(folder), pa.table({"id": [n]}), mode="append")
+    log = DeltaLog(Location(str(folder)))
+    first = set(log.live_actions(2))
+    assert len(first) == 3
+    # Removed and made again (a restore into an empty folder): the same version numbers,
+    # other files. The replay remembered for the old table must not be reused.
+    shutil.rmtree(folder)
+    for n in range(4):
+        write_deltalake(str(folder), pa.table({"id": [10 + n]}), mode="append")
+    again = set(DeltaLog(Location(str(folder))).live_actions(3))
+    assert len(again) == 4 and not again & first

@@ -16,6 +16,7 @@ recently used `SNAPSHOTS`); finding the latest version reads only the log's new 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import posixpath
 import re
@@ -217,7 +218,9 @@ class VersionState:
 _snapshots: OrderedDict[tuple[str, int], VersionState] = OrderedDict()
 _latest: dict[str, DeltaTable] = {}
 #: Per table, the last version whose live add actions were replayed from the log, and them.
-_replayed: dict[str, tuple[int, dict[str, dict[str, Any]]]] = {}
+#: Per table: the version last replayed, the digest of its commit file (a table removed and
+#: made again in this process has other commits under the same names), and the live adds.
+_replayed: dict[str, tuple[int, str, dict[str, dict[str, Any]]]] = {}
 _cache = threading.Lock()
 
 
@@ -372,9 +375,11 @@ class DeltaLog:
         if (
             known is not None
             and known[0] <= version
+            and known[0] in log.commits
+            and self._commit_digest(known[0]) == known[1]
             and all(v in log.commits for v in range(known[0] + 1, version + 1))
         ):
-            start, adds = known[0] + 1, dict(known[1])
+            start, adds = known[0] + 1, dict(known[2])
         else:
             checkpoint = max((c for c in log.checkpoints if c <= version), default=None)
             start = 0 if checkpoint is None else checkpoint + 1
@@ -386,9 +391,14 @@ class DeltaLog:
                 else:
                     adds.pop(str(body["path"]), None)
         with _cache:
-            if uri not in _replayed or _replayed[uri][0] <= version:
-                _replayed[uri] = (version, adds)
+            # Kept with its commit's digest (a version only a checkpoint holds is not kept).
+            if version in log.commits and (uri not in _replayed or _replayed[uri][0] <= version):
+                _replayed[uri] = (version, self._commit_digest(version), adds)
         return dict(adds)
+
+    def _commit_digest(self, version: int) -> str:
+        with self.location.child(LOG_DIR, commit_name(version)).open_read() as handle:
+            return hashlib.sha256(handle.read()).hexdigest()
 
     def vector_files(self, actions: Iterable[Mapping[str, Any]]) -> set[str]:
         """The deletion-vector files (paths relative to the table) that add actions use."""
