@@ -56,6 +56,7 @@ from govlake.core.catalog import Resource
 from govlake.core.location import Location
 from govlake.core.runs import Interval, StageCounts
 from govlake.core.settings import Settings
+from govlake.lake.deltalog import DeltaLog
 from govlake.lake.evolution import catalogue_type
 from govlake.lake.statements import (
     Merged,
@@ -75,11 +76,6 @@ from jobs import quality, registry
 
 #: Where the change a publication applies is kept while the tables are merged.
 PUBLISHING = "_publishing"
-#: Silver commits that change no row: they do not make the change unknowable.
-NO_DATA_CHANGE = frozenset(
-    {"OPTIMIZE", "VACUUM START", "VACUUM END", "SET TBLPROPERTIES", "ADD FEATURE",
-     "UPDATE TABLE METADATA"}
-)  # fmt: skip
 #: Whether a changed key has a publishable row now (null: it leaves the published tables).
 PRESENT = "_present"
 #: The silver version a change publishes, named by each MERGE's condition.
@@ -229,19 +225,21 @@ def _plan(resource: Resource, tables: TableSet, waiting: list[Row], records: dic
 
 def _silver_changed_by(silver: Table, waiting: list[Row], since: int, now: int) -> bool:
     """Whether every silver commit after version `since` up to `now` is a waiting extract's
-    MERGE (or changes no row): then the keys those extracts carried are the whole change."""
+    MERGE or changes no row (a compaction, a vacuum): then the rows those extracts wrote and
+    the keys they removed are the whole change."""
     if now <= since:
         return True
     marks = [sql_literal(e.extract_id) for e in waiting]
+    log = DeltaLog(silver.location)
     for commit in history(silver, limit=now - since):
-        if int(commit.get("version", now)) <= since:
-            continue
-        operation = commit.get("operation")
-        if operation in NO_DATA_CHANGE:
+        number = int(commit.get("version", now))
+        if number <= since:
             continue
         parameters = commit.get("operationParameters") or {}
         condition = " ".join(str(v) for k, v in parameters.items() if "predicate" in k.lower())
-        if operation != "MERGE" or not any(mark in condition for mark in marks):
+        if commit.get("operation") == "MERGE" and any(mark in condition for mark in marks):
+            continue
+        if log.commit_file(number).changes_rows:
             return False
     return True
 

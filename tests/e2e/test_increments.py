@@ -102,6 +102,14 @@ def write_catalogue(folder: Path, entry: dict[str, Any]) -> Resource:
     return Catalog.load(folder).get("trial.permits")
 
 
+def permits_lake(root: Path, deliveries: dict[str, Any]) -> tuple[Resource, Settings, TableSet]:
+    """A lakehouse under `root` whose catalogue holds `trial.permits` with `deliveries`."""
+    folder = root / "catalogue"
+    resource = write_catalogue(folder, permits_entry(deliveries=deliveries))
+    settings = lake_settings(root, catalog_dir=folder)
+    return resource, settings, TableSet(resource, settings.warehouse_location)
+
+
 def land(settings: Settings, provider: str, at: datetime.datetime, header: list[str],
          rows: list[list[str]]) -> Path:  # fmt: skip
     folder = Path(settings.landing_location.uri) / "trial" / "permits" / provider
@@ -286,10 +294,7 @@ def _full_row(permit: str, status: str = "active") -> list[str]:
 def test_a_full_extract_removes_what_it_no_longer_carries(
     spark: SparkSession, tmp_path: Path
 ) -> None:
-    folder = tmp_path / "catalogue"
-    resource = write_catalogue(folder, permits_entry(deliveries=FULL))
-    settings = lake_settings(tmp_path, catalog_dir=folder)
-    tables = TableSet(resource, settings.warehouse_location)
+    resource, settings, tables = permits_lake(tmp_path, FULL)
     first = [f"P{n:03d}" for n in range(60)]
     land(settings, "market_regulation", START, FULL_HEADER, [_full_row(p) for p in first])
     # Taxation knows of a permit the market has not delivered: it waits in silver.
@@ -403,10 +408,7 @@ def test_a_crash_during_publication_ends_as_an_uninterrupted_run(
 def test_an_increment_that_changes_nothing_makes_no_version(
     spark: SparkSession, tmp_path: Path
 ) -> None:
-    folder = tmp_path / "catalogue"
-    resource = write_catalogue(folder, permits_entry(deliveries=INCREMENTS))
-    settings = lake_settings(tmp_path, catalog_dir=folder)
-    tables = TableSet(resource, settings.warehouse_location)
+    resource, settings, tables = permits_lake(tmp_path, INCREMENTS)
     first = [[f"P{n:03d}", f"holder {n}", "active", "2024-05-01", "I"] for n in range(20)]
     land(settings, "market_regulation", START, MARKET, first)
     run(spark, resource, settings, START)
@@ -420,3 +422,29 @@ def test_an_increment_that_changes_nothing_makes_no_version(
     assert counts.rows_merged == 1 and counts.rows_removed == 0
     assert counts.silver_version == _version(tables.silver) > 0
     assert {c: _version(t) for c, t in targets(resource, tables)} == before
+
+
+def test_a_compaction_keeps_the_change_known_and_another_write_reconciles(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    resource, settings, tables = permits_lake(tmp_path, INCREMENTS)
+    permits = Permits(seed=5)
+    at = START
+    for cycle in range(3):
+        land(settings, "market_regulation", at, MARKET,
+             permits.market(inserts=100 if cycle == 0 else 10, updates=10, removals=3))  # fmt: skip
+        if cycle == 1:  # compaction changes no row: the next publication still merges the change
+            DeltaTable(tables.silver.location.uri).optimize.compact()
+        if cycle == 2:  # a row deleted outside the pipeline: the publication reconciles
+            gone = sorted(permits.held)[0]
+            spark.sql(f"DELETE FROM {tables.silver.sql_name} WHERE permit_id = '{gone}'")
+            permits.held.discard(gone)
+        run(spark, resource, settings, at)
+        for sharing_class, table in targets(resource, tables):
+            assert rows_of(table) == rebuilt(spark, resource, tables, settings, sharing_class)
+        at += datetime.timedelta(hours=1)
+        commit = DeltaTable(tables.published("conditional").location.uri).history(1)[0]
+        merged = json.loads(commit["operationParameters"].get("notMatchedBySourcePredicates", "[]"))
+        # The compacted silver's change is merged; the other write's is reconciled.
+        assert bool(merged) == (cycle == 2), (cycle, commit["operationParameters"])
+    assert gone not in {row[0] for row in rows_of(tables.published("conditional"))}

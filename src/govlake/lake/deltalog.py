@@ -644,6 +644,12 @@ class CommitFile:
         return cls(version, actions, timestamp, operation, metadata)
 
     @property
+    def changes_rows(self) -> bool:
+        """Whether the commit changes the table's rows: a compaction's files carry
+        `dataChange: false`, and a vacuum or a change of properties has no file at all."""
+        return any(body.get("dataChange", True) for _, body in self.actions)
+
+    @property
     def applied(self) -> list[tuple[str, dict[str, Any]]]:
         """The actions in the order they apply: the removes, then the adds (a commit that gives
         a file a new deletion vector removes it with the old one and adds it with the new one,
