@@ -16,7 +16,7 @@ from pyspark.sql import Row, SparkSession
 
 from govlake.core.catalog import Resource
 from govlake.core.settings import Settings
-from govlake.lake.statements import execute, sql_literal
+from govlake.lake.statements import committing, execute, sql_literal
 from govlake.lake.tables import Table, ops_tables, register
 
 #: Per engine session, the locations of the ops tables registered in it.
@@ -49,10 +49,12 @@ def find(spark: SparkSession, table: Table, **where: Any) -> list[Row]:
 
 def pending(spark: SparkSession, table: Table, resource: Resource, status: str) -> list[Row]:
     """Extracts of `resource` waiting in `status`, in provider and file-name order."""
-    return spark.sql(
+    statement = (
         f"SELECT * FROM {table.sql_name} WHERE resource = {sql_literal(resource.qualified_name)} "
         f"AND status = {sql_literal(status)} ORDER BY provider, file_name"
-    ).collect()
+    )
+    # Other resources' runs commit to the register meanwhile: a read that met one is retried.
+    return committing(lambda: spark.sql(statement).collect(), what="pending extracts")
 
 
 def add(spark: SparkSession, table: Table, **values: Any) -> None:

@@ -21,10 +21,12 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: A commit lost to a concurrent writer of the same table: Sail's message, and Delta's
-#: optimistic-concurrency exceptions on Spark. Nothing of the statement was committed.
+#: optimistic-concurrency exceptions on Spark. Nothing of the statement was committed. Also
+#: Sail's "Missing commit file" when it listed a table's log while another process committed
+#: to it (seen once on `ops.extracts` with three runs at once): the statement read nothing.
 _CONFLICT = re.compile(
     r"Failed to commit transaction|Concurrent(Append|DeleteRead|DeleteDelete|Transaction)"
-    r"Exception|ProtocolChangedException|MetadataChangedException"
+    r"Exception|ProtocolChangedException|MetadataChangedException|Missing commit file"
 )
 COMMIT_ATTEMPTS = 8
 
