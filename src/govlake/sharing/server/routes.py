@@ -21,7 +21,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
-from govlake.lake.deltalog import DataFile, DeltaLog, VersionState
+from govlake.lake.deltalog import DataFile, VersionState
 from govlake.platform.database import Consumer
 from govlake.sharing.access import SharedTable
 from govlake.sharing.server.deps import ConsumerDep, DbDep, NowDep, TokenFirstRoute
@@ -179,7 +179,7 @@ def table_version(request: Request, share: str, schema: str, name: str, who: Con
                   starting: str | None = Query(default=None, alias="startingTimestamp"),
                   ) -> Response:  # fmt: skip
     table, purpose = _readable(request, tables, who, s, at, share, schema, name)
-    version = starting_version(DeltaLog(table.location), starting)
+    version = starting_version(tables.log(table), starting)
     journal_call(request, **_about(table, purpose), version=version)
     return Response(headers={"delta-table-version": str(version)})
 
@@ -189,7 +189,7 @@ def table_metadata(request: Request, share: str, schema: str, name: str, who: Co
                    s: DbDep, at: NowDep, tables: TablesDep) -> Response:  # fmt: skip
     table, purpose = _readable(request, tables, who, s, at, share, schema, name)
     caps = _capabilities(request)
-    delta = DeltaLog(table.location)
+    delta = tables.log(table)
     version = delta.latest()
     state = delta.state(version)
     format_ = caps.respond_in(state.protocol)
@@ -203,7 +203,7 @@ def query_table(request: Request, share: str, schema: str, name: str, body: Quer
                 who: ConsumerDep, s: DbDep, at: NowDep, tables: TablesDep) -> Response:  # fmt: skip
     table, purpose = _readable(request, tables, who, s, at, share, schema, name)
     caps = _capabilities(request)
-    delta = DeltaLog(table.location)
+    delta = tables.log(table)
     wanted = queried_version(delta, body)
     state = delta.state(wanted.version)
     files = state.files
@@ -235,7 +235,7 @@ def table_changes(request: Request, share: str, schema: str, name: str, who: Con
                   ) -> Response:  # fmt: skip
     table, purpose = _readable(request, tables, who, s, at, share, schema, name)
     caps = _capabilities(request)
-    delta = DeltaLog(table.location)
+    delta = tables.log(table)
     wanted = changes_range(delta, starting_version=starting_version,
                            ending_version=ending_version, starting_timestamp=starting_timestamp,
                            ending_timestamp=ending_timestamp)  # fmt: skip

@@ -90,6 +90,10 @@ class SharedTables:
             raise SchemaNotFound(share, schema)
         return sorted(mine, key=lambda t: t.name)
 
+    def log(self, table: SharedTable) -> DeltaLog:
+        """The Delta log of `table`, to read its versions, files and metadata."""
+        return DeltaLog(table.location)
+
     def readable(self, s: Session, who: Consumer, at: datetime,
                  full_name: str) -> tuple[SharedTable, str | None]:  # fmt: skip
         """The published table `full_name` and the purpose `who` reads it under;
