@@ -29,6 +29,7 @@ from typer.testing import CliRunner
 from govlake.core.catalog import Catalog
 from govlake.core.settings import Settings
 from govlake.lake.tables import TableSet
+from govlake.platform import audit
 from govlake.platform.database import (
     AuditEntry,
     Base,
@@ -273,6 +274,8 @@ def test_the_token_endpoint_refuses_bad_calls_and_journals_each(
         assert server.shares(reply.json()["access_token"]).status_code == 200
         (issued,) = server.entries("oauth.token", after=before)
         assert (issued.consumer, issued.outcome) == (USER, "ok")
+        with session(server.settings) as s:
+            assert audit.verify(s, server.settings).ok
 
 
 def test_a_revoked_client_gets_no_token_and_its_tokens_stop_working(

@@ -43,8 +43,7 @@ def client_add(
     endpoint: Annotated[str | None, typer.Option(help="server endpoint to name")] = None,
     by: By = None,
 ) -> None:
-    """Issue a consumer an OAuth client: its id, and its secret shown once (or written into
-    a profile file, mode 0600)."""
+    """Issue a consumer an OAuth client: its id and secret shown once, or a profile file."""
     at, who = now(), by or user()
     settings = load_settings()
     if out is not None:
@@ -71,8 +70,7 @@ def client_revoke(
     client_id: Annotated[str, typer.Argument(help="the client's id")],
     by: By = None,
 ) -> None:
-    """Revoke an OAuth client: its token requests are refused and its live access tokens
-    stop working now."""
+    """Revoke an OAuth client: no more tokens, and its live access tokens stop working."""
     at, who = now(), by or user()
     with work(SharingError) as (_settings, _catalog, s):
         client, ended = oauth.revoke_client(s, client_id, by=who, at=at)

@@ -142,8 +142,7 @@ def profile(
     ] = False,
     by: By = None,
 ) -> None:
-    """Issue a token (or an OAuth client) for a consumer and write its profile file
-    (`<consumer>.share`)."""
+    """Issue a consumer a token (or an OAuth client) and write its profile file."""
     settings = get_settings()
     catalog = Catalog.load(settings.catalog_dir)
     path = out or Path(f"{consumer}.share")
