@@ -182,6 +182,13 @@ def test_the_official_client_reads_with_a_v2_profile_across_token_expiry(
         # The bearer profile (version 1) keeps working next to it.
         assert server.shares(server.bearer).status_code == 200
 
+        # A day on, a new token clears the client's tokens that expired a day before it.
+        server.clock.at = START + timedelta(days=1, minutes=2)
+        assert server.token(credentials).status_code == 200
+        with session(server.settings) as s:
+            kept = s.scalars(select(Token.issued_at).where(Token.client_id == credentials[0]))
+            assert min(kept) > START
+
 
 def test_with_the_default_lifetime_the_client_keeps_its_token(
     serve: Callable[..., Any], cli_runner: Callable[..., CliRunner], tmp_path: Path
