@@ -231,6 +231,9 @@ def test_the_token_endpoint_refuses_bad_calls_and_journals_each(
             ("Basic credentials that are not base64",
              lambda: server.token(None, headers={"Authorization": "Basic %%%"}),
              401, "invalid_client", None),
+            ("Basic credentials that are not ASCII",
+             lambda: server.token(None, headers={"Authorization": "Basic é".encode("latin-1")}),
+             401, "invalid_client", None),
             ("a NUL in the client id", lambda: server.token(
                 None, grant | {"client_id": "a\x00b", "client_secret": secret}),
              401, "invalid_client", None),

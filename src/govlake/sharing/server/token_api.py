@@ -15,7 +15,6 @@ issues the token, a refusal under the department owning the client the call name
 from __future__ import annotations
 
 import base64
-import binascii
 from collections import Counter
 from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote_plus
@@ -134,7 +133,7 @@ def _basic(request: Request) -> tuple[str, str] | None:
         return None
     try:
         decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # not base64 (binascii.Error), not ASCII, not UTF-8
         raise InvalidClient("the Basic credentials cannot be read") from exc
     client_id, colon, secret = decoded.partition(":")
     if not colon:
