@@ -19,7 +19,7 @@ from govlake.reports import quality
 from govlake.reports.scorecard import QualityPass
 from govlake.reports.sharing import DepartmentReport, PlatformSummary, ResourceProvision
 from govlake.sharing import receivers, subscriptions
-from govlake.sharing.server import gate, open_api, subscriptions_api, tables
+from govlake.sharing.server import gate, open_api, subscriptions_api, tables, token_api
 from govlake_app.cli import serve
 from jobs import maintenance
 
@@ -92,6 +92,10 @@ subscriptions_api.DeliveryView.last_result
 subscriptions_api.DeliveryView.delivered_at
 subscriptions.Notice.channel
 subscriptions.Notice.notification_id
+# The token endpoint's answers (RFC 6749 §5.1, §5.2), described in its OpenAPI document.
+token_api.TokenAnswer.access_token
+token_api.TokenAnswer.token_type
+token_api.ErrorAnswer.error_description
 
 # Read by the tests only: the public routes' journal actions, the generator's defect kinds,
 # dropping a test database, and the benchmark report's free-text fields written into

@@ -236,6 +236,16 @@ class Settings(BaseSettings):
         "request is refused with 431 (uvicorn's h11 `h11_max_incomplete_event_size`).",
     )
 
+    # -- Sharing server: OAuth client credentials (profile version 2) -----------------------
+    sharing_oauth_token_seconds: int = Field(
+        default=900,
+        ge=1,
+        le=24 * 60 * 60,
+        description="Seconds an access token from the OAuth token endpoint lives. The official "
+        "client renews a token once it has less than 10 minutes left: at 900 it keeps one for "
+        "5 minutes; at 600 or less it asks for a new one before every call.",
+    )
+
     # -- What a person sees in the terminal ------------------------------------------------
     engine_log: str = Field(
         default="error",

@@ -19,6 +19,8 @@ Actions (`AuditEntry.action`):
 - access requests: `request.file`, `request.approve`, `request.refuse`, `request.escalate`;
 - verification requests: `verification.file`, `verification.answer`, `verification.fixed`;
 - consumers and tokens: `consumer.register`, `token.issue`, `token.rotate`;
+- OAuth clients (profile version 2): `oauth.client_issue`, `oauth.client_revoke`, and
+  `oauth.token` for each call to the token endpoint (an access token issued, or refused);
 - suspensions (宝鸡 art. 29): `suspension.start`, `suspension.lift`;
 - the pipeline: `pipeline.publish` (a new version of a published table);
 - the journal itself: `audit.archive`, `audit.purge`.
@@ -60,6 +62,7 @@ ACTIONS = frozenset(
         "request.file", "request.approve", "request.refuse", "request.escalate",
         "verification.file", "verification.answer", "verification.fixed",
         "consumer.register", "token.issue", "token.rotate",
+        "oauth.client_issue", "oauth.client_revoke", "oauth.token",
         "suspension.start", "suspension.lift",
         "pipeline.publish",
         "audit.archive", "audit.purge",

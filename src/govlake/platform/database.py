@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import (
     Boolean,
+    Column,
     Date,
     DateTime,
     ForeignKey,
@@ -25,11 +26,13 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    inspect,
     text,
 )
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.schema import CreateColumn
 
 from govlake.core.settings import Settings
 
@@ -58,7 +61,9 @@ class Consumer(Base):
 
 
 class Token(Base):
-    """A bearer token of a consumer, stored only as its SHA-256 hash."""
+    """A bearer token of a consumer, stored only as its SHA-256 hash: one an operator issued
+    (`client_id` None), or an access token the OAuth token endpoint issued to a client of the
+    consumer, which lives minutes."""
 
     __tablename__ = "consumer_tokens"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -67,6 +72,26 @@ class Token(Base):
     issued_at: Mapped[datetime] = mapped_column(DateTime)
     expires_at: Mapped[datetime] = mapped_column(DateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # Added after the first release: `_upgrade` adds it to an older database.
+    client_id: Mapped[str | None] = mapped_column(
+        ForeignKey("oauth_clients.client_id"), nullable=True, index=True
+    )
+
+
+class OAuthClient(Base):
+    """An OAuth client of a consumer (profile version 2, client credentials): its id is
+    public, its secret is shown once and stored only as an Argon2 hash. The token endpoint
+    exchanges the two for access tokens (`Token` rows with this `client_id`)."""
+
+    __tablename__ = "oauth_clients"
+    client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    consumer: Mapped[str] = mapped_column(ForeignKey("consumers.code"), index=True)
+    secret_hash: Mapped[str] = mapped_column(Text)  # Argon2id, PHC string format
+    issued_at: Mapped[datetime] = mapped_column(DateTime)
+    issued_by: Mapped[str] = mapped_column(String(100))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    revoked_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 class Grant(Base):
@@ -315,6 +340,8 @@ def _engine(url: str) -> Engine:
             if "already exists" not in str(exc):
                 raise
             Base.metadata.create_all(made)
+        with made.begin() as connection:
+            _upgrade(connection)
         return made
 
     if made.dialect.name == "postgresql":
@@ -337,9 +364,17 @@ def _engine(url: str) -> Engine:
     return made
 
 
+#: Columns added to existing tables after their first release, as (table, column): made by
+#: `create_all` in a new database, added by `_upgrade` to an older one.
+ADDED_COLUMNS = (("consumer_tokens", "client_id"),)
+
+
 def _upgrade(connection: Connection) -> None:
     """Bring a database made by an earlier version up to the models (`create_all` makes
-    missing tables only). SQLite does not enforce a `String(n)` length: nothing to do there."""
+    missing tables only): the columns added since (`ADDED_COLUMNS`), and on PostgreSQL the
+    columns widened since (SQLite does not enforce a `String(n)` length)."""
+    for table, column in ADDED_COLUMNS:
+        _add_column(connection, Base.metadata.tables[table].c[column])
     if connection.dialect.name != "postgresql":
         return
     # webhook_secret was String(64) while secrets were stored in plain text; a sealed one is
@@ -353,6 +388,27 @@ def _upgrade(connection: Connection) -> None:
     )
     if length is not None:
         connection.execute(text("ALTER TABLE subscriptions ALTER COLUMN webhook_secret TYPE text"))
+
+
+def _add_column(connection: Connection, column: Column[Any]) -> None:
+    """Add the nullable `column` (with its foreign key and index) to its table, if missing."""
+    table = column.table
+    if column.name in {c["name"] for c in inspect(connection).get_columns(table.name)}:
+        return
+    spec = CreateColumn(column).compile(dialect=connection.dialect)
+    references = "".join(
+        f" REFERENCES {key.column.table.name} ({key.column.name})" for key in column.foreign_keys
+    )
+    try:
+        connection.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {spec}{references}"))
+        for index in table.indexes:
+            if column.name in index.columns:
+                index.create(connection, checkfirst=True)
+    except OperationalError as exc:
+        # SQLite: another process upgraded between the look and the ALTER (PostgreSQL
+        # upgrades under the schema lock). Its index follows in that process.
+        if "duplicate column" not in str(exc):
+            raise
 
 
 @contextmanager

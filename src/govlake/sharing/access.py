@@ -129,9 +129,11 @@ def rotate_token(
     days: int = DEFAULT_TOKEN_DAYS,
     overlap: timedelta = timedelta(0),
 ) -> str:
-    """Issue a new token and end every other live token of `code` after `overlap`."""
+    """Issue a new token and end every other live token of `code` after `overlap` (not the
+    access tokens of its OAuth clients: revoking a client ends those)."""
     ends = at + overlap
-    for token in s.scalars(select(Token).where(Token.consumer == code, Token.revoked_at.is_(None))):
+    for token in s.scalars(select(Token).where(Token.consumer == code, Token.revoked_at.is_(None),
+                                               Token.client_id.is_(None))):  # fmt: skip
         token.revoked_at = min(ends, token.expires_at)
     return issue_token(s, code, at=at, days=days)
 

@@ -15,6 +15,7 @@ from govlake.core.settings import get_settings
 from govlake_app.cli.audit import audit_app
 from govlake_app.cli.backup import backup, backup_status, restore
 from govlake_app.cli.catalog import catalog_app
+from govlake_app.cli.clients import client_app
 from govlake_app.cli.console import DEBUG_VARIABLE, ENGINE_LOG_VARIABLE, GovlakeTyper
 from govlake_app.cli.ingest import ingest, sql
 from govlake_app.cli.quality import quality_app
@@ -62,6 +63,7 @@ app.add_typer(report_app, name="report")
 app.add_typer(audit_app, name="audit")
 share_app.command()(serve)
 share_app.command()(profile)
+share_app.add_typer(client_app, name="client")
 app.add_typer(share_app, name="share")
 app.command()(backup)
 app.command()(restore)

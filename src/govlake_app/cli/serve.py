@@ -1,9 +1,11 @@
 """`govlake share serve` and `govlake share profile`: run the Delta Sharing server, and give
-a consumer the profile file the official client reads."""
+a consumer the profile file the official client reads (a bearer token, format version 1, or
+an OAuth client, format version 2)."""
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -18,8 +20,8 @@ from govlake.core.net import free_port
 from govlake.core.settings import Settings, get_settings
 from govlake.platform import audit
 from govlake.platform.database import session
-from govlake.sharing import access
-from govlake_app.cli.console import console, fail
+from govlake.sharing import access, oauth
+from govlake_app.cli.console import By, console, fail, user
 
 
 def app_for(settings: Settings) -> FastAPI:
@@ -92,14 +94,36 @@ def write_profile(settings: Settings, catalog: Catalog, consumer: str, path: Pat
         token = access.issue_token(s, consumer, at=at, days=days)
         audit.record(s, at=at, actor="platform", action="token.issue", consumer=consumer,
                      detail={"expires_at": expires.isoformat(), "profile": path.name})  # fmt: skip
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({
+    return _write_private(path, {
         "shareCredentialsVersion": 1,
         "endpoint": endpoint or settings.sharing_endpoint,
         "bearerToken": token,
         "expirationTime": expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
-    }, indent=2) + "\n", encoding="utf-8")  # fmt: skip
-    path.chmod(0o600)
+    })  # fmt: skip
+
+
+def write_oauth_profile(settings: Settings, consumer: str, path: Path, *, by: str,
+                        at: datetime, endpoint: str | None = None) -> str:  # fmt: skip
+    """Issue `consumer` a new OAuth client and write its profile file (format version 2,
+    client credentials); the client's id."""
+    with session(settings) as s:
+        client, secret = oauth.issue_client(s, consumer, by=by, at=at)
+        audit.record(s, at=at, actor="platform", action="oauth.client_issue", consumer=consumer,
+                     detail={"client_id": client.client_id, "by": by,
+                             "profile": path.name})  # fmt: skip
+    _write_private(path, oauth.profile(endpoint or settings.sharing_endpoint,
+                                       client.client_id, secret))  # fmt: skip
+    return client.client_id
+
+
+def _write_private(path: Path, profile: dict[str, object]) -> Path:
+    """Write a profile file readable by its owner only, from its first byte on (it holds a
+    credential)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)  # an existing file keeps its mode through os.open
+    with os.fdopen(descriptor, "w", encoding="utf-8") as out:
+        out.write(json.dumps(profile, indent=2) + "\n")
     return path
 
 
@@ -108,16 +132,32 @@ def profile(
     out: Annotated[Path | None, typer.Option(help="profile file to write")] = None,
     days: Annotated[int, typer.Option(help="days the token stays valid")] = 90,
     endpoint: Annotated[str | None, typer.Option(help="server endpoint to name")] = None,
+    oauth_client: Annotated[
+        bool,
+        typer.Option(
+            "--oauth",
+            help="issue an OAuth client instead of a token: a version-2 profile whose "
+            "client fetches and renews short-lived access tokens itself (--days unused)",
+        ),
+    ] = False,
+    by: By = None,
 ) -> None:
-    """Issue a token for a consumer and write its profile file (`<consumer>.share`)."""
+    """Issue a consumer a token (or an OAuth client) and write its profile file."""
     settings = get_settings()
     catalog = Catalog.load(settings.catalog_dir)
     path = out or Path(f"{consumer}.share")
+    at = datetime.now(UTC).replace(tzinfo=None)
     try:
-        write_profile(settings, catalog, consumer, path, days=days,
-                      at=datetime.now(UTC).replace(tzinfo=None), endpoint=endpoint)  # fmt: skip
+        if oauth_client:
+            client_id = write_oauth_profile(settings, consumer, path, by=by or user(), at=at,
+                                            endpoint=endpoint)  # fmt: skip
+            valid = (f"OAuth client {client_id}, access tokens valid "
+                     f"{settings.sharing_oauth_token_seconds} s")  # fmt: skip
+        else:
+            write_profile(settings, catalog, consumer, path, days=days, at=at, endpoint=endpoint)
+            valid = f"token valid {days} days"
     except access.SharingError as exc:
         raise fail(str(exc)) from exc
-    console.print(f"wrote {path} (token valid {days} days); read with "
+    console.print(f"wrote {path} ({valid}); read with "
                   f'delta_sharing.load_as_pandas("{path}#population.population.'
-                  'residents_unconditional")')  # fmt: skip
+                  'residents_unconditional")', highlight=False)  # fmt: skip

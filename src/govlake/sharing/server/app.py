@@ -4,9 +4,10 @@ tables, so that consumers read them with the official `delta-sharing` client, un
 Shares are the themes, each with one schema of the same name; tables are the published
 tables the consumer may read (see `govlake.sharing.access`). This module only assembles the
 application: the protocol's routes (`routes`, resolving names through `tables` and file
-URLs through `files`), the requests, subscriptions and open data APIs, the answers to
-refusals (`errors`, journaled by `gate.refused`) and the gate every call passes through
-(`gate`: one audit journal entry per call, bounded request sizes, unexpected errors).
+URLs through `files`), the requests, subscriptions and open data APIs, the OAuth token
+endpoint (`token_api`), the answers to refusals (`errors`, journaled by `gate.refused`) and
+the gate every call passes through (`gate`: one audit journal entry per call, bounded
+request sizes, unexpected errors).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from govlake.sharing.server.requests_api import router as requests_router
 from govlake.sharing.server.routes import router as protocol_router
 from govlake.sharing.server.subscriptions_api import router as subscriptions_router
 from govlake.sharing.server.tables import SharedTables
+from govlake.sharing.server.token_api import router as token_router
 
 
 def _utcnow() -> datetime:
@@ -61,5 +63,6 @@ def create_app(
     app.include_router(requests_router)
     app.include_router(subscriptions_router)
     app.include_router(open_router)
+    app.include_router(token_router)
     app.include_router(protocol_router)
     return app

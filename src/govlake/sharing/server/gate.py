@@ -59,6 +59,8 @@ ACTIONS = {
     # the open data routes (govlake.sharing.server.open_api)
     "open_catalog": "open.catalog", "open_download": "open.download",
     "open_notice": "open.notice", "open_schema": "open.notice",
+    # the OAuth token endpoint (govlake.sharing.server.token_api)
+    "oauth_token": "oauth.token",
 }  # fmt: skip
 
 
