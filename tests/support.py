@@ -233,6 +233,12 @@ def router_app(
     return app
 
 
+def ndjson_lines(reply: Any) -> list[dict[str, Any]]:
+    """The lines of a sharing server's 200 answer in newline-delimited JSON (an httpx reply)."""
+    assert reply.status_code == 200, reply.text
+    return [json.loads(line) for line in reply.text.splitlines()]
+
+
 #: A valid access request form, as the REST API takes it.
 FORM: dict[str, Any] = {
     "resource": "population.residents",

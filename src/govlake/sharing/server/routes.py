@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -21,13 +22,14 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
-from govlake.lake.deltalog import DataFile, VersionState
+from govlake.lake.deltalog import DataFile, DeltaLog, VersionState, millis
 from govlake.platform.database import Consumer
 from govlake.sharing.access import SharedTable
 from govlake.sharing.server.deps import ConsumerDep, DbDep, NowDep, TokenFirstRoute
 from govlake.sharing.server.files import (
     SIGNATURE,
     FilePart,
+    UrlSigner,
     delta_file_entry,
     file_entry,
     file_reply,
@@ -43,14 +45,28 @@ from govlake.sharing.server.formats import (
     response_header,
 )
 from govlake.sharing.server.gate import journal_call
+from govlake.sharing.server.querytokens import (
+    PAGE,
+    REFRESH,
+    QueryToken,
+    issue,
+    open_token,
+    page_of,
+    query_digest,
+)
 from govlake.sharing.server.tables import (
+    Changes,
     QueryBody,
     SharedTables,
+    Snapshot,
     changed_files,
     changes_range,
+    check_query,
     enough,
+    hinted,
     page,
     queried_version,
+    query_range,
     share_id,
     starting_version,
     table_item,
@@ -82,12 +98,14 @@ def _about(table: SharedTable, purpose: str | None) -> dict[str, Any]:
             "purpose": purpose}  # fmt: skip
 
 
-def _ndjson(lines: Iterable[dict[str, Any]], version: int, format_: str) -> StreamingResponse:
+def _ndjson(lines: Iterable[dict[str, Any]], version: int, format_: str, *,
+            end_stream: bool = False) -> StreamingResponse:  # fmt: skip
     def body() -> Iterator[bytes]:
         for line in lines:
             yield (json.dumps(line, ensure_ascii=False) + "\n").encode()
 
-    headers = {"delta-table-version": str(version), **response_header(format_)}
+    headers = {"delta-table-version": str(version),
+               **response_header(format_, end_stream=end_stream)}  # fmt: skip
     return StreamingResponse(body(), media_type=NDJSON, headers=headers)
 
 
@@ -203,25 +221,51 @@ def query_table(request: Request, share: str, schema: str, name: str, body: Quer
                 who: ConsumerDep, s: DbDep, at: NowDep, tables: TablesDep) -> Response:  # fmt: skip
     table, purpose = _readable(request, tables, who, s, at, share, schema, name)
     caps = _capabilities(request)
+    check_query(body)
     delta = tables.log(table)
-    wanted = queried_version(delta, body)
-    state = delta.state(wanted.version)
-    files = state.files
+    tokens = _Tokens.of(request, table, body.query(), at)
+    resumed = None if body.pageToken is None else tokens.open(PAGE, body.pageToken)
+    paging = _Paging(body.maxFiles, resumed, caps.end_stream or body.pageToken is not None)
+    if body.startingVersion is not None:
+        wanted = Changes(resumed.start or 0, resumed.end) if resumed else query_range(delta, body)
+        return _changes_answer(request, table, purpose, who, caps, delta, wanted, tokens, paging,
+                               historical=True, query=True)  # fmt: skip
+    if resumed is not None:
+        snapshot = Snapshot(int(resumed.version or 0), resumed.pinned)
+    elif body.refreshToken is not None:
+        refreshed = tokens.open(REFRESH, body.refreshToken)
+        snapshot = Snapshot(int(refreshed.version or 0), pinned=False)
+    else:
+        snapshot = queried_version(delta, body)
+    state = delta.state(snapshot.version)
+    # In path order, so that every page of a query cuts the same list.
+    files, hint = hinted(sorted(state.files, key=lambda f: f.path), body.jsonPredicateHints)
     if body.limitHint is not None:  # enough files to cover the hint, when counts are known
         files = enough(files, body.limitHint)
     format_ = caps.respond_in(state.protocol)
     needed = needed_features(state.protocol, state.delta_metadata["configuration"], files)
-    check_readable(caps, format_, needed, f"{table.full_name} at version {wanted.version}")
+    check_readable(caps, format_, needed, f"{table.full_name} at version {snapshot.version}")
     pinned: dict[str, Any] = {}
-    if wanted.pinned:
-        pinned = {"version": wanted.version, "timestamp": delta.timestamp_of(wanted.version)}
-    head = _head(state, format_, **({"version": wanted.version} if wanted.pinned else {}))
-    lines = head + _file_lines(request, table, files, who.code, format_, lambda f: pinned,
-                               changes=False)  # fmt: skip
-    journal_call(request, **_about(table, purpose), version=wanted.version,
-                 rows=sum(f.rows or 0 for f in files), files=len(files),
-                 detail={"limitHint": body.limitHint, "format": format_})  # fmt: skip
-    return _ndjson(lines, wanted.version, format_)
+    if snapshot.pinned:
+        pinned = {"version": snapshot.version, "timestamp": delta.timestamp_of(snapshot.version)}
+    head = _head(state, format_, **({"version": snapshot.version} if snapshot.pinned else {}))
+    page, following = page_of(files, paging.offset, paging.size)
+    lines = _file_lines(request, table, list(page), who.code, format_, lambda f: pinned,
+                        changes=False)  # fmt: skip
+    end: dict[str, Any] | None = None
+    if paging.end_stream:
+        refresh = None
+        if body.includeRefreshToken and resumed is None and not snapshot.pinned:
+            refresh = tokens.issue(REFRESH, version=snapshot.version)
+        following_token = None if following is None else tokens.issue(
+            PAGE, version=snapshot.version, pinned=snapshot.pinned, offset=following)  # fmt: skip
+        end = _end_stream(lines, following_token, refresh)
+    journal_call(request, **_about(table, purpose), version=snapshot.version,
+                 rows=sum(f.rows or 0 for f in page), files=len(page),
+                 detail={"limitHint": body.limitHint, "format": format_,
+                         "jsonPredicateHints": hint, **paging.detail(following)})  # fmt: skip
+    return _ndjson(head + lines + ([end] if end else []), snapshot.version, format_,
+                   end_stream=end is not None)  # fmt: skip
 
 
 @router.get(f"{TABLE}/changes", name="table_changes")
@@ -232,32 +276,158 @@ def table_changes(request: Request, share: str, schema: str, name: str, who: Con
                   starting_timestamp: str | None = Query(None, alias="startingTimestamp"),
                   ending_timestamp: str | None = Query(None, alias="endingTimestamp"),
                   historical: bool = Query(False, alias="includeHistoricalMetadata"),
-                  ) -> Response:  # fmt: skip
+                  max_files: int | None = Query(None, alias="maxFiles", ge=1),
+                  page_token: str | None = PageToken) -> Response:  # fmt: skip
     table, purpose = _readable(request, tables, who, s, at, share, schema, name)
     caps = _capabilities(request)
     delta = tables.log(table)
-    wanted = changes_range(delta, starting_version=starting_version,
-                           ending_version=ending_version, starting_timestamp=starting_timestamp,
-                           ending_timestamp=ending_timestamp)  # fmt: skip
+    query = {"startingVersion": starting_version, "endingVersion": ending_version,
+             "startingTimestamp": starting_timestamp, "endingTimestamp": ending_timestamp,
+             "includeHistoricalMetadata": historical}  # fmt: skip
+    tokens = _Tokens.of(request, table, query, at)
+    resumed = None if page_token is None else tokens.open(PAGE, page_token)
+    if resumed is not None:
+        wanted = Changes(resumed.start or 0, resumed.end)
+    else:
+        wanted = changes_range(delta, starting_version=starting_version,
+                               ending_version=ending_version,
+                               starting_timestamp=starting_timestamp,
+                               ending_timestamp=ending_timestamp)  # fmt: skip
+        # The end resolved to a number: later pages read the same range.
+        wanted = Changes(wanted.start, delta.version() if wanted.end is None else wanted.end)
+    paging = _Paging(max_files, resumed, caps.end_stream or page_token is not None)
+    return _changes_answer(request, table, purpose, who, caps, delta, wanted, tokens, paging,
+                           historical=historical, query=False)  # fmt: skip
+
+
+def _changes_answer(request: Request, table: SharedTable, purpose: str | None, who: Consumer,
+                    caps: Capabilities, delta: DeltaLog, wanted: Changes, tokens: _Tokens,
+                    paging: _Paging, *, historical: bool, query: bool) -> Response:  # fmt: skip
+    """The files added and removed over `wanted`, with the metaData of the commits within it
+    that changed the schema or properties (`historical`): a changes query's answer, or a
+    query's from its `startingVersion` (`query`: plain metaData, not the change data feed's)."""
     changes = changed_files(delta, table, wanted)
     end = delta.state(wanted.end)
     format_ = caps.respond_in(end.protocol)
     needed = needed_features(end.protocol, end.delta_metadata["configuration"], changes)
     check_readable(caps, format_, needed,
                    f"changes of {table.full_name} from version {wanted.start}")  # fmt: skip
-    lines = _changes_head(delta.state(wanted.start), end, format_, wanted.start)
-    if historical and format_ == DELTA:  # the schema or properties changed within the range
-        changed = delta.metadata_changes(wanted.start, wanted.end)
-        lines += [{"metaData": {"deltaMetadata": _with_cdf(meta), "version": version}}
-                  for version, meta in changed]  # fmt: skip
-    lines += _file_lines(request, table, changes, who.code, format_,
+    start = delta.state(wanted.start)
+    head = _head(start, format_, version=wanted.start) if query else _changes_head(
+        start, end, format_, wanted.start)  # fmt: skip
+    items: list[DataFile | Historical] = list(changes)
+    if historical:
+        items += [Historical(v, m) for v, m in delta.metadata_changes(wanted.start, wanted.end)]
+        # By version, a version's metaData before its files (a stable sort keeps log order).
+        items.sort(key=lambda i: (i.version or 0, not isinstance(i, Historical)))
+    page, following = page_of(items, paging.offset, paging.size)
+    files = [i for i in page if isinstance(i, DataFile)]
+    lines = [_historical_line(i, format_, cdf=not query) if isinstance(i, Historical) else
+             _file_lines(request, table, [i], who.code, format_,
                          lambda f: {"version": f.version, "timestamp": f.timestamp},
-                         changes=True)  # fmt: skip
-    journal_call(request, **_about(table, purpose), version=wanted.end or delta.version(),
-                 rows=sum(f.rows or 0 for f in changes), files=len(changes),
+                         changes=True)[0]
+             for i in page]  # fmt: skip
+    closing: dict[str, Any] | None = None
+    if paging.end_stream:
+        following_token = None if following is None else tokens.issue(
+            PAGE, start=wanted.start, end=wanted.end, offset=following)  # fmt: skip
+        closing = _end_stream(lines, following_token, None)
+    journal_call(request, **_about(table, purpose), version=wanted.end,
+                 rows=sum(f.rows or 0 for f in files), files=len(files),
                  detail={"startingVersion": wanted.start, "endingVersion": wanted.end,
-                         "format": format_})  # fmt: skip
-    return _ndjson(lines, wanted.start, format_)
+                         "format": format_, **paging.detail(following)})  # fmt: skip
+    return _ndjson(head + lines + ([closing] if closing else []), wanted.start, format_,
+                   end_stream=closing is not None)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Historical:
+    """The metaData action a commit within a changes range wrote (a schema or properties
+    change), with its version."""
+
+    version: int
+    metadata: dict[str, Any]
+
+
+def _historical_line(item: Historical, format_: str, *, cdf: bool) -> dict[str, Any]:
+    """A historical metaData line in `format_`: the protocol's Metadata object built from the
+    log's action (parquet), or the action itself (delta; saying change data feed, as the
+    head of a changes answer does, when `cdf`)."""
+    meta = item.metadata
+    if format_ == DELTA:
+        return {"metaData": {"deltaMetadata": _with_cdf(meta) if cdf else meta,
+                             "version": item.version}}  # fmt: skip
+    found = {name: meta.get(name) for name in ("id", "name", "description", "schemaString")}
+    return {"metaData": found | {"format": {"provider": "parquet", "options": {}},
+                                 "partitionColumns": list(meta.get("partitionColumns") or []),
+                                 "configuration": dict(meta.get("configuration") or {}),
+                                 "version": item.version}}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Tokens:
+    """Issues and opens the page and refresh tokens of one call (`querytokens`), for its table
+    and the digest of its parameters, expiring with the file URLs it hands out."""
+
+    key: bytes
+    table: str
+    query: str
+    now: int
+    expires: int
+
+    @classmethod
+    def of(cls, request: Request, table: SharedTable, query: dict[str, Any],
+           at: datetime) -> _Tokens:  # fmt: skip
+        signer: UrlSigner = request.app.state.signer
+        return cls(signer.key, table.full_name, query_digest(query), millis(at),
+                   millis(at + signer.ttl))  # fmt: skip
+
+    def open(self, kind: str, text: str) -> QueryToken:
+        return open_token(self.key, text, kind=kind, table=self.table, query=self.query,
+                          now=self.now)  # fmt: skip
+
+    def issue(self, kind: str, **pins: Any) -> str:
+        return issue(self.key, QueryToken(kind, self.table, self.query, self.expires, **pins))
+
+
+@dataclass(frozen=True)
+class _Paging:
+    """The page a call answers: `size` files at most (the client's `maxFiles`; None: all) from
+    `resumed`'s offset; `end_stream`: the answer ends with the end-stream action, as the
+    client asked or as paging needs (the next page's token travels in it)."""
+
+    size: int | None
+    resumed: QueryToken | None
+    asked: bool
+
+    @property
+    def offset(self) -> int:
+        return 0 if self.resumed is None else self.resumed.offset
+
+    @property
+    def end_stream(self) -> bool:
+        return self.asked or self.size is not None
+
+    def detail(self, following: int | None) -> dict[str, Any]:
+        if self.size is None and self.resumed is None:
+            return {}
+        return {"maxFiles": self.size, "offset": self.offset, "nextPage": following is not None}
+
+
+def _end_stream(lines: list[dict[str, Any]], next_page: str | None,
+                refresh: str | None) -> dict[str, Any]:  # fmt: skip
+    """The end-stream action closing an answer of `lines`: the next page's token, the refresh
+    token, and the earliest expiry of the URLs handed out (each only when there is one)."""
+    found: dict[str, Any] = {}
+    if refresh is not None:
+        found["refreshToken"] = refresh
+    if next_page is not None:
+        found["nextPageToken"] = next_page
+    expiries = [entry["expirationTimestamp"] for line in lines for entry in line.values()
+                if isinstance(entry, dict) and "expirationTimestamp" in entry]  # fmt: skip
+    if expiries:
+        found["minUrlExpirationTimestamp"] = min(expiries)
+    return {"endStreamAction": found}
 
 
 def _changes_head(start: VersionState, end: VersionState, format_: str,
