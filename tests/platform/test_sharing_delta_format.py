@@ -29,7 +29,14 @@ import pytest
 from deltalake import DeltaTable
 from govlake_tools.s3server import SeaweedS3
 from sqlalchemy import select
-from support import Clock, consumers_with_tokens, lake_settings, ndjson_lines, write_profiles
+from support import (
+    Clock,
+    SharingServer,
+    consumers_with_tokens,
+    lake_settings,
+    ndjson_lines,
+    write_profiles,
+)
 
 from govlake.core.catalog import Catalog
 from govlake.core.location import Location
@@ -56,23 +63,17 @@ Rows = dict[str, tuple[str, int]]  # citizen_id -> (name, birth_year)
 
 
 @dataclass
-class Served:
-    settings: Settings
-    endpoint: str
-    clock: Clock
-    token: str
+class Served(SharingServer):
     url: str  # the official client's table URL
     location: str
     versions: dict[int, Rows]  # the live rows of each version, as written
     open_rows: set[str]  # the division codes the open table holds, as written
 
     def post(self, path: str, body: dict[str, Any], headers: dict[str, str]) -> httpx.Response:
-        auth = {"Authorization": f"Bearer {self.token}"}
-        return httpx.post(f"{self.endpoint}{TABLE_PATH}{path}", json=body, headers=auth | headers)
+        return self.call(f"{TABLE_PATH}{path}", headers, body)
 
     def get(self, path: str, headers: dict[str, str]) -> httpx.Response:
-        auth = {"Authorization": f"Bearer {self.token}"}
-        return httpx.get(f"{self.endpoint}{TABLE_PATH}{path}", headers=auth | headers)
+        return self.call(f"{TABLE_PATH}{path}", headers)
 
     def journal(self, action: str) -> list[AuditEntry]:
         with session(self.settings) as s:

@@ -24,10 +24,16 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
 from sqlalchemy import func, select
-from support import Clock, consumers_with_tokens, lake_settings, ndjson_lines, write_profiles
+from support import (
+    Clock,
+    SharingServer,
+    consumers_with_tokens,
+    lake_settings,
+    ndjson_lines,
+    write_profiles,
+)
 
 from govlake.core.catalog import Catalog
-from govlake.core.settings import Settings
 from govlake.lake.tables import TableSet
 from govlake.platform.database import AuditEntry, session
 from govlake.sharing.server.app import create_app
@@ -68,24 +74,17 @@ def _divisions(n: int) -> pa.Table:
 
 
 @dataclass
-class Served:
-    settings: Settings
-    endpoint: str
-    clock: Clock
-    token: str
+class Served(SharingServer):
     profile: str
     locations: dict[str, str]  # table path -> location
 
     def post(self, table: str, body: dict[str, Any], headers: dict[str, str] | None = None,
              ) -> httpx.Response:  # fmt: skip
-        auth = {"Authorization": f"Bearer {self.token}"}
-        return httpx.post(f"{self.endpoint}{table}/query", json=body,
-                          headers=auth | (headers or {}))  # fmt: skip
+        return self.call(f"{table}/query", headers, body)
 
     def get(self, table: str, path: str, headers: dict[str, str] | None = None,
             ) -> httpx.Response:  # fmt: skip
-        auth = {"Authorization": f"Bearer {self.token}"}
-        return httpx.get(f"{self.endpoint}{table}{path}", headers=auth | (headers or {}))
+        return self.call(f"{table}{path}", headers)
 
     def last(self, action: str) -> AuditEntry:
         with session(self.settings) as s:
@@ -212,7 +211,9 @@ def test_query_pages_read_the_version_the_first_page_read(served: Served) -> Non
     assert "refreshToken" not in ndjson_lines(pages[1])[-1]["endStreamAction"]
     entry = served.last("share.query")
     assert entry.version == int(version) and entry.files == len(_files(ndjson_lines(pages[-1])))
-    # The refresh token of the first page gives the same files again; a new query sees more.
+    # The refresh token of the first page gives the same files again, with new URLs once
+    # the first ones have expired; a new query sees more.
+    served.clock.at = START + datetime.timedelta(minutes=30)
     refreshed = served.post(DIVISIONS, {"refreshToken": end["refreshToken"]}, END_STREAM)
     assert refreshed.headers["delta-table-version"] == version
     assert sorted(f["id"] for f in _files(ndjson_lines(refreshed))) == sorted(ids)
@@ -281,6 +282,12 @@ def test_a_query_from_a_starting_version_answers_the_data_changes(served: Served
     assert [(kind, e["version"]) for line in lines[2:] for kind, e in line.items()] == [
         ("add", 1), ("metaData", 2), ("metaData", 3), ("add", 3)]  # fmt: skip
     assert "status" in lines[-2]["metaData"]["schemaString"]
+    delta = ndjson_lines(served.post(ENTERPRISES, {"startingVersion": 1, "endingVersion": 3},
+                                     {HEADER: "responseformat=delta"}))  # fmt: skip
+    assert delta[0]["protocol"]["deltaProtocol"]["minReaderVersion"] >= 1
+    assert delta[1]["metaData"]["version"] == 1 and "deltaMetadata" in delta[1]["metaData"]
+    assert [(e["version"], *e["deltaSingleAction"]) for e in _files(delta)] == [
+        (1, "add"), (3, "add")]  # fmt: skip
     # endingVersion is a hint: past the latest reads to the latest.
     beyond = ndjson_lines(served.post(ENTERPRISES, {"startingVersion": 3, "endingVersion": 99}))
     assert [e["version"] for e in _files(beyond)] == [3, 4]

@@ -8,8 +8,10 @@
 - the refresh token (`REFRESH`) of a query of the latest version, which pins that version, so
   that a client refreshing its file URLs later is given the same files.
 
-A token is base64url JSON under an HMAC-SHA256 with the server's signing key, and it expires
-with the file URLs of the answer that issued it. One the server did not issue, one issued for
+A token is base64url JSON under an HMAC-SHA256 with the server's signing key. A page token
+expires with the file URLs of the answer that issued it (a client fetches all pages before the
+first page's URLs expire); a refresh token after `REFRESH_LIFETIME`, since a client refreshes
+its URLs when they are about to expire. One the server did not issue, one issued for
 another table or another query, or an expired one, is refused (`InvalidParameter`), never read.
 """
 
@@ -22,11 +24,14 @@ import hmac
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from govlake.sharing.server.tables import InvalidParameter
 
 PAGE, REFRESH = "page", "refresh"
+#: How long a refresh token is good for, at least.
+REFRESH_LIFETIME = timedelta(hours=1)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,13 @@
 """The routes of the Delta Sharing protocol, under `/delta-sharing`: list shares, get share,
 list schemas, list tables (per schema and all), table version (with `startingTimestamp`),
-metadata, query (`version`, `timestamp`, `limitHint`), changes (`startingVersion`/
-`endingVersion` or timestamps, from the table's log while it still holds them) and the
-local files' downloads (data files and deletion vector files). Metadata, query and changes
-answer in the parquet or the delta response format (`formats`).
+metadata, query (a snapshot by `version` or `timestamp`, or the data changes from
+`startingVersion` to `endingVersion`; `jsonPredicateHints` and `limitHint` skip files by
+their statistics), changes (`startingVersion`/`endingVersion` or timestamps, from the table's
+log while it still holds them, with `includeHistoricalMetadata`) and the local files'
+downloads (data files and deletion vector files). Metadata, query and changes answer in the
+parquet or the delta response format (`formats`); query and changes answer in pages
+(`maxFiles`, `pageToken`) and end with the end-stream action when the client asks
+(`includeendstreamaction`) or pages, the tokens it carries signed (`querytokens`).
 
 Each route is short: names, versions and pages come from `tables`, file URLs and file
 answers from `files`; the route journals its call and answers. A refusal is raised as a
@@ -48,6 +52,7 @@ from govlake.sharing.server.gate import journal_call
 from govlake.sharing.server.querytokens import (
     PAGE,
     REFRESH,
+    REFRESH_LIFETIME,
     QueryToken,
     issue,
     open_token,
@@ -313,8 +318,12 @@ def _changes_answer(request: Request, table: SharedTable, purpose: str | None, w
     check_readable(caps, format_, needed,
                    f"changes of {table.full_name} from version {wanted.start}")  # fmt: skip
     start = delta.state(wanted.start)
-    head = _head(start, format_, version=wanted.start) if query else _changes_head(
-        start, end, format_, wanted.start)  # fmt: skip
+    if not query:
+        head = _changes_head(start, end, format_, wanted.start)
+    else:  # the metaData the range starts from; in delta, the protocol that reads all of it
+        head = _head(start, format_, version=wanted.start)
+        if format_ == DELTA:
+            head[0] = {"protocol": {"deltaProtocol": end.protocol}}
     items: list[DataFile | Historical] = list(changes)
     if historical:
         items += [Historical(v, m) for v, m in delta.metadata_changes(wanted.start, wanted.end)]
@@ -373,21 +382,24 @@ class _Tokens:
     table: str
     query: str
     now: int
-    expires: int
+    expires: int  # of a page token: with the URLs of the page before
+    refresh_expires: int  # of a refresh token: later (`REFRESH_LIFETIME`)
 
     @classmethod
     def of(cls, request: Request, table: SharedTable, query: dict[str, Any],
            at: datetime) -> _Tokens:  # fmt: skip
         signer: UrlSigner = request.app.state.signer
+        refresh = max(signer.ttl, REFRESH_LIFETIME)
         return cls(signer.key, table.full_name, query_digest(query), millis(at),
-                   millis(at + signer.ttl))  # fmt: skip
+                   millis(at + signer.ttl), millis(at + refresh))  # fmt: skip
 
     def open(self, kind: str, text: str) -> QueryToken:
         return open_token(self.key, text, kind=kind, table=self.table, query=self.query,
                           now=self.now)  # fmt: skip
 
     def issue(self, kind: str, **pins: Any) -> str:
-        return issue(self.key, QueryToken(kind, self.table, self.query, self.expires, **pins))
+        expires = self.refresh_expires if kind == REFRESH else self.expires
+        return issue(self.key, QueryToken(kind, self.table, self.query, expires, **pins))
 
 
 @dataclass(frozen=True)

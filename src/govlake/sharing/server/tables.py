@@ -1,6 +1,8 @@
 """Names, versions and pages of the sharing protocol: the shares, schemas and tables a
 consumer sees, the table a name resolves to, the version a query or a changes query asks
-for (by number or by timestamp), and the page tokens of the listings.
+for (by number or by timestamp) or the versions a query from a starting version covers, the
+files a query's predicate hint leaves (`hinted`, by their statistics) or its limit hint
+needs (`enough`), and the page tokens of the listings.
 
 Failures are domain errors (`NameNotFound`, `InvalidParameter`, `access.AccessError`);
 `govlake.sharing.server.errors` decides how each is answered.
