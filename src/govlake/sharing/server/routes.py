@@ -7,7 +7,7 @@ log while it still holds them, with `includeHistoricalMetadata`) and the local f
 downloads (data files and deletion vector files). Metadata, query and changes answer in the
 parquet or the delta response format (`formats`); query and changes answer in pages
 (`maxFiles`, `pageToken`) and end with the end-stream action when the client asks
-(`includeendstreamaction`) or pages, the tokens it carries signed (`querytokens`).
+(`includeendstreamaction`) or pages, the tokens it carries signed (`paging`).
 
 Each route is short: names, versions and pages come from `tables`, file URLs and file
 answers from `files`; the route journals its call and answers. A refusal is raised as a
@@ -49,16 +49,7 @@ from govlake.sharing.server.formats import (
     response_header,
 )
 from govlake.sharing.server.gate import journal_call
-from govlake.sharing.server.querytokens import (
-    PAGE,
-    REFRESH,
-    REFRESH_LIFETIME,
-    QueryToken,
-    issue,
-    open_token,
-    page_of,
-    query_digest,
-)
+from govlake.sharing.server.paging import PAGE, REFRESH, Paging, Tokens, end_stream_action, page_of
 from govlake.sharing.server.tables import (
     Changes,
     QueryBody,
@@ -189,6 +180,12 @@ def list_all_tables(request: Request, share: str, who: ConsumerDep, s: DbDep, at
 
 
 # -- one table ------------------------------------------------------------------------------
+def _tokens(request: Request, table: SharedTable, query: dict[str, Any], at: datetime) -> Tokens:
+    """The page and refresh tokens of a call about `table` with the parameters `query`."""
+    signer: UrlSigner = request.app.state.signer
+    return Tokens.of(signer.key, signer.ttl, table.full_name, query, millis(at))
+
+
 def _readable(request: Request, tables: SharedTables, who: Consumer, s: Session, at: datetime,
               share: str, schema: str, name: str) -> tuple[SharedTable, str | None]:  # fmt: skip
     """The table the path names, which the call is about (journaled also when refused)."""
@@ -228,9 +225,9 @@ def query_table(request: Request, share: str, schema: str, name: str, body: Quer
     caps = _capabilities(request)
     check_query(body)
     delta = tables.log(table)
-    tokens = _Tokens.of(request, table, body.query(), at)
+    tokens = _tokens(request, table, body.query(), at)
     resumed = None if body.pageToken is None else tokens.open(PAGE, body.pageToken)
-    paging = _Paging(body.maxFiles, resumed, caps.end_stream or body.pageToken is not None)
+    paging = Paging(body.maxFiles, resumed, caps.end_stream or body.pageToken is not None)
     if body.startingVersion is not None:
         wanted = Changes(resumed.start or 0, resumed.end) if resumed else query_range(delta, body)
         return _changes_answer(request, table, purpose, who, caps, delta, wanted, tokens, paging,
@@ -264,7 +261,7 @@ def query_table(request: Request, share: str, schema: str, name: str, body: Quer
             refresh = tokens.issue(REFRESH, version=snapshot.version)
         following_token = None if following is None else tokens.issue(
             PAGE, version=snapshot.version, pinned=snapshot.pinned, offset=following)  # fmt: skip
-        end = _end_stream(lines, following_token, refresh)
+        end = end_stream_action(lines, following_token, refresh)
     journal_call(request, **_about(table, purpose), version=snapshot.version,
                  rows=sum(f.rows or 0 for f in page), files=len(page),
                  detail={"limitHint": body.limitHint, "format": format_,
@@ -289,7 +286,7 @@ def table_changes(request: Request, share: str, schema: str, name: str, who: Con
     query = {"startingVersion": starting_version, "endingVersion": ending_version,
              "startingTimestamp": starting_timestamp, "endingTimestamp": ending_timestamp,
              "includeHistoricalMetadata": historical}  # fmt: skip
-    tokens = _Tokens.of(request, table, query, at)
+    tokens = _tokens(request, table, query, at)
     resumed = None if page_token is None else tokens.open(PAGE, page_token)
     if resumed is not None:
         wanted = Changes(resumed.start or 0, resumed.end)
@@ -300,14 +297,14 @@ def table_changes(request: Request, share: str, schema: str, name: str, who: Con
                                ending_timestamp=ending_timestamp)  # fmt: skip
         # The end resolved to a number: later pages read the same range.
         wanted = Changes(wanted.start, delta.version() if wanted.end is None else wanted.end)
-    paging = _Paging(max_files, resumed, caps.end_stream or page_token is not None)
+    paging = Paging(max_files, resumed, caps.end_stream or page_token is not None)
     return _changes_answer(request, table, purpose, who, caps, delta, wanted, tokens, paging,
                            historical=historical, query=False)  # fmt: skip
 
 
 def _changes_answer(request: Request, table: SharedTable, purpose: str | None, who: Consumer,
-                    caps: Capabilities, delta: DeltaLog, wanted: Changes, tokens: _Tokens,
-                    paging: _Paging, *, historical: bool, query: bool) -> Response:  # fmt: skip
+                    caps: Capabilities, delta: DeltaLog, wanted: Changes, tokens: Tokens,
+                    paging: Paging, *, historical: bool, query: bool) -> Response:  # fmt: skip
     """The files added and removed over `wanted`, with the metaData of the commits within it
     that changed the schema or properties (`historical`): a changes query's answer, or a
     query's from its `startingVersion` (`query`: plain metaData, not the change data feed's)."""
@@ -340,7 +337,7 @@ def _changes_answer(request: Request, table: SharedTable, purpose: str | None, w
     if paging.end_stream:
         following_token = None if following is None else tokens.issue(
             PAGE, start=wanted.start, end=wanted.end, offset=following)  # fmt: skip
-        closing = _end_stream(lines, following_token, None)
+        closing = end_stream_action(lines, following_token, None)
     journal_call(request, **_about(table, purpose), version=wanted.end,
                  rows=sum(f.rows or 0 for f in files), files=len(files),
                  detail={"startingVersion": wanted.start, "endingVersion": wanted.end,
@@ -371,75 +368,6 @@ def _historical_line(item: Historical, format_: str, *, cdf: bool) -> dict[str, 
                                  "partitionColumns": list(meta.get("partitionColumns") or []),
                                  "configuration": dict(meta.get("configuration") or {}),
                                  "version": item.version}}  # fmt: skip
-
-
-@dataclass(frozen=True)
-class _Tokens:
-    """Issues and opens the page and refresh tokens of one call (`querytokens`), for its table
-    and the digest of its parameters, expiring with the file URLs it hands out."""
-
-    key: bytes
-    table: str
-    query: str
-    now: int
-    expires: int  # of a page token: with the URLs of the page before
-    refresh_expires: int  # of a refresh token: later (`REFRESH_LIFETIME`)
-
-    @classmethod
-    def of(cls, request: Request, table: SharedTable, query: dict[str, Any],
-           at: datetime) -> _Tokens:  # fmt: skip
-        signer: UrlSigner = request.app.state.signer
-        refresh = max(signer.ttl, REFRESH_LIFETIME)
-        return cls(signer.key, table.full_name, query_digest(query), millis(at),
-                   millis(at + signer.ttl), millis(at + refresh))  # fmt: skip
-
-    def open(self, kind: str, text: str) -> QueryToken:
-        return open_token(self.key, text, kind=kind, table=self.table, query=self.query,
-                          now=self.now)  # fmt: skip
-
-    def issue(self, kind: str, **pins: Any) -> str:
-        expires = self.refresh_expires if kind == REFRESH else self.expires
-        return issue(self.key, QueryToken(kind, self.table, self.query, expires, **pins))
-
-
-@dataclass(frozen=True)
-class _Paging:
-    """The page a call answers: `size` files at most (the client's `maxFiles`; None: all) from
-    `resumed`'s offset; `end_stream`: the answer ends with the end-stream action, as the
-    client asked or as paging needs (the next page's token travels in it)."""
-
-    size: int | None
-    resumed: QueryToken | None
-    asked: bool
-
-    @property
-    def offset(self) -> int:
-        return 0 if self.resumed is None else self.resumed.offset
-
-    @property
-    def end_stream(self) -> bool:
-        return self.asked or self.size is not None
-
-    def detail(self, following: int | None) -> dict[str, Any]:
-        if self.size is None and self.resumed is None:
-            return {}
-        return {"maxFiles": self.size, "offset": self.offset, "nextPage": following is not None}
-
-
-def _end_stream(lines: list[dict[str, Any]], next_page: str | None,
-                refresh: str | None) -> dict[str, Any]:  # fmt: skip
-    """The end-stream action closing an answer of `lines`: the next page's token, the refresh
-    token, and the earliest expiry of the URLs handed out (each only when there is one)."""
-    found: dict[str, Any] = {}
-    if refresh is not None:
-        found["refreshToken"] = refresh
-    if next_page is not None:
-        found["nextPageToken"] = next_page
-    expiries = [entry["expirationTimestamp"] for line in lines for entry in line.values()
-                if isinstance(entry, dict) and "expirationTimestamp" in entry]  # fmt: skip
-    if expiries:
-        found["minUrlExpirationTimestamp"] = min(expiries)
-    return {"endStreamAction": found}
 
 
 def _changes_head(start: VersionState, end: VersionState, format_: str,

@@ -1,17 +1,20 @@
-"""The page and refresh tokens of the sharing server's queries (`querytokens`): read back only
+"""The page and refresh tokens of the sharing server's queries (`paging`): read back only
 when this server issued them, for the same table and query, before they expire."""
 
 from __future__ import annotations
 
 import base64
 import json
+from datetime import timedelta
 
 import pytest
 
-from govlake.sharing.server.querytokens import (
+from govlake.sharing.server.paging import (
     PAGE,
     REFRESH,
     QueryToken,
+    Tokens,
+    end_stream_action,
     issue,
     open_token,
     page_of,
@@ -63,3 +66,22 @@ def test_pages_cut_the_items_in_order() -> None:
     assert page_of(items, 0, None) == (items, None)
     with pytest.raises(InvalidParameter):
         page_of(items, 6, 2)
+
+
+def test_the_end_stream_action_names_only_what_there_is() -> None:
+    lines = [{"file": {"expirationTimestamp": 7}}, {"add": {"expirationTimestamp": 5}},
+             {"metaData": {"version": 2}}]  # fmt: skip
+    assert end_stream_action(lines, "next", "again") == {"endStreamAction": {
+        "refreshToken": "again", "nextPageToken": "next", "minUrlExpirationTimestamp": 5}}  # fmt: skip
+    assert end_stream_action([], None, None) == {"endStreamAction": {}}
+
+
+def test_tokens_of_a_call_expire_with_its_urls_and_refresh_tokens_later() -> None:
+    tokens = Tokens.of(KEY, timedelta(minutes=15), TABLE, {"limitHint": 10}, now=0)
+    page = tokens.open(PAGE, tokens.issue(PAGE, version=1))
+    refresh = tokens.open(REFRESH, tokens.issue(REFRESH, version=1))
+    assert page.expires == 15 * 60_000 and refresh.expires == 60 * 60_000
+    later = Tokens.of(KEY, timedelta(minutes=15), TABLE, {"limitHint": 10}, now=20 * 60_000)
+    with pytest.raises(InvalidParameter, match="expired"):
+        later.open(PAGE, tokens.issue(PAGE, version=1))
+    assert later.open(REFRESH, tokens.issue(REFRESH, version=1)).version == 1

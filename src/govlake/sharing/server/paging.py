@@ -1,5 +1,7 @@
-"""The tokens a table query or a changes query hands out in its end-stream action
-(PROTOCOL.md; the reference server's `QueryTablePageToken` and `RefreshToken`):
+"""The pages of a table query's or a changes query's answer (`maxFiles`, `pageToken`) and the
+end-stream action that closes one (`end_stream_action`: PROTOCOL.md's `endStreamAction`, the
+reference server's `EndStreamAction`), with the tokens it hands out (the reference server's
+`QueryTablePageToken` and `RefreshToken`):
 
 - the next page's token (`PAGE`), which pins what the first page read: the table, the version
   of a snapshot (or the range of versions of a changes query, its end resolved to a number),
@@ -113,3 +115,78 @@ def page_of(items: Sequence[T], offset: int, size: int | None) -> tuple[Sequence
         raise InvalidParameter("pageToken points past the end of the answer")
     end = len(items) if size is None else min(len(items), offset + size)
     return items[offset:end], (end if end < len(items) else None)
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """Issues and opens the page and refresh tokens of one call, for its table and the digest
+    of its parameters: a page token expires with the file URLs handed out with it, a refresh
+    token after `REFRESH_LIFETIME`."""
+
+    key: bytes
+    table: str
+    query: str
+    now: int
+    expires: int
+    refresh_expires: int
+
+    @classmethod
+    def of(cls, key: bytes, ttl: timedelta, table: str, query: Mapping[str, Any],
+           now: int) -> Tokens:  # fmt: skip
+        """The tokens of a call at `now` (ms) whose file URLs live `ttl`."""
+        refresh = max(ttl, REFRESH_LIFETIME)
+        return cls(key, table, query_digest(query), now, now + millis_of(ttl),
+                   now + millis_of(refresh))  # fmt: skip
+
+    def open(self, kind: str, text: str) -> QueryToken:
+        return open_token(self.key, text, kind=kind, table=self.table, query=self.query,
+                          now=self.now)  # fmt: skip
+
+    def issue(self, kind: str, **pins: Any) -> str:
+        expires = self.refresh_expires if kind == REFRESH else self.expires
+        return issue(self.key, QueryToken(kind, self.table, self.query, expires, **pins))
+
+
+def millis_of(span: timedelta) -> int:
+    return int(span.total_seconds() * 1000)
+
+
+@dataclass(frozen=True)
+class Paging:
+    """The page a call answers: `size` items at most (the client's `maxFiles`; None: all) from
+    `resumed`'s offset; `end_stream`: the answer ends with the end-stream action, as the
+    client asked (`asked`) or as paging needs (the next page's token travels in it)."""
+
+    size: int | None
+    resumed: QueryToken | None
+    asked: bool
+
+    @property
+    def offset(self) -> int:
+        return 0 if self.resumed is None else self.resumed.offset
+
+    @property
+    def end_stream(self) -> bool:
+        return self.asked or self.size is not None or self.resumed is not None
+
+    def detail(self, following: int | None) -> dict[str, Any]:
+        """What the journal keeps of the page (nothing for an answer in one piece)."""
+        if self.size is None and self.resumed is None:
+            return {}
+        return {"maxFiles": self.size, "offset": self.offset, "nextPage": following is not None}
+
+
+def end_stream_action(lines: Sequence[Mapping[str, Any]], next_page: str | None,
+                      refresh: str | None) -> dict[str, Any]:  # fmt: skip
+    """The end-stream action closing an answer of `lines`: the next page's token, the refresh
+    token, and the earliest expiry of the URLs handed out (each only when there is one)."""
+    found: dict[str, Any] = {}
+    if refresh is not None:
+        found["refreshToken"] = refresh
+    if next_page is not None:
+        found["nextPageToken"] = next_page
+    expiries = [entry["expirationTimestamp"] for line in lines for entry in line.values()
+                if isinstance(entry, Mapping) and "expirationTimestamp" in entry]  # fmt: skip
+    if expiries:
+        found["minUrlExpirationTimestamp"] = min(expiries)
+    return {"endStreamAction": found}
