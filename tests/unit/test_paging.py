@@ -71,8 +71,8 @@ def test_pages_cut_the_items_in_order() -> None:
 def test_the_end_stream_action_names_only_what_there_is() -> None:
     lines = [{"file": {"expirationTimestamp": 7}}, {"add": {"expirationTimestamp": 5}},
              {"metaData": {"version": 2}}]  # fmt: skip
-    assert end_stream_action(lines, "next", "again") == {"endStreamAction": {
-        "refreshToken": "again", "nextPageToken": "next", "minUrlExpirationTimestamp": 5}}  # fmt: skip
+    wanted = {"refreshToken": "again", "nextPageToken": "next", "minUrlExpirationTimestamp": 5}
+    assert end_stream_action(lines, "next", "again") == {"endStreamAction": wanted}
     assert end_stream_action([], None, None) == {"endStreamAction": {}}
 
 
