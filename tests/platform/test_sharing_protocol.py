@@ -263,6 +263,7 @@ def test_forged_or_foreign_page_tokens_are_refused_and_journaled(served: Served)
         assert reply.status_code == 400, case
         assert reply.json()["errorCode"] == "INVALID_PARAMETER_VALUE", case
         assert served.entries() == before + 1, case
+        assert HEADER not in reply.headers  # an error answer is JSON only (PROTOCOL.md)
         entry = served.last("share.query")
         assert entry.outcome == "error" and "pageToken" in (entry.detail or ""), case
     served.clock.at = START + datetime.timedelta(hours=1)
@@ -371,3 +372,18 @@ def test_limit_hint_answers_enough_files_after_the_predicate(served: Served) -> 
     assert (entry.files, entry.rows) == (2, 2 * ROWS)
     url = f"{served.profile}#population.population.residents_unconditional"
     assert len(delta_sharing.load_as_pandas(url, limit=50)) == 50
+
+
+MALFORMED = [{"maxFiles": 0}, {"maxFiles": "two"}, {"pageToken": 5},
+             {"jsonPredicateHints": {"op": "equal"}}, {"includeRefreshToken": True, "version": 1},
+             {"refreshToken": "x", "timestamp": "2026-11-04T09:00:00Z"}]  # fmt: skip
+
+
+@pytest.mark.parametrize("body", MALFORMED)
+def test_a_malformed_query_body_is_refused_and_journaled(
+    served: Served, body: dict[str, Any]
+) -> None:
+    before = served.entries()
+    reply = served.post(RESIDENTS, body, END_STREAM)
+    assert reply.status_code == 400 and reply.json()["errorCode"] == "INVALID_PARAMETER_VALUE"
+    assert served.entries() == before + 1 and served.last("share.query").outcome == "error"
