@@ -205,3 +205,6 @@ def test_a_data_file_reads_its_statistics_from_its_action() -> None:
     assert stats == FileStats(3, {"n": 1}, {"n": 2}, {"n": 0}, {"day": "2026-11-04"})
     broken = DataFile.of(action | {"stats": "{not json"}).stats
     assert broken == FileStats(None, {}, {}, {}, {"day": "2026-11-04"})
+    # A checkpoint read with pyarrow gives the partition values as key-value pairs.
+    pairs = DataFile.of(action | {"partitionValues": [("day", "2026-11-04")]}).stats
+    assert pairs.partition_values == {"day": "2026-11-04"}

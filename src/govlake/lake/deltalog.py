@@ -170,19 +170,28 @@ class FileStats:
                 parsed = {}
         if not isinstance(parsed, dict):
             parsed = {}
-        partitions = action.get("partitionValues")
         count = parsed.get("numRecords")
         return cls(
             count if type(count) is int else records,
             _mapping(parsed.get("minValues")),
             _mapping(parsed.get("maxValues")),
             _mapping(parsed.get("nullCount")),
-            dict(partitions) if isinstance(partitions, Mapping) else {},
+            _partition_values(action.get("partitionValues")),
         )
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, dict) else {}
+
+
+def _partition_values(value: Any) -> dict[str, str | None]:
+    """An action's partition values: an object in a commit, key-value pairs in a checkpoint
+    read with pyarrow (a map column)."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, list) and all(isinstance(p, tuple) and len(p) == 2 for p in value):
+        return dict(value)
+    return {}
 
 
 @dataclass(frozen=True)
