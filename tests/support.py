@@ -21,6 +21,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from govlake_tools.generate import generate
@@ -231,6 +232,32 @@ def router_app(
         )
 
     return app
+
+
+@dataclass
+class SharingServer:
+    """A running sharing server as one consumer calls it: its settings, endpoint and clock,
+    and the consumer's bearer token."""
+
+    settings: Settings
+    endpoint: str
+    clock: Clock
+    token: str
+
+    def call(self, path: str, headers: dict[str, str] | None = None,
+             body: dict[str, Any] | None = None) -> httpx.Response:  # fmt: skip
+        """A protocol call below the endpoint: a POST of `body` when given, else a GET."""
+        url = f"{self.endpoint}{path}"
+        auth = {"Authorization": f"Bearer {self.token}"} | (headers or {})
+        if body is not None:
+            return httpx.post(url, json=body, headers=auth)
+        return httpx.get(url, headers=auth)
+
+
+def ndjson_lines(reply: Any) -> list[dict[str, Any]]:
+    """The lines of a sharing server's 200 answer in newline-delimited JSON (an httpx reply)."""
+    assert reply.status_code == 200, reply.text
+    return [json.loads(line) for line in reply.text.splitlines()]
 
 
 #: A valid access request form, as the REST API takes it.

@@ -29,7 +29,14 @@ import pytest
 from deltalake import DeltaTable
 from govlake_tools.s3server import SeaweedS3
 from sqlalchemy import select
-from support import Clock, consumers_with_tokens, lake_settings, write_profiles
+from support import (
+    Clock,
+    SharingServer,
+    consumers_with_tokens,
+    lake_settings,
+    ndjson_lines,
+    write_profiles,
+)
 
 from govlake.core.catalog import Catalog
 from govlake.core.location import Location
@@ -56,23 +63,17 @@ Rows = dict[str, tuple[str, int]]  # citizen_id -> (name, birth_year)
 
 
 @dataclass
-class Served:
-    settings: Settings
-    endpoint: str
-    clock: Clock
-    token: str
+class Served(SharingServer):
     url: str  # the official client's table URL
     location: str
     versions: dict[int, Rows]  # the live rows of each version, as written
     open_rows: set[str]  # the division codes the open table holds, as written
 
     def post(self, path: str, body: dict[str, Any], headers: dict[str, str]) -> httpx.Response:
-        auth = {"Authorization": f"Bearer {self.token}"}
-        return httpx.post(f"{self.endpoint}{TABLE_PATH}{path}", json=body, headers=auth | headers)
+        return self.call(f"{TABLE_PATH}{path}", headers, body)
 
     def get(self, path: str, headers: dict[str, str]) -> httpx.Response:
-        auth = {"Authorization": f"Bearer {self.token}"}
-        return httpx.get(f"{self.endpoint}{TABLE_PATH}{path}", headers=auth | headers)
+        return self.call(f"{TABLE_PATH}{path}", headers)
 
     def journal(self, action: str) -> list[AuditEntry]:
         with session(self.settings) as s:
@@ -186,11 +187,6 @@ def _rows(frame: pd.DataFrame) -> Rows:
     return {r.citizen_id: (r.name, int(r.birth_year)) for r in frame.itertuples()}
 
 
-def _lines(reply: httpx.Response) -> list[dict[str, Any]]:
-    assert reply.status_code == 200, reply.text
-    return [json.loads(line) for line in reply.text.splitlines()]
-
-
 # -- the official client --------------------------------------------------------------------
 def test_the_client_reads_exactly_the_live_rows(served: Served) -> None:
     read = delta_sharing.load_as_pandas(served.url)
@@ -244,7 +240,7 @@ def test_the_delta_format_answer_wraps_the_log_actions(served: Served) -> None:
     reply = served.post("/query", {}, DELTA)
     assert reply.headers["delta-sharing-capabilities"] == "responseformat=delta"
     assert reply.headers["delta-table-version"] == "4"
-    protocol, metadata, *files = _lines(reply)
+    protocol, metadata, *files = ndjson_lines(reply)
     assert protocol["protocol"]["deltaProtocol"]["minReaderVersion"] == 3
     assert "deletionVectors" in protocol["protocol"]["deltaProtocol"]["readerFeatures"]
     assert metadata["metaData"]["deltaMetadata"]["configuration"][
@@ -277,7 +273,7 @@ def test_a_parquet_only_client_is_refused_not_given_deleted_rows(
 def test_a_version_without_deletion_vectors_still_answers_in_parquet(served: Served) -> None:
     reply = served.post("/query", {"version": 2}, PARQUET_ONLY)
     assert reply.headers["delta-sharing-capabilities"] == "responseformat=parquet"
-    protocol, _, *files = _lines(reply)
+    protocol, _, *files = ndjson_lines(reply)
     assert protocol == {"protocol": {"minReaderVersion": 1}}
     frames = [pq.read_table(pa.BufferReader(httpx.get(f["file"]["url"]).content)) for f in files]
     assert _rows(pa.concat_tables(frames).to_pandas()) == served.versions[2]
@@ -288,7 +284,7 @@ def test_a_client_that_takes_both_formats_gets_delta_for_this_table(served: Serv
             "readerfeatures=deletionvectors,columnmapping,timestampntz"}  # fmt: skip
     reply = served.get("/metadata", both)
     assert reply.headers["delta-sharing-capabilities"] == "responseformat=delta"
-    assert "deltaMetadata" in _lines(reply)[1]["metaData"]
+    assert "deltaMetadata" in ndjson_lines(reply)[1]["metaData"]
     assert served.get("/metadata", {}).headers["delta-sharing-capabilities"] == (
         "responseformat=parquet"
     )
@@ -299,7 +295,7 @@ def test_a_client_that_takes_both_formats_gets_delta_for_this_table(served: Serv
 
 
 def _vector_urls(served: Served) -> list[tuple[str, dict[str, Any]]]:
-    files = _lines(served.post("/query", {}, DELTA))[2:]
+    files = ndjson_lines(served.post("/query", {}, DELTA))[2:]
     found = []
     for f in files:
         vector = f["file"]["deltaSingleAction"]["add"].get("deletionVector")
@@ -355,7 +351,7 @@ def test_changes_name_a_schema_change_within_their_range(served: Served) -> None
     headers = {"Authorization": f"Bearer {served.token}"} | DELTA
     query = "?startingVersion=1&includeHistoricalMetadata=true"
     reply = httpx.get(f"{served.endpoint}{path}{query}", headers=headers)
-    metadata = [line["metaData"] for line in _lines(reply) if "metaData" in line]
+    metadata = [line["metaData"] for line in ndjson_lines(reply) if "metaData" in line]
     assert [m["version"] for m in metadata] == [1, 3]
     assert "status" not in metadata[0]["deltaMetadata"]["schemaString"]
     assert "status" in metadata[1]["deltaMetadata"]["schemaString"]

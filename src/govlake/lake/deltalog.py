@@ -144,6 +144,57 @@ def _path_of(uri: str) -> str:
 
 
 @dataclass(frozen=True)
+class FileStats:
+    """The per-file statistics of an add action (Delta protocol, "Per-file Statistics"): the
+    rows written, and per column (nested columns as nested objects) the least and greatest
+    value and the count of nulls; a partition column's value stands for all its rows. Any of
+    them may be missing: a writer need not collect them, nor for every column."""
+
+    num_records: int | None = None
+    min_values: Mapping[str, Any] = field(default_factory=dict)
+    max_values: Mapping[str, Any] = field(default_factory=dict)
+    null_count: Mapping[str, Any] = field(default_factory=dict)
+    partition_values: Mapping[str, str | None] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, action: Mapping[str, Any], *, records: int | None = None) -> FileStats:
+        """The statistics of `action` (its `stats` JSON and `partitionValues`); whatever is
+        not well-formed counts as missing, never as an error. `records`: the row count when
+        known otherwise (delta-rs reads it from a checkpoint's parsed statistics)."""
+        parsed: Any = {}
+        text = action.get("stats")
+        if isinstance(text, str) and text:
+            try:
+                parsed = json.loads(text)
+            except (ValueError, RecursionError):
+                parsed = {}
+        if not isinstance(parsed, dict):
+            parsed = {}
+        count = parsed.get("numRecords")
+        return cls(
+            count if type(count) is int else records,
+            _mapping(parsed.get("minValues")),
+            _mapping(parsed.get("maxValues")),
+            _mapping(parsed.get("nullCount")),
+            _partition_values(action.get("partitionValues")),
+        )
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _partition_values(value: Any) -> dict[str, str | None]:
+    """An action's partition values: an object in a commit, key-value pairs in a checkpoint
+    read with pyarrow (a map column)."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, list) and all(isinstance(p, tuple) and len(p) == 2 for p in value):
+        return dict(value)
+    return {}
+
+
+@dataclass(frozen=True)
 class DataFile:
     path: str  # relative to the table root
     size: int
@@ -171,6 +222,11 @@ class DataFile:
         vector = DeletionVector.of(body.get("deletionVector"))
         return cls(str(body["path"]), size, _stats_records(body), version, timestamp, change,
                    deletion_vector=vector, action=body)  # fmt: skip
+
+    @property
+    def stats(self) -> FileStats:
+        """The statistics the log's action gives the file (empty when it gives none)."""
+        return FileStats.of(self.action or {}, records=self.records)
 
     @property
     def deleted(self) -> int:

@@ -15,6 +15,11 @@ and values case-insensitive; no header means `parquet`.
 
 A client that takes both gets parquet for a table whose protocol needs no reader feature
 (minimum reader version 1), else delta (the reference server's rule).
+
+`includeendstreamaction=true` asks that a query's or a changes query's answer end with the
+end-stream action (next page token, refresh token, earliest URL expiry); the answer's header
+then says `includeendstreamaction=true` too, as the Spark client checks. Refusals carry no
+capabilities header: PROTOCOL.md gives error answers a JSON body only.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from govlake.lake.deltalog import DataFile
 
 HEADER = "delta-sharing-capabilities"
 PARQUET, DELTA = "parquet", "delta"
+END_STREAM = "includeendstreamaction"
 #: Reader features that only the server, which reads the log, has to know.
 SERVER_SIDE = frozenset({"v2checkpoint", "vacuumprotocolcheck", "deletionvectors", "columnmapping"})
 
@@ -46,6 +52,8 @@ class Capabilities:
 
     formats: frozenset[str]
     reader_features: frozenset[str]
+    #: The answer is to end with the end-stream action.
+    end_stream: bool = False
 
     @classmethod
     def of(cls, header: str | None) -> Capabilities:
@@ -63,7 +71,8 @@ class Capabilities:
                 f"{PARQUET!r} nor {DELTA!r}"
             )
         return cls(frozenset(formats & {PARQUET, DELTA}),
-                   frozenset(values.get("readerfeatures", set())))  # fmt: skip
+                   frozenset(values.get("readerfeatures", set())),
+                   "true" in values.get(END_STREAM, set()))  # fmt: skip
 
     def respond_in(self, protocol: Mapping[str, Any]) -> str:
         """The format to answer in, for a table with the Delta `protocol`."""
@@ -74,9 +83,11 @@ class Capabilities:
         return PARQUET if int(protocol.get("minReaderVersion", 1)) == 1 else DELTA
 
 
-def response_header(format_: str) -> dict[str, str]:
-    """The header an answer says its format with."""
-    return {HEADER: f"responseformat={format_}"}
+def response_header(format_: str, *, end_stream: bool = False) -> dict[str, str]:
+    """The header an answer says its format with, and that it ends with the end-stream
+    action."""
+    found = f"responseformat={format_}"
+    return {HEADER: f"{found};{END_STREAM}=true" if end_stream else found}
 
 
 def needed_features(

@@ -1,9 +1,13 @@
 """The routes of the Delta Sharing protocol, under `/delta-sharing`: list shares, get share,
 list schemas, list tables (per schema and all), table version (with `startingTimestamp`),
-metadata, query (`version`, `timestamp`, `limitHint`), changes (`startingVersion`/
-`endingVersion` or timestamps, from the table's log while it still holds them) and the
-local files' downloads (data files and deletion vector files). Metadata, query and changes
-answer in the parquet or the delta response format (`formats`).
+metadata, query (a snapshot by `version` or `timestamp`, or the data changes from
+`startingVersion` to `endingVersion`; `jsonPredicateHints` and `limitHint` skip files by
+their statistics), changes (`startingVersion`/`endingVersion` or timestamps, from the table's
+log while it still holds them, with `includeHistoricalMetadata`) and the local files'
+downloads (data files and deletion vector files). Metadata, query and changes answer in the
+parquet or the delta response format (`formats`); query and changes answer in pages
+(`maxFiles`, `pageToken`) and end with the end-stream action when the client asks
+(`includeendstreamaction`) or pages, the tokens it carries signed (`paging`).
 
 Each route is short: names, versions and pages come from `tables`, file URLs and file
 answers from `files`; the route journals its call and answers. A refusal is raised as a
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -21,13 +26,14 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
-from govlake.lake.deltalog import DataFile, VersionState
+from govlake.lake.deltalog import DataFile, DeltaLog, VersionState, millis
 from govlake.platform.database import Consumer
 from govlake.sharing.access import SharedTable
 from govlake.sharing.server.deps import ConsumerDep, DbDep, NowDep, TokenFirstRoute
 from govlake.sharing.server.files import (
     SIGNATURE,
     FilePart,
+    UrlSigner,
     delta_file_entry,
     file_entry,
     file_reply,
@@ -43,14 +49,20 @@ from govlake.sharing.server.formats import (
     response_header,
 )
 from govlake.sharing.server.gate import journal_call
+from govlake.sharing.server.paging import PAGE, REFRESH, Paging, Tokens, end_stream_action, page_of
 from govlake.sharing.server.tables import (
+    Changes,
     QueryBody,
     SharedTables,
+    Snapshot,
     changed_files,
     changes_range,
+    check_query,
     enough,
+    hinted,
     page,
     queried_version,
+    query_range,
     share_id,
     starting_version,
     table_item,
@@ -82,12 +94,14 @@ def _about(table: SharedTable, purpose: str | None) -> dict[str, Any]:
             "purpose": purpose}  # fmt: skip
 
 
-def _ndjson(lines: Iterable[dict[str, Any]], version: int, format_: str) -> StreamingResponse:
+def _ndjson(lines: Iterable[dict[str, Any]], version: int, format_: str, *,
+            end_stream: bool = False) -> StreamingResponse:  # fmt: skip
     def body() -> Iterator[bytes]:
         for line in lines:
             yield (json.dumps(line, ensure_ascii=False) + "\n").encode()
 
-    headers = {"delta-table-version": str(version), **response_header(format_)}
+    headers = {"delta-table-version": str(version),
+               **response_header(format_, end_stream=end_stream)}  # fmt: skip
     return StreamingResponse(body(), media_type=NDJSON, headers=headers)
 
 
@@ -166,6 +180,12 @@ def list_all_tables(request: Request, share: str, who: ConsumerDep, s: DbDep, at
 
 
 # -- one table ------------------------------------------------------------------------------
+def _tokens(request: Request, table: SharedTable, query: dict[str, Any], at: datetime) -> Tokens:
+    """The page and refresh tokens of a call about `table` with the parameters `query`."""
+    signer: UrlSigner = request.app.state.signer
+    return Tokens.of(signer.key, signer.ttl, table.full_name, query, millis(at))
+
+
 def _readable(request: Request, tables: SharedTables, who: Consumer, s: Session, at: datetime,
               share: str, schema: str, name: str) -> tuple[SharedTable, str | None]:  # fmt: skip
     """The table the path names, which the call is about (journaled also when refused)."""
@@ -203,25 +223,51 @@ def query_table(request: Request, share: str, schema: str, name: str, body: Quer
                 who: ConsumerDep, s: DbDep, at: NowDep, tables: TablesDep) -> Response:  # fmt: skip
     table, purpose = _readable(request, tables, who, s, at, share, schema, name)
     caps = _capabilities(request)
+    check_query(body)
     delta = tables.log(table)
-    wanted = queried_version(delta, body)
-    state = delta.state(wanted.version)
-    files = state.files
+    tokens = _tokens(request, table, body.query(), at)
+    resumed = None if body.pageToken is None else tokens.open(PAGE, body.pageToken)
+    paging = Paging(body.maxFiles, resumed, caps.end_stream or body.pageToken is not None)
+    if body.startingVersion is not None:
+        wanted = Changes(resumed.start or 0, resumed.end) if resumed else query_range(delta, body)
+        return _changes_answer(request, table, purpose, who, caps, delta, wanted, tokens, paging,
+                               historical=True, query=True)  # fmt: skip
+    if resumed is not None:
+        snapshot = Snapshot(int(resumed.version or 0), resumed.pinned)
+    elif body.refreshToken is not None:
+        refreshed = tokens.open(REFRESH, body.refreshToken)
+        snapshot = Snapshot(int(refreshed.version or 0), pinned=False)
+    else:
+        snapshot = queried_version(delta, body)
+    state = delta.state(snapshot.version)
+    # In path order, so that every page of a query cuts the same list.
+    files, hint = hinted(sorted(state.files, key=lambda f: f.path), body.jsonPredicateHints)
     if body.limitHint is not None:  # enough files to cover the hint, when counts are known
         files = enough(files, body.limitHint)
     format_ = caps.respond_in(state.protocol)
     needed = needed_features(state.protocol, state.delta_metadata["configuration"], files)
-    check_readable(caps, format_, needed, f"{table.full_name} at version {wanted.version}")
+    check_readable(caps, format_, needed, f"{table.full_name} at version {snapshot.version}")
     pinned: dict[str, Any] = {}
-    if wanted.pinned:
-        pinned = {"version": wanted.version, "timestamp": delta.timestamp_of(wanted.version)}
-    head = _head(state, format_, **({"version": wanted.version} if wanted.pinned else {}))
-    lines = head + _file_lines(request, table, files, who.code, format_, lambda f: pinned,
-                               changes=False)  # fmt: skip
-    journal_call(request, **_about(table, purpose), version=wanted.version,
-                 rows=sum(f.rows or 0 for f in files), files=len(files),
-                 detail={"limitHint": body.limitHint, "format": format_})  # fmt: skip
-    return _ndjson(lines, wanted.version, format_)
+    if snapshot.pinned:
+        pinned = {"version": snapshot.version, "timestamp": delta.timestamp_of(snapshot.version)}
+    head = _head(state, format_, **({"version": snapshot.version} if snapshot.pinned else {}))
+    page, following = page_of(files, paging.offset, paging.size)
+    lines = _file_lines(request, table, list(page), who.code, format_, lambda f: pinned,
+                        changes=False)  # fmt: skip
+    end: dict[str, Any] | None = None
+    if paging.end_stream:
+        refresh = None
+        if body.includeRefreshToken and resumed is None and not snapshot.pinned:
+            refresh = tokens.issue(REFRESH, version=snapshot.version)
+        following_token = None if following is None else tokens.issue(
+            PAGE, version=snapshot.version, pinned=snapshot.pinned, offset=following)  # fmt: skip
+        end = end_stream_action(lines, following_token, refresh)
+    journal_call(request, **_about(table, purpose), version=snapshot.version,
+                 rows=sum(f.rows or 0 for f in page), files=len(page),
+                 detail={"limitHint": body.limitHint, "format": format_,
+                         "jsonPredicateHints": hint, **paging.detail(following)})  # fmt: skip
+    return _ndjson(head + lines + ([end] if end else []), snapshot.version, format_,
+                   end_stream=end is not None)  # fmt: skip
 
 
 @router.get(f"{TABLE}/changes", name="table_changes")
@@ -232,32 +278,96 @@ def table_changes(request: Request, share: str, schema: str, name: str, who: Con
                   starting_timestamp: str | None = Query(None, alias="startingTimestamp"),
                   ending_timestamp: str | None = Query(None, alias="endingTimestamp"),
                   historical: bool = Query(False, alias="includeHistoricalMetadata"),
-                  ) -> Response:  # fmt: skip
+                  max_files: int | None = Query(None, alias="maxFiles", ge=1),
+                  page_token: str | None = PageToken) -> Response:  # fmt: skip
     table, purpose = _readable(request, tables, who, s, at, share, schema, name)
     caps = _capabilities(request)
     delta = tables.log(table)
-    wanted = changes_range(delta, starting_version=starting_version,
-                           ending_version=ending_version, starting_timestamp=starting_timestamp,
-                           ending_timestamp=ending_timestamp)  # fmt: skip
+    query = {"startingVersion": starting_version, "endingVersion": ending_version,
+             "startingTimestamp": starting_timestamp, "endingTimestamp": ending_timestamp,
+             "includeHistoricalMetadata": historical}  # fmt: skip
+    tokens = _tokens(request, table, query, at)
+    resumed = None if page_token is None else tokens.open(PAGE, page_token)
+    if resumed is not None:
+        wanted = Changes(resumed.start or 0, resumed.end)
+    else:
+        wanted = changes_range(delta, starting_version=starting_version,
+                               ending_version=ending_version,
+                               starting_timestamp=starting_timestamp,
+                               ending_timestamp=ending_timestamp)  # fmt: skip
+        # The end resolved to a number: later pages read the same range.
+        wanted = Changes(wanted.start, delta.version() if wanted.end is None else wanted.end)
+    paging = Paging(max_files, resumed, caps.end_stream or page_token is not None)
+    return _changes_answer(request, table, purpose, who, caps, delta, wanted, tokens, paging,
+                           historical=historical, query=False)  # fmt: skip
+
+
+def _changes_answer(request: Request, table: SharedTable, purpose: str | None, who: Consumer,
+                    caps: Capabilities, delta: DeltaLog, wanted: Changes, tokens: Tokens,
+                    paging: Paging, *, historical: bool, query: bool) -> Response:  # fmt: skip
+    """The files added and removed over `wanted`, with the metaData of the commits within it
+    that changed the schema or properties (`historical`): a changes query's answer, or a
+    query's from its `startingVersion` (`query`: plain metaData, not the change data feed's)."""
     changes = changed_files(delta, table, wanted)
     end = delta.state(wanted.end)
     format_ = caps.respond_in(end.protocol)
     needed = needed_features(end.protocol, end.delta_metadata["configuration"], changes)
     check_readable(caps, format_, needed,
                    f"changes of {table.full_name} from version {wanted.start}")  # fmt: skip
-    lines = _changes_head(delta.state(wanted.start), end, format_, wanted.start)
-    if historical and format_ == DELTA:  # the schema or properties changed within the range
-        changed = delta.metadata_changes(wanted.start, wanted.end)
-        lines += [{"metaData": {"deltaMetadata": _with_cdf(meta), "version": version}}
-                  for version, meta in changed]  # fmt: skip
-    lines += _file_lines(request, table, changes, who.code, format_,
+    start = delta.state(wanted.start)
+    if not query:
+        head = _changes_head(start, end, format_, wanted.start)
+    else:  # the metaData the range starts from; in delta, the protocol that reads all of it
+        head = _head(start, format_, version=wanted.start)
+        if format_ == DELTA:
+            head[0] = {"protocol": {"deltaProtocol": end.protocol}}
+    items: list[DataFile | Historical] = list(changes)
+    if historical:
+        items += [Historical(v, m) for v, m in delta.metadata_changes(wanted.start, wanted.end)]
+        # By version, a version's metaData before its files (a stable sort keeps log order).
+        items.sort(key=lambda i: (i.version or 0, not isinstance(i, Historical)))
+    page, following = page_of(items, paging.offset, paging.size)
+    files = [i for i in page if isinstance(i, DataFile)]
+    lines = [_historical_line(i, format_, cdf=not query) if isinstance(i, Historical) else
+             _file_lines(request, table, [i], who.code, format_,
                          lambda f: {"version": f.version, "timestamp": f.timestamp},
-                         changes=True)  # fmt: skip
-    journal_call(request, **_about(table, purpose), version=wanted.end or delta.version(),
-                 rows=sum(f.rows or 0 for f in changes), files=len(changes),
+                         changes=True)[0]
+             for i in page]  # fmt: skip
+    closing: dict[str, Any] | None = None
+    if paging.end_stream:
+        following_token = None if following is None else tokens.issue(
+            PAGE, start=wanted.start, end=wanted.end, offset=following)  # fmt: skip
+        closing = end_stream_action(lines, following_token, None)
+    journal_call(request, **_about(table, purpose), version=wanted.end,
+                 rows=sum(f.rows or 0 for f in files), files=len(files),
                  detail={"startingVersion": wanted.start, "endingVersion": wanted.end,
-                         "format": format_})  # fmt: skip
-    return _ndjson(lines, wanted.start, format_)
+                         "format": format_, **paging.detail(following)})  # fmt: skip
+    return _ndjson(head + lines + ([closing] if closing else []), wanted.start, format_,
+                   end_stream=closing is not None)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Historical:
+    """The metaData action a commit within a changes range wrote (a schema or properties
+    change), with its version."""
+
+    version: int
+    metadata: dict[str, Any]
+
+
+def _historical_line(item: Historical, format_: str, *, cdf: bool) -> dict[str, Any]:
+    """A historical metaData line in `format_`: the protocol's Metadata object built from the
+    log's action (parquet), or the action itself (delta; saying change data feed, as the
+    head of a changes answer does, when `cdf`)."""
+    meta = item.metadata
+    if format_ == DELTA:
+        return {"metaData": {"deltaMetadata": _with_cdf(meta) if cdf else meta,
+                             "version": item.version}}  # fmt: skip
+    found = {name: meta.get(name) for name in ("id", "name", "description", "schemaString")}
+    return {"metaData": found | {"format": {"provider": "parquet", "options": {}},
+                                 "partitionColumns": list(meta.get("partitionColumns") or []),
+                                 "configuration": dict(meta.get("configuration") or {}),
+                                 "version": item.version}}  # fmt: skip
 
 
 def _changes_head(start: VersionState, end: VersionState, format_: str,

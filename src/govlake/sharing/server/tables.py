@@ -1,6 +1,8 @@
 """Names, versions and pages of the sharing protocol: the shares, schemas and tables a
 consumer sees, the table a name resolves to, the version a query or a changes query asks
-for (by number or by timestamp), and the page tokens of the listings.
+for (by number or by timestamp) or the versions a query from a starting version covers, the
+files a query's predicate hint leaves (`hinted`, by their statistics) or its limit hint
+needs (`enough`), and the page tokens of the listings.
 
 Failures are domain errors (`NameNotFound`, `InvalidParameter`, `access.AccessError`);
 `govlake.sharing.server.errors` decides how each is answered.
@@ -21,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from govlake.core.errors import GovlakeError
 from govlake.core.runs import naive_utc
+from govlake.lake import predicates
 from govlake.lake.deltalog import ChangesUnavailable, DataFile, DeltaLog
 from govlake.platform.database import Consumer
 from govlake.sharing.access import AccessError, SharedTable, decide
@@ -143,7 +146,8 @@ def page(items: list[dict[str, Any]], max_results: int | None,
 
 # -- versions -------------------------------------------------------------------------------
 class QueryBody(BaseModel):
-    """The body of a table query."""
+    """The body of a table query (PROTOCOL.md, "Request Body"; the paging and refresh fields
+    as the reference server's `QueryTableRequest` has them)."""
 
     model_config = ConfigDict(extra="ignore")
     predicateHints: list[str] | None = None
@@ -151,8 +155,18 @@ class QueryBody(BaseModel):
     limitHint: int | None = Field(default=None, ge=0)
     version: int | None = Field(default=None, ge=0)
     timestamp: str | None = None
-    startingVersion: int | None = None
-    endingVersion: int | None = None
+    startingVersion: int | None = Field(default=None, ge=0)
+    endingVersion: int | None = Field(default=None, ge=0)
+    maxFiles: int | None = Field(default=None, ge=1)
+    pageToken: str | None = None
+    includeRefreshToken: bool | None = None
+    refreshToken: str | None = None
+
+    def query(self) -> dict[str, Any]:
+        """The parameters that make the query what it is: all but the paging and refresh ones
+        (later pages repeat them; a refresh asks for the same files again)."""
+        return self.model_dump(exclude={"maxFiles", "pageToken", "includeRefreshToken",
+                                        "refreshToken"})  # fmt: skip
 
 
 def parse_time(value: str, name: str) -> datetime:
@@ -180,10 +194,8 @@ class Snapshot:
 
 
 def queried_version(delta: DeltaLog, body: QueryBody) -> Snapshot:
-    """The version a query asks for: its `version`, the one current at its `timestamp`, or
-    the latest."""
-    if body.startingVersion is not None or body.endingVersion is not None:
-        raise InvalidParameter("startingVersion/endingVersion: use the changes endpoint")
+    """The version a query of a snapshot asks for: its `version`, the one current at its
+    `timestamp`, or the latest."""
     if body.version is not None and body.timestamp is not None:
         raise InvalidParameter("give version or timestamp, not both")
     if body.timestamp is not None:
@@ -192,6 +204,51 @@ def queried_version(delta: DeltaLog, body: QueryBody) -> Snapshot:
     if body.version is not None:
         return Snapshot(body.version, pinned=True)
     return Snapshot(delta.version(), pinned=False)
+
+
+def check_query(body: QueryBody) -> None:
+    """Refuse the parameters of a query that do not fit together: a snapshot (`version`,
+    `timestamp`) or the changes since `startingVersion`, not both; an `endingVersion` before
+    the `startingVersion`; a refresh token asked for a named version."""
+    if body.startingVersion is not None:
+        if body.version is not None or body.timestamp is not None:
+            raise InvalidParameter("give startingVersion or version or timestamp, one of them")
+        if body.endingVersion is not None and body.endingVersion < body.startingVersion:
+            raise InvalidParameter("endingVersion is before startingVersion")
+    latest = body.version is None and body.timestamp is None and body.startingVersion is None
+    if body.includeRefreshToken and not latest:
+        raise InvalidParameter("includeRefreshToken is for a query of the latest version only")
+    if body.refreshToken is not None and not latest:
+        raise InvalidParameter("refreshToken is for a query of the latest version only")
+
+
+def query_range(delta: DeltaLog, body: QueryBody) -> Changes:
+    """The versions a query from `startingVersion` covers: up to its `endingVersion` (a hint
+    the protocol lets a server go beyond, so one past the latest reads to the latest) or the
+    latest, resolved to a number so that later pages read the same range."""
+    assert body.startingVersion is not None
+    latest = delta.version()
+    end = latest if body.endingVersion is None else min(body.endingVersion, latest)
+    if body.startingVersion > latest:
+        raise InvalidParameter(
+            f"startingVersion {body.startingVersion} is after the latest version {latest}"
+        )
+    return Changes(body.startingVersion, end)
+
+
+def hinted(files: list[DataFile], hint: str | None) -> tuple[list[DataFile], str | None]:
+    """The files that may hold a row `hint` (a JSON predicate) selects, by their statistics,
+    and what became of the hint. A hint that is not a predicate tree is ignored, all files
+    kept (PROTOCOL.md: on any error in processing the predicates the server skips filtering;
+    the client filters the rows itself anyway)."""
+    if hint is None:
+        return files, None
+    try:
+        predicate = predicates.parse(hint)
+    except predicates.InvalidPredicate as exc:
+        return files, f"ignored: {exc}"
+    kept = [f for f in files if predicates.might_match(predicate, f.stats)]
+    return kept, f"skipped {len(files) - len(kept)} of {len(files)} files"
 
 
 def enough(files: list[DataFile], limit: int) -> list[DataFile]:
