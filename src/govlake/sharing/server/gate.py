@@ -14,6 +14,7 @@ import json
 import logging
 import secrets
 import sys
+import time
 from typing import Any
 
 import h11
@@ -26,7 +27,7 @@ from uvicorn.protocols.http.h11_impl import STATUS_PHRASES, H11Protocol
 
 from govlake.core.settings import Settings
 from govlake.platform import audit
-from govlake.sharing.server import errors
+from govlake.sharing.server import errors, limits, metrics
 from govlake.sharing.server.deps import caller
 from govlake.sharing.server.errors import BodyTooLarge, HeadersTooLarge, NulInPath, NulInQuery
 from govlake.sharing.server.files import redact
@@ -151,8 +152,10 @@ def _refusal(scope: Scope, header_limit: int) -> HTTPException | None:
 
 
 class CallJournal:
-    """ASGI middleware: refuses oversized headers and NUL characters (`_refusal`), bounds the
-    request body (`_bounded`) and makes sure each call leaves one journal entry. An uncaught
+    """ASGI middleware: refuses oversized headers and NUL characters (`_refusal`) and calls
+    from an address over its rate without a valid credential (`limits.refusal`), bounds the
+    request body (`_bounded`), makes sure each call leaves one journal entry, and counts it
+    (`metrics.count_call`, `limits.charge_unauthenticated`). An uncaught
     error is logged with an incident id, journaled, and answered with that id and nothing of
     the error itself (`errors.internal_error`)."""
 
@@ -165,8 +168,24 @@ class CallJournal:
             return
         scope.setdefault("state", {})
         request = Request(scope)
+        began, status = time.perf_counter(), errors.NO_ANSWER
+
+        async def answered(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self._serve(request, scope, receive, answered)
+        finally:
+            # Counted and charged however the call ended; a rate refusal is not charged.
+            metrics.count_call(request, status, time.perf_counter() - began)
+            limits.charge_unauthenticated(request, status)
+
+    async def _serve(self, request: Request, scope: Scope, receive: Receive, send: Send) -> None:
         settings = request.app.state.settings
-        refused = _refusal(scope, settings.sharing_max_header_bytes)
+        refused = _refusal(scope, settings.sharing_max_header_bytes) or limits.refusal(request)
         if refused is not None:
             answer = errors.answer_for(refused)
             await run_in_threadpool(self._journal, request, answer.status,
