@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(include_in_schema=False)
 
+
 def _unjournaled(request: Request) -> None:
     """Tell the gate that this answered probe or scrape needs no journal entry (see above)."""
     journaled(request)
