@@ -155,9 +155,9 @@ class CallJournal:
     """ASGI middleware: refuses oversized headers and NUL characters (`_refusal`) and calls
     from an address over its rate without a valid credential (`limits.refusal`), bounds the
     request body (`_bounded`), makes sure each call leaves one journal entry, and counts it
-    (`metrics.count_call`, `limits.charge_unauthenticated`). An uncaught
-    error is logged with an incident id, journaled, and answered with that id and nothing of
-    the error itself (`errors.internal_error`)."""
+    (`metrics.count_call`, `limits.charge_unauthenticated`). An uncaught error is logged with
+    an incident id, journaled, and answered with that id and nothing of the error itself
+    (`errors.internal_error`)."""
 
     def __init__(self, app: ASGIApp):
         self.app = app
