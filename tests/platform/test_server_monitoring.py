@@ -19,6 +19,7 @@ import pytest
 from deltalake import write_deltalake
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from govlake_tools.s3server import SeaweedS3
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 from support import consumers_with_tokens
@@ -186,3 +187,21 @@ def test_metrics_add_up_the_worker_processes(settings: Settings, tmp_path: Path)
     worker(3, "exit")
     samples = _samples(worker(2, "scrape"))
     assert samples[_requests("list_shares", "401", "anonymous")] == 5
+
+
+def test_readiness_reads_a_warehouse_on_s3(
+    s3: SeaweedS3, settings: Settings, catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On S3 the warehouse root is ready when it can be listed (an empty prefix is a new
+    warehouse: object stores have no folders); a bucket that is not there is not."""
+    for name, value in s3.environment().items():
+        monkeypatch.setenv(name, value)
+    s3.create_bucket("ready")
+    app = _app(settings, catalog, warehouse="s3://ready/lakehouse")
+    client = TestClient(app)
+    ready = client.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    app.state.settings = app.state.settings.model_copy(update={"warehouse": "s3://gone/lake"})
+    missing = client.get("/readyz")
+    assert missing.status_code == 503
+    assert missing.json()["checks"] == {"database": "ok", "warehouse": "failed"}

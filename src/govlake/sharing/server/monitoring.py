@@ -91,17 +91,18 @@ def _database(settings: Settings) -> None:
 
 
 def _warehouse(settings: Settings) -> None:
-    """The warehouse's root can be listed: on local disk it must be a directory; on S3 the
-    listing must succeed (an empty prefix is a new warehouse: object stores have no
-    directories)."""
+    """The warehouse's root can be listed: on local disk it must be a directory; on S3 its
+    bucket must be there and the listing succeed (an empty prefix is a new warehouse: object
+    stores have no folders)."""
     location: Location = settings.warehouse_location
     if location.is_local:
         fs: pafs.FileSystem = pafs.LocalFileSystem()
-        path = location.uri
-        if fs.get_file_info(path).type != pafs.FileType.Directory:
-            raise FileNotFoundError(f"the warehouse {path} is not a directory")
+        path = container = location.uri
     else:
         fs, path = pafs.FileSystem.from_uri(location.uri)
+        container = path.split("/", 1)[0]  # the bucket
+    if fs.get_file_info(container).type != pafs.FileType.Directory:
+        raise FileNotFoundError(f"the warehouse's {container} is not there")
     fs.get_file_info(pafs.FileSelector(path, recursive=False, allow_not_found=True))
 
 
