@@ -31,13 +31,11 @@ from fastapi.testclient import TestClient
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
-from sqlalchemy import func, select
-from support import FORM
+from support import FORM, consumers_with_tokens, entries_after, last_seq
 
 from govlake.core.catalog import Catalog
 from govlake.core.settings import Settings
-from govlake.platform.database import AuditEntry, session
-from govlake.sharing import access
+from govlake.platform.database import session
 from govlake.sharing import subscriptions as subscriptions_domain
 from govlake.sharing.access import shared_tables
 from govlake.sharing.server.app import create_app
@@ -67,12 +65,10 @@ class Platform:
     known: dict[str, list[Any]]
 
     def last_seq(self) -> int:
-        with session(self.settings) as s:
-            return int(s.scalar(select(func.coalesce(func.max(AuditEntry.seq), 0))) or 0)
+        return last_seq(self.settings)
 
     def actions_after(self, seq: int) -> list[str]:
-        with session(self.settings) as s:
-            return list(s.scalars(select(AuditEntry.action).where(AuditEntry.seq > seq)))
+        return [entry.action for entry in entries_after(self.settings, seq)]
 
 
 @pytest.fixture
@@ -81,11 +77,8 @@ def platform(settings: Settings, catalog: Catalog) -> Iterator[Platform]:
     settings = settings.model_copy(
         update={"sharing_rate_per_second": 0, "sharing_anonymous_rate_per_second": 0}
     )
-    tokens = {}
+    tokens = consumers_with_tokens(settings, catalog, [USER, PROVIDER], at=AT - timedelta(days=1))
     with session(settings) as s:
-        for code in (USER, PROVIDER):
-            access.register_consumer(s, catalog, code, email=None, at=AT - timedelta(days=10))
-            tokens[code] = access.issue_token(s, code, at=AT - timedelta(days=10), days=30)
         made, _ = subscriptions_domain.subscribe(
             s, catalog, settings, consumer=USER, resource="population.residents",
             sharing_class="unconditional", at=AT - timedelta(days=1),

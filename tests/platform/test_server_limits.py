@@ -11,12 +11,10 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
-from support import consumers_with_tokens
+from support import consumers_with_tokens, entries_after, last_seq
 
 from govlake.core.catalog import Catalog
 from govlake.core.settings import Settings
-from govlake.platform.database import AuditEntry, session
 from govlake.sharing.server.app import create_app
 from govlake.sharing.server.limits import Limits
 
@@ -43,18 +41,6 @@ def _server(settings: Settings, catalog: Catalog, **limits: Any) -> tuple[FastAP
     return app, clock
 
 
-def _entries_after(settings: Settings, seq: int) -> list[AuditEntry]:
-    with session(settings) as s:
-        found = s.scalars(select(AuditEntry).where(AuditEntry.seq > seq)).all()
-        s.expunge_all()
-        return list(found)
-
-
-def _last_seq(settings: Settings) -> int:
-    with session(settings) as s:
-        return int(s.scalar(select(func.coalesce(func.max(AuditEntry.seq), 0))) or 0)
-
-
 def _refused(response: Any, seconds: int) -> None:
     assert response.status_code == 429, response.text
     assert response.headers["retry-after"] == str(seconds)
@@ -70,10 +56,10 @@ def test_a_department_beyond_its_rate_waits_and_others_do_not(
     user = {"Authorization": f"Bearer {tokens[USER]}"}
     for _ in range(3):
         assert client.get(SHARES, headers=user).status_code == 200
-    before = _last_seq(settings)
+    before = last_seq(settings)
     refused = client.get(SHARES, headers=user)
     _refused(refused, 2)  # one call back at 0.5 a second
-    [entry] = _entries_after(settings, before)
+    [entry] = entries_after(settings, before)
     assert (entry.consumer, entry.action, entry.outcome) == (USER, "share.list_shares", "refused")
     assert json.loads(entry.detail)["status"] == 429
     # Another department, from the same address, is served.
@@ -96,10 +82,10 @@ def test_calls_without_a_valid_credential_are_limited_by_address(
     flood = TestClient(app, client=("192.0.2.7", 40000))
     assert flood.get(SHARES).status_code == 401
     assert flood.get(SHARES, headers={"Authorization": "Bearer forged"}).status_code == 401
-    before = _last_seq(settings)
+    before = last_seq(settings)
     for path in (SHARES, "/open/catalog.jsonld", "/nowhere"):
         _refused(flood.get(path), 4)
-    entries = _entries_after(settings, before)
+    entries = entries_after(settings, before)
     assert [(e.outcome, json.loads(e.detail)["status"]) for e in entries] == [("refused", 429)] * 3
     # A department's calls neither drain their address's bucket nor wait on another's.
     user = {"Authorization": f"Bearer {tokens[USER]}"}

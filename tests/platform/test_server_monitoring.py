@@ -21,12 +21,10 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from govlake_tools.s3server import SeaweedS3
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import func, select
-from support import consumers_with_tokens
+from support import consumers_with_tokens, entries_after, last_seq
 
 from govlake.core.catalog import Catalog
 from govlake.core.settings import Settings
-from govlake.platform.database import AuditEntry, session
 from govlake.sharing.access import shared_tables
 from govlake.sharing.server.app import create_app
 
@@ -34,18 +32,6 @@ AT = datetime(2026, 9, 30, 2, 0)
 USER = "market_regulation"
 TABLE = "/delta-sharing/shares/population/schemas/population/tables/residents_unconditional"
 LOOPBACK = ("127.0.0.1", 40000)
-
-
-def _last_seq(settings: Settings) -> int:
-    with session(settings) as s:
-        return int(s.scalar(select(func.coalesce(func.max(AuditEntry.seq), 0))) or 0)
-
-
-def _entries_after(settings: Settings, seq: int) -> list[AuditEntry]:
-    with session(settings) as s:
-        found = s.scalars(select(AuditEntry).where(AuditEntry.seq > seq)).all()
-        s.expunge_all()
-        return list(found)
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -87,9 +73,9 @@ def test_metrics_count_calls_latency_and_downloads(settings: Settings, catalog: 
                if "file" in json.loads(line))  # fmt: skip
     assert client.get(url).status_code == 200
     assert client.get(url.replace("X-Amz-Signature=", "X-Amz-Signature=0")).status_code == 403
-    seq = _last_seq(settings)
+    seq = last_seq(settings)
     after = _scrape(client)
-    assert _entries_after(settings, seq) == []  # an answered scrape is not journaled
+    assert entries_after(settings, seq) == []  # an answered scrape is not journaled
 
     def moved(key: tuple[str, tuple[tuple[str, str], ...]]) -> float:
         return after.get(key, 0) - before.get(key, 0)
@@ -108,12 +94,12 @@ def test_metrics_are_refused_outside_the_allowed_addresses(
     settings: Settings, catalog: Catalog
 ) -> None:
     app = _app(settings, catalog, sharing_metrics_allow=["10.0.0.0/8", "::1"])
-    seq = _last_seq(settings)
+    seq = last_seq(settings)
     refused = TestClient(app, client=LOOPBACK).get("/metrics")
     assert refused.status_code == 403, refused.text
     assert refused.json()["errorCode"] == "PERMISSION_DENIED"
     assert "govlake_sharing" not in refused.text
-    [entry] = _entries_after(settings, seq)
+    [entry] = entries_after(settings, seq)
     assert (entry.outcome, entry.actor, json.loads(entry.detail)["status"]) == (
         "refused", "anonymous", 403)  # fmt: skip
     assert TestClient(app, client=("10.1.2.3", 40000)).get("/metrics").status_code == 200
@@ -131,18 +117,18 @@ def test_readiness_fails_without_the_database_or_the_warehouse(
     Path(settings.warehouse).mkdir(parents=True, exist_ok=True)
     app = _app(settings, catalog)
     client = TestClient(app)
-    seq = _last_seq(settings)
+    seq = last_seq(settings)
     assert client.get("/livez").json() == {"status": "live"}
     ready = client.get("/readyz")
     assert ready.status_code == 200, ready.text
     assert ready.json()["checks"] == {"database": "ok", "warehouse": "ok"}
-    assert _entries_after(settings, seq) == []  # answered probes are not journaled
+    assert entries_after(settings, seq) == []  # answered probes are not journaled
     # The warehouse is gone: not ready, and the failure is journaled.
     app.state.settings = settings.model_copy(update={"warehouse": settings.warehouse + "-gone"})
     missing = client.get("/readyz")
     assert missing.status_code == 503
     assert missing.json()["checks"] == {"database": "ok", "warehouse": "failed"}
-    [entry] = _entries_after(settings, seq)
+    [entry] = entries_after(settings, seq)
     assert (entry.outcome, json.loads(entry.detail)["status"]) == ("error", 503)
     # The database is unreachable (a closed port; a folder that does not exist).
     unreachable = ("postgresql+psycopg://govlake:x@127.0.0.1:9/none"
