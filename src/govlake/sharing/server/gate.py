@@ -168,19 +168,21 @@ class CallJournal:
             return
         scope.setdefault("state", {})
         request = Request(scope)
-        began, status = time.perf_counter(), errors.NO_ANSWER
+        began, status, ended = time.perf_counter(), errors.NO_ANSWER, None
 
         async def answered(message: Message) -> None:
-            nonlocal status
+            nonlocal status, ended
             if message["type"] == "http.response.start":
                 status = message["status"]
             await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                ended = time.perf_counter()  # the answer is out; its journal entry may follow
 
         try:
             await self._serve(request, scope, receive, answered)
         finally:
             # Counted and charged however the call ended; a rate refusal is not charged.
-            metrics.count_call(request, status, time.perf_counter() - began)
+            metrics.count_call(request, status, (ended or time.perf_counter()) - began)
             limits.charge_unauthenticated(request, status)
 
     async def _serve(self, request: Request, scope: Scope, receive: Receive, send: Send) -> None:
