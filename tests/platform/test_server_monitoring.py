@@ -102,7 +102,8 @@ def test_metrics_are_refused_outside_the_allowed_addresses(
     [entry] = entries_after(settings, seq)
     assert (entry.outcome, entry.actor, json.loads(entry.detail)["status"]) == (
         "refused", "anonymous", 403)  # fmt: skip
-    assert TestClient(app, client=("10.1.2.3", 40000)).get("/metrics").status_code == 200
+    for allowed in ("10.1.2.3", "::ffff:10.1.2.3", "::1"):
+        assert TestClient(app, client=(allowed, 40000)).get("/metrics").status_code == 200
 
 
 def test_the_allow_list_must_name_addresses() -> None:

@@ -138,7 +138,7 @@ def refusal(connection: HTTPConnection) -> RateLimited | None:
     """The refusal of a call from an address whose calls without a valid credential have
     used up its bucket, if it is; takes nothing (`charge_unauthenticated` does, after the
     call). The probes are never refused."""
-    if connection.url.path in PROBES:
+    if connection.scope["path"] in PROBES:
         return None
     address = client_address(connection)
     wait = limits_of(connection).addresses.wait(address)
@@ -148,7 +148,7 @@ def refusal(connection: HTTPConnection) -> RateLimited | None:
 def charge_unauthenticated(connection: HTTPConnection, status: int) -> None:
     """Charge a call that ended without a valid credential (no consumer identified) to its
     client address; a call refused for its rate, and a probe, are not charged."""
-    if status == 429 or connection.url.path in PROBES:
+    if status == 429 or connection.scope["path"] in PROBES:
         return
     if getattr(connection.state, "consumer", None) is None:
         limits_of(connection).addresses.take(client_address(connection))

@@ -7,8 +7,8 @@ answered (status below 400). Those come from the orchestrator and the metrics co
 every few seconds, carry no credential and read no department's data: journaling them
 would bury the calls that matter under thousands of identical lines a day. A refused
 scrape (403, an address not allowed) is journaled as every refusal is, and so is a
-readiness failure (503), which is an outage the trail should show. These routes are not
-part of the API's OpenAPI description.
+readiness failure (503), which is an outage the trail should show. The probes are never
+rate limited (`limits.PROBES`). These routes are not part of the API's OpenAPI description.
 """
 
 from __future__ import annotations
@@ -53,6 +53,8 @@ def _allowed(settings: Settings, address: str) -> bool:
         ip = ipaddress.ip_address(address)
     except ValueError:  # not an IP address (a test client's name, a Unix socket)
         return False
+    # A dual-stack listener names an IPv4 caller as ::ffff:a.b.c.d.
+    ip = getattr(ip, "ipv4_mapped", None) or ip
     return any(ip in ipaddress.ip_network(n, strict=False) for n in settings.sharing_metrics_allow)
 
 
