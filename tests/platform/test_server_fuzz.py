@@ -46,7 +46,7 @@ pytestmark = pytest.mark.platform_state
 AT = datetime(2026, 9, 30, 2, 0)
 USER, PROVIDER = "market_regulation", "public_security"
 UNCONDITIONAL = "population.population.residents_unconditional"
-#: Examples per operation and generation mode.
+#: Examples per operation and generation mode (`GOVLAKE_FUZZ_EXAMPLES=100` for a deeper run).
 EXAMPLES = int(os.environ.get("GOVLAKE_FUZZ_EXAMPLES", "6"))
 #: Entries a call's domain function records besides the call's own: an approval creates a
 #: grant, journaled as its own event.
