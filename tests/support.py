@@ -26,7 +26,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from govlake_tools.generate import generate
 from pyspark.sql import SparkSession
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from govlake.core.catalog import Catalog
 from govlake.core.runs import Interval
@@ -349,3 +349,20 @@ def delivery_of(settings: Settings, sub_id: int) -> WebhookDelivery:
         return s.scalars(
             select(WebhookDelivery).where(WebhookDelivery.subscription_id == sub_id)
         ).one()
+
+
+# -- the audit journal, call by call --------------------------------------------------------
+def last_seq(settings: Settings) -> int:
+    """The sequence number of the journal's last entry (0 for an empty journal)."""
+    with session(settings) as s:
+        return int(s.scalar(select(func.coalesce(func.max(AuditEntry.seq), 0))) or 0)
+
+
+def entries_after(settings: Settings, seq: int) -> list[AuditEntry]:
+    """The journal's entries after `seq`, in order."""
+    with session(settings) as s:
+        found = s.scalars(
+            select(AuditEntry).where(AuditEntry.seq > seq).order_by(AuditEntry.seq)
+        ).all()
+        s.expunge_all()
+        return list(found)

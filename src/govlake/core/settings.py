@@ -246,6 +246,48 @@ class Settings(BaseSettings):
         "5 minutes; at 600 or less it asks for a new one before every call.",
     )
 
+    # -- Sharing server: rate limits and monitoring ----------------------------------------
+    sharing_rate_per_second: float = Field(
+        default=50.0,
+        ge=0,
+        description="Calls per second a consumer department may make to the sharing server, "
+        "per worker process, on average (a token bucket refilled at this rate); beyond it the "
+        "call is refused with 429 and Retry-After. 0 disables the consumers' limit.",
+    )
+    sharing_rate_burst: int = Field(
+        default=500,
+        ge=1,
+        description="Calls a consumer department may make at once before its rate applies.",
+    )
+    sharing_anonymous_rate_per_second: float = Field(
+        default=5.0,
+        ge=0,
+        description="Calls per second one client address may make without a valid credential "
+        "(no token, an invalid one, open data, unknown paths), per worker process; 0 disables.",
+    )
+    sharing_anonymous_burst: int = Field(
+        default=50,
+        ge=1,
+        description="Calls without a valid credential one client address may make at once.",
+    )
+    sharing_metrics_allow: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["127.0.0.0/8", "::1"],
+        description="Addresses and CIDR networks that may read the sharing server's /metrics, "
+        "comma-separated; any other caller is refused with 403.",
+    )
+
+    @field_validator("sharing_metrics_allow", mode="before")
+    @classmethod
+    def _metrics_allow(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list):
+            import ipaddress
+
+            for network in value:  # a typo refuses to start, not every scrape
+                ipaddress.ip_network(str(network), strict=False)
+        return value
+
     # -- What a person sees in the terminal ------------------------------------------------
     engine_log: str = Field(
         default="error",

@@ -25,6 +25,7 @@ from govlake.sharing.receivers import allowed as allowed_receivers
 from govlake.sharing.server import errors
 from govlake.sharing.server.files import UrlSigner, keep_signatures_out_of_access_log
 from govlake.sharing.server.gate import CallJournal, refused
+from govlake.sharing.server.monitoring import router as monitoring_router
 from govlake.sharing.server.open_api import router as open_router
 from govlake.sharing.server.requests_api import router as requests_router
 from govlake.sharing.server.routes import router as protocol_router
@@ -60,6 +61,7 @@ def create_app(
     app.add_middleware(CallJournal)
     for answered in errors.ANSWERED:
         app.add_exception_handler(answered, refused)
+    app.include_router(monitoring_router)  # /metrics, /livez, /readyz
     app.include_router(requests_router)
     app.include_router(subscriptions_router)
     app.include_router(open_router)

@@ -27,6 +27,7 @@ from govlake.core.settings import Settings
 from govlake.platform.database import Consumer, Token, session
 from govlake.sharing.access import SharingError, authenticate, hash_token
 from govlake.sharing.server.errors import validation_problems
+from govlake.sharing.server.limits import admit_consumer
 
 #: `request.state` key of the consumer the call's bearer token authenticated.
 _AUTHENTICATED = "authenticated"
@@ -100,6 +101,7 @@ def caller(request: Request) -> str | None:
 def _authenticate(request: Request, s: Session) -> Consumer:
     found = authenticate(s, bearer_token(request), at=now(request))
     request.state.consumer = found.code
+    admit_consumer(request, found.code)  # a refusal is journaled under the consumer
     setattr(request.state, _AUTHENTICATED, found.code)
     return found
 

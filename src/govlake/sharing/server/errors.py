@@ -53,9 +53,10 @@ STATUSES: dict[type[Exception], tuple[int, str]] = {
     InvalidParameter: (400, INVALID),
     MalformedRange: (400, INVALID),
 }
-#: Error codes of HTTP's own errors (unknown path, oversized body or headers); any other is
-#: `INVALID_PARAMETER_VALUE`.
-HTTP_CODES = {404: NOT_FOUND, 413: TOO_LARGE, 431: TOO_LARGE}
+#: Error codes of HTTP's own errors (a refused caller, an unknown path, too many calls, an
+#: oversized body or headers); any other is `INVALID_PARAMETER_VALUE`.
+HTTP_CODES = {403: "PERMISSION_DENIED", 404: NOT_FOUND, 413: TOO_LARGE,
+              429: "REQUEST_LIMIT_EXCEEDED", 431: TOO_LARGE}  # fmt: skip
 #: The status journaled for a call whose application neither answered nor raised.
 NO_ANSWER = 500
 #: The errors the application answers with `answer_for`; any other is an incident.
@@ -89,7 +90,7 @@ def outcome_of(status: int, code: str | None = None) -> str:
         return "ok"
     if code == UNSUPPORTED:
         return "refused"
-    return {401: "refused", 403: "refused", 404: "not_found"}.get(status, "error")
+    return {401: "refused", 403: "refused", 404: "not_found", 429: "refused"}.get(status, "error")
 
 
 def validation_problems(exc: RequestValidationError) -> str:
@@ -102,7 +103,8 @@ def answer_for(exc: Exception) -> Answer:
     if isinstance(exc, RequestValidationError):
         return Answer(400, INVALID, validation_problems(exc))
     if isinstance(exc, HTTPException):
-        return Answer(exc.status_code, HTTP_CODES.get(exc.status_code, INVALID), str(exc.detail))
+        return Answer(exc.status_code, HTTP_CODES.get(exc.status_code, INVALID), str(exc.detail),
+                      exc.headers or {})  # fmt: skip
     status, code = next(STATUSES[kind] for kind in type(exc).__mro__ if kind in STATUSES)
     if isinstance(exc, UnsatisfiableRange):
         return Answer(status, code, str(exc), {"Content-Range": exc.content_range})

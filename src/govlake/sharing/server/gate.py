@@ -14,6 +14,7 @@ import json
 import logging
 import secrets
 import sys
+import time
 from typing import Any
 
 import h11
@@ -26,7 +27,7 @@ from uvicorn.protocols.http.h11_impl import STATUS_PHRASES, H11Protocol
 
 from govlake.core.settings import Settings
 from govlake.platform import audit
-from govlake.sharing.server import errors
+from govlake.sharing.server import errors, limits, metrics
 from govlake.sharing.server.deps import caller
 from govlake.sharing.server.errors import BodyTooLarge, HeadersTooLarge, NulInPath, NulInQuery
 from govlake.sharing.server.files import redact
@@ -153,10 +154,12 @@ def _refusal(scope: Scope, header_limit: int) -> HTTPException | None:
 
 
 class CallJournal:
-    """ASGI middleware: refuses oversized headers and NUL characters (`_refusal`), bounds the
-    request body (`_bounded`) and makes sure each call leaves one journal entry. An uncaught
-    error is logged with an incident id, journaled, and answered with that id and nothing of
-    the error itself (`errors.internal_error`)."""
+    """ASGI middleware: refuses oversized headers and NUL characters (`_refusal`) and calls
+    from an address over its rate without a valid credential (`limits.refusal`), bounds the
+    request body (`_bounded`), makes sure each call leaves one journal entry, and counts it
+    (`metrics.count_call`, `limits.charge_unauthenticated`). An uncaught error is logged with
+    an incident id, journaled, and answered with that id and nothing of the error itself
+    (`errors.internal_error`)."""
 
     def __init__(self, app: ASGIApp):
         self.app = app
@@ -167,8 +170,26 @@ class CallJournal:
             return
         scope.setdefault("state", {})
         request = Request(scope)
+        began, status, ended = time.perf_counter(), errors.NO_ANSWER, None
+
+        async def answered(message: Message) -> None:
+            nonlocal status, ended
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                ended = time.perf_counter()  # the answer is out; its journal entry may follow
+
+        try:
+            await self._serve(request, scope, receive, answered)
+        finally:
+            # Counted and charged however the call ended; a rate refusal is not charged.
+            metrics.count_call(request, status, (ended or time.perf_counter()) - began)
+            limits.charge_unauthenticated(request, status)
+
+    async def _serve(self, request: Request, scope: Scope, receive: Receive, send: Send) -> None:
         settings = request.app.state.settings
-        refused = _refusal(scope, settings.sharing_max_header_bytes)
+        refused = _refusal(scope, settings.sharing_max_header_bytes) or limits.refusal(request)
         if refused is not None:
             answer = errors.answer_for(refused)
             await run_in_threadpool(self._journal, request, answer.status,

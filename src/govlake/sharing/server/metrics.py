@@ -1,15 +1,16 @@
 """The sharing server's Prometheus metrics (监控管理): what the server counts while it answers.
 
 Every metric is defined here, once, so the modules that count import them from one place:
-the gate counts requests and their latency, the caches their hits and misses, the journal
-how long an answer waited for its entry to be committed, the file route the signed-URL
-downloads. How they are exposed (`/metrics`, across worker processes, to which addresses)
-is decided where the route is served.
+the gate counts requests, their latency and the signed-URL downloads (`count_call`), the
+caches their hits and misses, the journal how long an answer waited for its entry to be
+committed. How they are exposed (`/metrics`, across worker processes, to which addresses)
+is decided where the route is served (`govlake.sharing.server.monitoring`).
 """
 
 from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
+from starlette.requests import HTTPConnection
 
 #: Calls answered, by route name (`unknown` when none matched), status and the consumer
 #: department the call was journaled under (`anonymous` without one).
@@ -49,3 +50,16 @@ DOWNLOADS = Counter(
     "Downloads through the server's signed file URLs",
     ["outcome"],
 )
+
+
+def count_call(connection: HTTPConnection, status: int, seconds: float) -> None:
+    """Count an answered call (`REQUESTS`, `LATENCY`) by its route's name and the department
+    that its credential identified, and a signed-URL download by its outcome. Labels come
+    from the routes and the registered consumers only, never from what the caller sent, so
+    that a flood of made-up paths or tokens cannot grow the metrics without bound."""
+    route = getattr(connection.scope.get("route"), "name", None) or "unknown"
+    consumer = getattr(connection.state, "consumer", None) or "anonymous"
+    REQUESTS.labels(route, str(status), consumer).inc()
+    LATENCY.labels(route).observe(seconds)
+    if route == "download_file":
+        DOWNLOADS.labels("ok" if status < 400 else "refused").inc()
