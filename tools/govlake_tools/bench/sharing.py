@@ -28,7 +28,7 @@ from govlake.core.catalog import Catalog
 from govlake.core.settings import Settings
 from govlake_tools.bench import workloads
 from govlake_tools.bench.process import settings_for
-from govlake_tools.bench.results import Measurement, Report, peak_rss_of
+from govlake_tools.bench.results import Measurement, Report, cpu_seconds_of, peak_rss_of
 from govlake_tools.bench.worker import spawn
 
 if TYPE_CHECKING:
@@ -108,6 +108,7 @@ class Served:
     headers: dict[str, str]
     settings: Settings
     workers: int = 1
+    pid: int = 0  # the server's process (uvicorn's supervisor with several workers)
     peak_rss_bytes: int | None = None
 
 
@@ -142,6 +143,7 @@ def serving(run: Run, run_dir: Path, catalog_dir: Path, name: str, *,
         server = spawn("serve", {"run_dir": str(run_dir), "catalog_dir": str(catalog_dir),
                                  "port": port}, run.work / "tasks" / f"serve_{name}",
                        log=run.log, wait=False)  # fmt: skip
+    served.pid = server.pid
     try:
         _wait(f"{endpoint}/shares", served.headers, server)
         yield served
@@ -283,25 +285,59 @@ def _floor_loads(run: Run, bodies: dict[str, str], path: str, measured: list[Mea
 
 
 # -- the shared read ------------------------------------------------------------------------
+def _file_downloads(settings: Settings, after: int) -> tuple[int, int]:
+    """File downloads journaled past seq `after`, and the bytes they sent."""
+    from sqlalchemy import select
+
+    from govlake.platform.database import AuditEntry, session
+
+    with session(settings) as s:
+        details = s.scalars(select(AuditEntry.detail).where(
+            AuditEntry.seq > after, AuditEntry.action == "share.file")).all()  # fmt: skip
+    return len(details), sum(json.loads(d or "{}").get("bytes", 0) for d in details)
+
+
 def _shared_read(report: Report, run: Run, served: Served, location: Path) -> None:
+    """load_as_pandas through the server against delta-rs reading the same version, each
+    read `repeat` times in turn, the best kept; what the server did for each read (its CPU
+    time, the file downloads it journaled) and pyarrow reading the version's files alone in
+    the details."""
     import delta_sharing
 
-    reads, direct = [], []
-    rows = direct_rows = 0
+    reads: list[dict[str, Any]] = []
+    direct, files = [], []
+    rows = direct_rows = files_rows = 0
     for _ in range(run.options.repeat):
+        before, cpu = _last_seq(served.settings), cpu_seconds_of(served.pid)
         started = time.perf_counter()
         rows = len(delta_sharing.load_as_pandas(f"{served.profile}#{SHARED}"))
-        reads.append(time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        after = cpu_seconds_of(served.pid)
+        downloads, sent = _file_downloads(served.settings, before)
+        reads.append({"seconds": seconds, "downloads": downloads, "bytes": sent,
+                      "server_cpu_seconds": None if cpu is None or after is None
+                      else after - cpu})  # fmt: skip
         seconds, direct_rows = workloads.read_direct(location)
         direct.append(seconds)
+        seconds, files_rows = workloads.read_files_pyarrow(location)
+        files.append(seconds)
+    best = min(reads, key=lambda r: r["seconds"])
+    cpu_said = (f", {best['server_cpu_seconds']:.2f} s of server CPU"
+                if best["server_cpu_seconds"] is not None else "")  # fmt: skip
     report.add(Measurement(
         "share_read_vs_pyarrow", f"load_as_pandas of {rows:,} rows through the server",
-        min(reads), min(direct), "s", "delta-rs reading the same version into pandas",
+        best["seconds"], min(direct), "s", "delta-rs reading the same version into pandas",
         rows=rows, target=READ_TARGET,
-        notes=f"best of {run.options.repeat}; the client asks the query endpoint, then fetches "
-        "each file over HTTP (signed URLs, Range) and converts; the direct read goes through "
-        f"delta-rs's QueryBuilder (deletion vectors applied), {direct_rows:,} rows",
-        details={"reads": reads, "direct": direct},
+        notes=f"best of {run.options.repeat}, reads in turn; the client asks the metadata and "
+        "query endpoints, then fetches each file over HTTP (signed URLs) and converts with "
+        f"delta-kernel-rs; its best read fetched {best['downloads']} files, "
+        f"{best['bytes'] / 2**20:,.1f} MiB{cpu_said}. The baseline stays delta-rs's "
+        f"QueryBuilder reading the same version (deletion vectors applied, {direct_rows:,} "
+        "rows): the rows the client gets. pyarrow reading the version's Parquet files alone "
+        f"(no log, no deletion vector; {files_rows:,} rows) took {min(files):.3f} s, the "
+        f"read {best['seconds'] / min(files):.2f}× that (details); target: at most 1.3×",
+        details={"reads": reads, "direct": direct, "pyarrow_files": files,
+                 "pyarrow_files_rows": files_rows},
     ))  # fmt: skip
 
 

@@ -15,6 +15,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from deltalake import DeltaTable
@@ -70,6 +71,16 @@ def read_direct(location: Path) -> tuple[float, int]:
 #: Seconds a load generator's client waits for an answer before it counts the request as
 #: failed (never answered).
 TIMEOUT = 20.0
+
+
+def read_files_pyarrow(location: Path) -> tuple[float, int]:
+    """pyarrow reading the Parquet files of the table's current version, each whole, into
+    one pandas frame: no Delta log replay, and no deletion vector applied."""
+    uris = DeltaTable(str(location)).file_uris()
+    started = time.perf_counter()
+    frame = pa.concat_tables([pq.read_table(uri.removeprefix("file://")) for uri in uris])
+    rows = len(frame.to_pandas())
+    return time.perf_counter() - started, rows
 
 
 @dataclass(frozen=True)
