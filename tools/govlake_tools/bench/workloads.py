@@ -69,8 +69,8 @@ def read_direct(location: Path) -> tuple[float, int]:
 
 
 #: Seconds a load generator's client waits for an answer before it counts the request as
-#: failed (never answered).
-TIMEOUT = 20.0
+#: failed (never answered): ten times the run's length, within these bounds.
+TIMEOUTS = (5.0, 20.0)
 
 
 def read_files_pyarrow(location: Path) -> tuple[float, int]:
@@ -132,9 +132,10 @@ def load(
     errors = [0] * clients
     start = threading.Barrier(clients + 1)
     stop = threading.Event()
+    timeout = min(max(TIMEOUTS[0], 10 * seconds), TIMEOUTS[1])
 
     def client(index: int) -> None:
-        with httpx.Client(headers=headers, timeout=TIMEOUT) as http:
+        with httpx.Client(headers=headers, timeout=timeout) as http:
             start.wait()
             while not stop.is_set():
                 began = time.perf_counter()
