@@ -417,13 +417,15 @@ def _load_figures(report: Report, run: Run, endpoint: str, done: Measured) -> No
         f"{spread}" + ("; target: at least half the baseline's req/s" if first else ""),
         details=common,
     ))  # fmt: skip
+    over = ("every answered request" if measured.requests
+            else "the time each request took to fail (none answered)")  # fmt: skip
     for percentile in ("p50", "p99"):
         target = P99_TARGET if first and percentile == "p99" else None
         report.add(Measurement(
             name.format(percentile), f"{endpoint} endpoint {percentile} latency, {setting}",
             getattr(measured, percentile), getattr(floor, percentile), "s",
             f"{percentile} of the bare HTTP stack under the same load", target=target,
-            notes=f"over every answered request; {percentile} of the baseline "
+            notes=f"over {over}; {percentile} of the baseline "
             f"{getattr(floor, percentile) * 1000:.1f} ms{spread}"
             + ("; target: at most 3× the baseline's" if target else ""),
             details=common,
