@@ -15,7 +15,7 @@ from typing import Any
 import pyarrow.csv as pacsv
 import pytest
 from deltalake import DeltaTable
-from govlake_tools.bench.sharing import several_workers_supported
+from govlake_tools.bench.servers import several_workers_supported
 
 from govlake.lake.reads import read_delta
 

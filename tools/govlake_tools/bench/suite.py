@@ -13,7 +13,7 @@ from typing import Any
 
 from govlake.core.catalog import DEPARTMENTS_FILE, Catalog
 from govlake.core.settings import Settings
-from govlake_tools.bench import cycle, sharing, workloads
+from govlake_tools.bench import cycle, servers, sharing, workloads
 from govlake_tools.bench.results import Measurement, Report
 from govlake_tools.bench.worker import run_task
 
@@ -127,7 +127,7 @@ def _cycle_run(
                                      changes=options.changes, cycles=options.cycles,
                                      removals=bench.removals, first_end=_end(DAY))  # fmt: skip
     run.say(f"cycle on {rows:,} rows, {mode} mode: {options.changes:,}-row change extracts")
-    with sharing.serving(run, run_dir, bench.directory, run_dir.name) as served:
+    with servers.serving(run, run_dir, bench.directory, run_dir.name) as served:
         result = run.task(
             "cycle",
             {"run_dir": str(run_dir), "catalog_dir": str(bench.directory),
