@@ -259,7 +259,6 @@ def file_reply(target: str, headers: Mapping[str, str]) -> FilePart:
 
 
 # -- Range ----------------------------------------------------------------------------------
-
 @dataclass(frozen=True)
 class ByteRange:
     """Bytes `start` to `end` (inclusive) of a file of `size` bytes."""
