@@ -19,7 +19,7 @@ from govlake.reports import quality
 from govlake.reports.scorecard import QualityPass
 from govlake.reports.sharing import DepartmentReport, PlatformSummary, ResourceProvision
 from govlake.sharing import receivers, subscriptions
-from govlake.sharing.server import gate, open_api, subscriptions_api, tables, token_api
+from govlake.sharing.server import files, gate, open_api, subscriptions_api, tables, token_api
 from govlake_app.cli import serve
 from jobs import maintenance
 
@@ -115,3 +115,6 @@ serve._server.should_exit
 # A maintenance run's result, printed by the DAG task's log and read by the tests.
 maintenance.Maintained.files_compacted
 maintenance.Maintained.files_removed
+
+# starlette's FileResponse reads the chunk size of the files the sharing server sends.
+files.FilePart.chunk_size

@@ -1,5 +1,6 @@
-"""`python -m govlake_tools.bench --out reports/bench [--quick]`: run the benchmark, print the
-table of ratios and targets, write `bench.json` and `bench.png` to `--out`."""
+"""`python -m govlake_tools.bench --out reports/bench [--quick] [--only sharing]`: run the
+benchmark (or some of its parts), print the table of ratios and targets, write `bench.json`
+and `bench.png` to `--out`."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 from rich.console import Console
 
 from govlake_tools.bench.results import chart, table
-from govlake_tools.bench.suite import Options, run
+from govlake_tools.bench.suite import PARTS, Options, run
 
 console = Console(width=None if Console().is_terminal else 160)
 
@@ -27,6 +28,24 @@ def _sizes(text: str) -> tuple[int, int, int]:
             f"give three increasing row counts, e.g. 100000,1000000,10000000: {text!r}"
         )
     return sizes[0], sizes[1], sizes[2]
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not client counts: {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"give positive client counts, e.g. 8,32: {text!r}")
+    return counts
+
+
+def _parts(text: str) -> tuple[str, ...]:
+    parts = tuple(part.strip() for part in text.split(","))
+    unknown = set(parts) - set(PARTS)
+    if unknown or not parts:
+        raise argparse.ArgumentTypeError(f"parts are {', '.join(PARTS)}: {text!r}")
+    return tuple(p for p in PARTS if p in parts)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -68,7 +87,26 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the client reads the change feed of each cycle, not rows of the new version",
     )
-    add("--clients", type=int, default=8, help="concurrent HTTP clients")
+    add(
+        "--clients",
+        type=_counts,
+        default=(8, 32),
+        help="concurrent HTTP clients of each load run, e.g. 8,32 (the first count's figures "
+        "keep the names metadata_rps, query_p99, ... and carry the targets)",
+    )
+    add(
+        "--workers",
+        type=int,
+        default=2,
+        help="server workers of the several-workers load figures (1: one worker only)",
+    )
+    add(
+        "--only",
+        type=_parts,
+        default=PARTS,
+        help=f"the parts to run, comma-separated, of {', '.join(PARTS)}; sharing alone "
+        "reuses the ingest an earlier run left in --work, or runs one",
+    )
     add(
         "--seconds",
         type=float,
@@ -110,6 +148,8 @@ def parse(argv: list[str] | None = None) -> tuple[Options, Path, Path | None, bo
         load_seconds=args.seconds or (1.0 if quick else 10.0),
         repeat=args.repeat or (1 if quick else 3),
         quick=quick,
+        workers=max(1, args.workers),
+        only=args.only,
     )
     return options, args.out, args.work, args.work is None
 

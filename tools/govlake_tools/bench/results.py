@@ -4,6 +4,7 @@ with the machine and versions it ran on; saved as JSON, shown as a table and a c
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import resource
@@ -45,7 +46,7 @@ class Measurement:
     title: str
     value: float
     baseline: float
-    unit: str  # s | bytes | req/s | share
+    unit: str  # s | bytes | req/s | share | count (of `baseline`: errors among requests)
     baseline_label: str
     better: Better = "lower"
     ideal: float | None = 1.0
@@ -57,9 +58,11 @@ class Measurement:
 
     @property
     def ratio(self) -> float:
-        if self.better == "lower":
-            return self.value / self.baseline
-        return self.baseline / self.value
+        """Infinite when the value is nothing at all where more is better (no request
+        answered) or the baseline nothing where less is."""
+        over, under = (self.value, self.baseline) if self.better == "lower" else (
+            self.baseline, self.value)  # fmt: skip
+        return over / under if under else math.inf
 
     @property
     def excess(self) -> float | None:
@@ -118,6 +121,15 @@ def peak_rss_of(pid: int) -> int | None:
         return _proc_status_bytes("VmHWM", pid)
     except OSError:
         return None
+
+
+def cpu_seconds_of(pid: int) -> float | None:
+    """The CPU time (user and system) a running process has used, None if unknown."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_bytes() -> int:
@@ -207,6 +219,8 @@ def human(value: float, unit: str) -> str:
         return f"{value:,.0f} req/s"
     if unit == "share":
         return f"{value:.1%}"
+    if unit == "count":
+        return f"{value:,.0f}"
     return f"{value:g} {unit}"
 
 
@@ -229,7 +243,7 @@ def table(report: Report) -> Any:
     for column in columns:
         grid.add_column(column, justify="left" if column in ("measurement", "against") else "right")
     for m in report.measurements:
-        ratio = f"{m.ratio:.2f}×" if m.unit != "share" else f"{m.ratio:.1%}"
+        ratio = f"{m.ratio:.2f}×" if m.unit not in ("share", "count") else f"{m.ratio:.1%}"
         if slowest is not None and m.name == slowest.name:
             ratio = f"[bold red]{ratio}[/bold red]"
         unit = "s" if m.unit == "share" else m.unit
@@ -263,15 +277,23 @@ def chart(report: Report, path: Path) -> Path:
         for m in measurements
     ]
     positions = list(range(len(measurements)))
-    ax.barh(positions, ratios, color=colours)
+    finite = [r for r in ratios if 0 < r < math.inf]
+    floor = min(finite + [1.0]) / 10  # where a count of 0 shows on the log axis
+    ceiling = max(finite + [1.0]) * 10  # where nothing answered shows (an infinite ratio)
+
+    def drawn(ratio: float) -> float:
+        return floor if math.isnan(ratio) else min(max(ratio, floor), ceiling)
+
+    ax.barh(positions, [drawn(r) for r in ratios], color=colours)
     for pos, m in zip(positions, measurements, strict=True):
         if m.ideal is not None:
             ax.plot([m.ideal, m.ideal], [pos - 0.4, pos + 0.4], color="black", lw=1)
-        if m.target_ratio is not None:
+        if m.target_ratio is not None and m.target_ratio > 0:
             ax.plot([m.target_ratio] * 2, [pos - 0.4, pos + 0.4], color="#c0392b", lw=1.5,
                     ls="--")  # fmt: skip
         missed = " (target missed)" if m.target_met is False else ""
-        ax.text(m.ratio, pos, f" {m.ratio:.2f}{missed}", va="center", fontsize=8)
+        shown = f"{m.value:,.0f} of {m.baseline:,.0f}" if m.unit == "count" else f"{m.ratio:.2f}"
+        ax.text(drawn(m.ratio), pos, f" {shown}{missed}", va="center", fontsize=8)
     ax.set_yticks(positions, names)
     ax.invert_yaxis()
     ax.set_xscale("log")

@@ -3,30 +3,27 @@ with a baseline measured in the same run."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from govlake.core.catalog import DEPARTMENTS_FILE, Catalog
 from govlake.core.settings import Settings
-from govlake_tools.bench import cycle, workloads
-from govlake_tools.bench.process import settings_for
-from govlake_tools.bench.results import Measurement, Report, peak_rss_of
-from govlake_tools.bench.worker import run_task, spawn
+from govlake_tools.bench import cycle, servers, sharing, workloads
+from govlake_tools.bench.results import Measurement, Report
+from govlake_tools.bench.worker import run_task
 
 DAY = date(2026, 11, 19)  # the extracts' as-of date
 SHARED = "population.population.residents_unconditional"
 CONSUMER = "civil_affairs"
 #: Peak memory the cycle on the largest resource should stay under (the issue's 2 GB).
 MEMORY_TARGET = 2e9
+#: The benchmark's parts, in the order they run (`--only` picks some).
+PARTS = ("cycles", "ingest", "sharing")
 
 
 @dataclass(frozen=True)
@@ -37,10 +34,12 @@ class Options:
     cycles: int = 2  # change extracts per resource; the best cycle counts
     cycle_budget: float = 60.0  # no further cycle on a resource after one longer than this
     read_changes: bool = False  # the client reads the change feed instead of the new version
-    clients: int = 8
+    clients: tuple[int, ...] = (8, 32)  # client counts of the load runs
     load_seconds: float = 10.0
     repeat: int = 3
     quick: bool = False
+    workers: int = 2  # server workers of the several-workers load figures (1: none)
+    only: tuple[str, ...] = PARTS  # the parts to run
 
 
 @dataclass(frozen=True)
@@ -85,9 +84,14 @@ def run(options: Options, *, work: Path, out: Path, say: Callable[[str], Any]) -
     log.unlink(missing_ok=True)
     bench = Run(options, Settings().catalog_dir.resolve(), work, log, say)
     report = Report(parameters=asdict(options))
-    _cycles(report, bench)
-    ingest_dir = _ingest(report, bench)
-    _sharing(report, bench, ingest_dir)
+    if "cycles" in options.only:
+        _cycles(report, bench)
+    if "ingest" in options.only:
+        ingest_dir = _ingest(report, bench)
+    elif "sharing" in options.only:
+        ingest_dir = _ingested(bench)
+    if "sharing" in options.only:
+        sharing.measure(report, bench, ingest_dir)
     return report
 
 
@@ -123,7 +127,7 @@ def _cycle_run(
                                      changes=options.changes, cycles=options.cycles,
                                      removals=bench.removals, first_end=_end(DAY))  # fmt: skip
     run.say(f"cycle on {rows:,} rows, {mode} mode: {options.changes:,}-row change extracts")
-    with _serving(run, run_dir, bench.directory, run_dir.name) as served:
+    with servers.serving(run, run_dir, bench.directory, run_dir.name) as served:
         result = run.task(
             "cycle",
             {"run_dir": str(run_dir), "catalog_dir": str(bench.directory),
@@ -214,22 +218,44 @@ def _cycle_figures(report: Report, run: Run, bench: cycle.BenchCatalog,
 
 
 # -- the full ingest ---------------------------------------------------------------------
+def _generated(run: Run) -> tuple[Path, dict[str, Path]]:
+    """The residents' three provider extracts (landing folder, provider → file)."""
+    rows, work = run.options.rows, run.work
+    run.say(f"generating {rows:,} residents (three provider extracts)")
+    source = work / "extracts"
+    catalog = Catalog.load(run.catalog_dir)
+    return source, workloads.generate_extracts(catalog, source, rows=rows, day=DAY, defects=0.01)
+
+
+def _ingest_task(run: Run, source: Path, extracts: dict[str, Path]) -> tuple[Path, dict[str, Any]]:
+    """govlake's ingest of `extracts` in a run folder of its own, timed by step."""
+    run.say("govlake ingest (bronze → validate → silver → publish → announce), timed by step")
+    ingest_dir = run.work / "ingest"
+    workloads.copy_extracts(extracts, source, ingest_dir / "landing")
+    ingest = run.task("ingest", {"run_dir": str(ingest_dir), "catalog_dir": str(run.catalog_dir),
+                                 "end": _end(DAY).isoformat()})  # fmt: skip
+    run.say(f"  {ingest['seconds']:.1f} s: {_stages(ingest['stages'])}")
+    return ingest_dir, ingest
+
+
+def _ingested(run: Run) -> Path:
+    """The run folder of a full ingest for the sharing part alone: the one an earlier run
+    left in `--work`, else a new ingest (not measured against its baselines)."""
+    ingest_dir = run.work / "ingest"
+    if sharing.table_location(ingest_dir).joinpath("_delta_log").is_dir():
+        run.say(f"reusing the ingest in {ingest_dir}")
+        return ingest_dir
+    return _ingest_task(run, *_generated(run))[0]
+
+
 def _ingest(report: Report, run: Run) -> Path:
     """Full ingest of the residents against the floor and the peer; GX's share of it."""
     rows, work, catalog_dir = run.options.rows, run.work, run.catalog_dir
-    catalog = Catalog.load(catalog_dir)
     end = _end(DAY).isoformat()
-    run.say(f"generating {rows:,} residents (three provider extracts)")
-    source = work / "extracts"
-    extracts = workloads.generate_extracts(catalog, source, rows=rows, day=DAY, defects=0.01)
+    source, extracts = _generated(run)
     run.say("floor: pyarrow CSV → Parquet")
     floor = workloads.floor_ingest(extracts, work / "floor")
-    run.say("govlake ingest (bronze → validate → silver → publish → announce), timed by step")
-    ingest_dir = work / "ingest"
-    workloads.copy_extracts(extracts, source, ingest_dir / "landing")
-    ingest = run.task("ingest", {"run_dir": str(ingest_dir), "catalog_dir": str(catalog_dir),
-                                 "end": end})  # fmt: skip
-    run.say(f"  {ingest['seconds']:.1f} s: {_stages(ingest['stages'])}")
+    ingest_dir, ingest = _ingest_task(run, source, extracts)
     run.say("peer: polars + delta-rs script")
     peer = run.task("peer", {"extracts": {p: str(f) for p, f in extracts.items()},
                              "warehouse": str(work / "peer"), "catalog_dir": str(catalog_dir),
@@ -261,171 +287,3 @@ def _ingest(report: Report, run: Run) -> Path:
         "included), nested calls once",
     ))  # fmt: skip
     return ingest_dir
-
-
-# -- sharing: a shared read and the protocol endpoints under load --------------------------
-def _wait(url: str, headers: dict[str, str], process: Any, *, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server process exited ({process.returncode})")
-        try:
-            if httpx.get(url, headers=headers, timeout=2).status_code < 500:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer within {timeout} s")
-
-
-def _stop(process: Any) -> None:
-    process.terminate()
-    try:
-        process.wait(15)
-    except Exception:
-        process.kill()
-        process.wait()
-
-
-@dataclass
-class Served:
-    """A sharing server of one run folder, and the consumer's profile for it."""
-
-    endpoint: str
-    profile: Path
-    headers: dict[str, str]
-    peak_rss_bytes: int | None = None
-
-
-@contextmanager
-def _serving(run: Run, run_dir: Path, catalog_dir: Path, name: str) -> Iterator[Served]:
-    """The project's sharing server over `run_dir`'s lakehouse, in a process of its own, with
-    the consumer registered and its profile written; its peak memory noted when it stops."""
-    from govlake.core.net import free_port
-    from govlake.platform.database import Consumer, session
-    from govlake.sharing import access
-    from govlake_app.cli.serve import write_profile
-
-    settings = settings_for(run_dir, catalog_dir)
-    catalog = Catalog.load(catalog_dir)
-    at = datetime.now(UTC).replace(tzinfo=None)
-    with session(settings) as s:
-        if s.get(Consumer, CONSUMER) is None:
-            access.register_consumer(s, catalog, CONSUMER, email=None, at=at)
-    port = free_port()
-    endpoint = f"http://127.0.0.1:{port}/delta-sharing"
-    profile = write_profile(settings, catalog, CONSUMER, run.work / "profiles" / f"{name}.share",
-                            days=1, at=at, endpoint=endpoint)  # fmt: skip
-    token = json.loads(profile.read_text())["bearerToken"]
-    served = Served(endpoint, profile, {"Authorization": f"Bearer {token}"})
-    run.say(f"sharing server on {endpoint}")
-    server = spawn("serve", {"run_dir": str(run_dir), "catalog_dir": str(catalog_dir),
-                             "port": port}, run.work / "tasks" / f"serve_{name}", log=run.log,
-                   wait=False)  # fmt: skip
-    try:
-        _wait(f"{endpoint}/shares", served.headers, server)
-        yield served
-    finally:
-        served.peak_rss_bytes = peak_rss_of(server.pid)
-        _stop(server)
-
-
-def _shared_read(report: Report, run: Run, served: Served, location: Path) -> None:
-    import delta_sharing
-
-    reads, direct = [], []
-    rows = direct_rows = 0
-    for _ in range(run.options.repeat):
-        started = time.perf_counter()
-        rows = len(delta_sharing.load_as_pandas(f"{served.profile}#{SHARED}"))
-        reads.append(time.perf_counter() - started)
-        seconds, direct_rows = workloads.read_direct(location)
-        direct.append(seconds)
-    report.add(Measurement(
-        "share_read_vs_pyarrow", f"load_as_pandas of {rows:,} rows through the server",
-        min(reads), min(direct), "s", "delta-rs reading the same version into pandas",
-        rows=rows,
-        notes=f"best of {run.options.repeat}; the client asks the query endpoint, then fetches "
-        "each file over HTTP (signed URLs, Range) and converts; the direct read goes through "
-        f"delta-rs's QueryBuilder (deletion vectors applied), {direct_rows:,} rows",
-        details={"reads": reads, "direct": direct},
-    ))  # fmt: skip
-
-
-def _sharing(report: Report, run: Run, ingest_dir: Path) -> None:
-    options = run.options
-    share, schema, name = SHARED.split(".")
-    path = f"/shares/{share}/schemas/{schema}/tables/{name}"
-    location = ingest_dir / "lakehouse" / "population" / "residents_unconditional"
-    with _serving(run, ingest_dir, run.catalog_dir, "ingest") as served:
-        _shared_read(report, run, served, location)
-        url = served.endpoint + path
-        bodies = {
-            "metadata": httpx.get(url + "/metadata", headers=served.headers).text,
-            "query": httpx.post(url + "/query", headers=served.headers, json={}).text,
-        }
-        loads = {
-            "metadata": _load(url + "/metadata", "GET", served.headers, run),
-            "query": _load(url + "/query", "POST", served.headers, run),
-        }
-    from govlake.core.net import free_port
-
-    floor_port = free_port()
-    floor_endpoint = f"http://127.0.0.1:{floor_port}/delta-sharing"
-    run.say(f"floor: the bare HTTP stack on {floor_endpoint}")
-    floor_server = spawn("serve_floor", {"port": floor_port, **bodies},
-                         run.work / "tasks" / "serve_floor", log=run.log,
-                         wait=False)  # fmt: skip
-    try:
-        _wait(floor_endpoint + path + "/metadata", {}, floor_server)
-        floors = {
-            "metadata": _load(floor_endpoint + path + "/metadata", "GET", {}, run),
-            "query": _load(floor_endpoint + path + "/query", "POST", {}, run),
-        }
-    finally:
-        _stop(floor_server)
-    for endpoint_name in ("metadata", "query"):
-        _load_figures(report, options, endpoint_name, loads[endpoint_name], floors[endpoint_name])
-
-
-def _load_figures(report: Report, options: Options, endpoint: str, measured: workloads.Load,
-                  floor: workloads.Load) -> None:  # fmt: skip
-    common = {
-        "endpoint": endpoint,
-        "clients": options.clients,
-        "seconds": options.load_seconds,
-        "server": asdict(measured),
-        "floor": asdict(floor),
-    }
-    errors = f"; {measured.errors} non-200 answers" if measured.errors else ""
-    report.add(Measurement(
-        f"{endpoint}_rps", f"{endpoint} endpoint throughput, {options.clients} clients",
-        measured.rps, floor.rps, "req/s",
-        "the same HTTP stack (FastAPI + uvicorn) answering a fixed body", better="higher",
-        notes=f"{measured.requests:,} requests in {measured.seconds:.1f} s{errors}; each "
-        "call authenticates the token, checks access, reads the Delta log and "
-        "appends to the audit journal; client and server share the 2 cores",
-        details=common,
-    ))  # fmt: skip
-    report.add(Measurement(
-        f"{endpoint}_p99", f"{endpoint} endpoint p99 latency, {options.clients} clients",
-        measured.p99, floor.p99, "s", "p99 of the bare HTTP stack under the same load",
-        notes=f"p50 {measured.p50 * 1000:.1f} ms (floor {floor.p50 * 1000:.1f} ms)",
-        details=common,
-    ))  # fmt: skip
-
-
-def _load(url: str, method: str, headers: dict[str, str], run: Run) -> workloads.Load:
-    result = workloads.load(
-        url,
-        method=method,
-        headers=headers,
-        body={} if method == "POST" else None,
-        clients=run.options.clients,
-        seconds=run.options.load_seconds,
-    )
-    run.say(
-        f"  {method} {url.rsplit('/', 1)[-1]}: {result.rps:,.0f} req/s, "
-        f"p99 {result.p99 * 1000:.1f} ms"
-    )
-    return result

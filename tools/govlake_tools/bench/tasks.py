@@ -85,26 +85,35 @@ def serve(*, run_dir: str, catalog_dir: str, port: int) -> dict[str, Any]:
     return {}
 
 
-def serve_floor(*, port: int, metadata: str, query: str) -> dict[str, Any]:
-    """The floor of the HTTP stack: the same framework and server answering the metadata and
-    query paths with fixed bodies (what the real server answered), no work behind them."""
+def serve_floor(*, port: int, workers: int, metadata: str, query: str) -> dict[str, Any]:
+    """The floor of the HTTP stack (`govlake_tools.bench.floor`) with `workers` uvicorn
+    workers, until terminated."""
+    import json
+    import os
+    import tempfile
+
     import uvicorn
-    from fastapi import FastAPI, Response
 
-    app = FastAPI()
-    table = "/delta-sharing/shares/{share}/schemas/{schema}/tables/{name}"
-    ndjson = "application/x-ndjson; charset=utf-8"
+    from govlake_tools.bench import floor
 
-    @app.get(table + "/metadata")
-    def _metadata(share: str, schema: str, name: str) -> Response:
-        return Response(metadata.encode(), media_type=ndjson)
-
-    @app.post(table + "/query")
-    def _query(share: str, schema: str, name: str) -> Response:
-        return Response(query.encode(), media_type=ndjson)
-
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+    with tempfile.TemporaryDirectory() as scratch:
+        bodies = Path(scratch) / "bodies.json"
+        bodies.write_text(json.dumps({"metadata": metadata, "query": query}))
+        os.environ[floor.BODIES_VARIABLE] = str(bodies)
+        uvicorn.run(f"{floor.__name__}:create", factory=True, host="127.0.0.1", port=port,
+                    workers=workers, log_level="warning")  # fmt: skip
     return {}
+
+
+def load(**arguments: Any) -> dict[str, Any]:
+    """A load generator's share of the clients (`workloads.load`): its load and latencies."""
+    from dataclasses import asdict
+
+    from govlake_tools.bench import workloads
+
+    go, ready = Path(arguments.pop("go")), Path(arguments.pop("ready"))
+    done, latencies = workloads.load(**arguments, go=go, ready=ready)
+    return asdict(done) | {"latencies": latencies}
 
 
 TASKS: dict[str, Callable[..., dict[str, Any]]] = {
@@ -114,4 +123,5 @@ TASKS: dict[str, Callable[..., dict[str, Any]]] = {
     "cycle": cycle.cycle,
     "serve": serve,
     "serve_floor": serve_floor,
+    "load": load,
 }

@@ -4,6 +4,8 @@ load generator for the sharing server."""
 
 from __future__ import annotations
 
+import json
+import math
 import shutil
 import statistics
 import threading
@@ -13,6 +15,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from deltalake import DeltaTable
@@ -65,17 +68,45 @@ def read_direct(location: Path) -> tuple[float, int]:
     return time.perf_counter() - started, len(frame)
 
 
+#: Seconds a load generator's client waits for an answer before it counts the request as
+#: failed (never answered): ten times the run's length, within these bounds.
+TIMEOUTS = (5.0, 20.0)
+
+
+def read_files_pyarrow(location: Path) -> tuple[float, int]:
+    """pyarrow reading the Parquet files of the table's current version, each whole, into
+    one pandas frame: no Delta log replay, and no deletion vector applied."""
+    uris = DeltaTable(str(location)).file_uris()
+    started = time.perf_counter()
+    frame = pa.concat_tables([pq.read_table(uri.removeprefix("file://")) for uri in uris])
+    rows = len(frame.to_pandas())
+    return time.perf_counter() - started, rows
+
+
 @dataclass(frozen=True)
 class Load:
-    requests: int
-    errors: int
+    requests: int  # answered, any status
+    errors: int  # answered with another status than 200
     seconds: float
     p50: float
     p99: float
+    failed: int = 0  # sent and never answered (connection refused, reset, timed out)
 
     @property
     def rps(self) -> float:
         return self.requests / self.seconds
+
+
+def _percentiles(latencies: list[float]) -> tuple[float, float]:
+    every = sorted(latencies)
+    if not every:  # not one request ended, in the whole run
+        return math.nan, math.nan
+    return statistics.median(every), every[min(len(every) - 1, int(0.99 * len(every)))]
+
+
+def _await(go: Path) -> None:
+    while not go.exists():
+        time.sleep(0.001)
 
 
 def load(
@@ -86,23 +117,34 @@ def load(
     body: dict[str, Any] | None = None,
     clients: int,
     seconds: float,
-) -> Load:
-    """`clients` concurrent keep-alive clients calling `url` back to back for `seconds`;
-    every answer read to the end. Latency percentiles are over every request."""
+    go: Path | None = None,
+    ready: Path | None = None,
+) -> tuple[Load, list[float]]:
+    """`clients` concurrent keep-alive clients (threads) calling `url` back to back for
+    `seconds`; every answer read to the end. With `ready` and `go`, the clients start once
+    the file `go` exists, after this process wrote `ready` (so that several processes start
+    together). The load and every answered request's latency (when none was answered, the
+    time each took to fail: the percentiles then say how long the clients waited)."""
     import httpx
 
     latencies: list[list[float]] = [[] for _ in range(clients)]
+    failures: list[list[float]] = [[] for _ in range(clients)]
     errors = [0] * clients
     start = threading.Barrier(clients + 1)
     stop = threading.Event()
+    timeout = min(max(TIMEOUTS[0], 10 * seconds), TIMEOUTS[1])
 
     def client(index: int) -> None:
-        with httpx.Client(headers=headers, timeout=60) as http:
+        with httpx.Client(headers=headers, timeout=timeout) as http:
             start.wait()
             while not stop.is_set():
                 began = time.perf_counter()
-                answer = http.request(method, url, json=body)
-                answer.read()
+                try:
+                    answer = http.request(method, url, json=body)
+                    answer.read()
+                except httpx.TransportError:
+                    failures[index].append(time.perf_counter() - began)
+                    continue
                 latencies[index].append(time.perf_counter() - began)
                 if answer.status_code != 200:
                     errors[index] += 1
@@ -110,6 +152,9 @@ def load(
     threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
     for thread in threads:
         thread.start()
+    if ready is not None and go is not None:
+        ready.write_text("ready")
+        _await(go)
     start.wait()
     began = time.perf_counter()
     time.sleep(seconds)
@@ -117,8 +162,59 @@ def load(
     for thread in threads:
         thread.join()
     elapsed = time.perf_counter() - began
-    every = sorted(x for per in latencies for x in per)
-    if not every:
-        raise RuntimeError(f"no request to {url} completed in {seconds} s")
-    p99 = every[min(len(every) - 1, int(0.99 * len(every)))]
-    return Load(len(every), sum(errors), elapsed, statistics.median(every), p99)
+    every = [x for per in latencies for x in per]
+    failed = [x for per in failures for x in per]
+    p50, p99 = _percentiles(every or failed)
+    return Load(len(every), sum(errors), elapsed, p50, p99, len(failed)), every or failed
+
+
+def spread_load(
+    url: str,
+    *,
+    method: str,
+    headers: dict[str, str],
+    body: dict[str, Any] | None,
+    clients: int,
+    seconds: float,
+    processes: int,
+    scratch: Path,
+    log: Path,
+) -> Load:
+    """`load` with the clients spread over `processes` load generator processes started
+    together (each its share of the clients); percentiles over every answered request."""
+    from govlake_tools.bench.worker import TaskFailed, spawn
+
+    scratch.mkdir(parents=True, exist_ok=True)
+    go = scratch / "go"
+    go.unlink(missing_ok=True)
+    shares = [clients // processes + (i < clients % processes) for i in range(processes)]
+    started = []
+    for index, share in enumerate(shares):
+        ready = scratch / f"ready_{index}"
+        ready.unlink(missing_ok=True)
+        arguments = {"url": url, "method": method, "headers": headers, "body": body,
+                     "clients": share, "seconds": seconds, "go": str(go),
+                     "ready": str(ready)}  # fmt: skip
+        started.append((spawn("load", arguments, scratch / str(index), log=log, wait=False),
+                        ready, scratch / str(index) / "load.out.json"))  # fmt: skip
+    while not all(ready.exists() for _, ready, _ in started):
+        if any(process.poll() is not None for process, _, _ in started):
+            break
+        time.sleep(0.01)
+    go.write_text("go")
+    results = []
+    for process, _, out in started:
+        process.wait()
+        if process.returncode != 0 or not out.exists():
+            raise TaskFailed(f"a load generator failed (exit {process.returncode}); see {log}")
+        results.append(json.loads(out.read_text()))
+    answered = [x for result in results if result["requests"] for x in result["latencies"]]
+    p50, p99 = _percentiles(answered or [x for result in results for x in result["latencies"]])
+    return Load(
+        requests=sum(r["requests"] for r in results),
+        errors=sum(r["errors"] for r in results),
+        seconds=max(r["seconds"] for r in results),
+        p50=p50,
+        p99=p99,
+        failed=sum(r["failed"] for r in results),
+    )
