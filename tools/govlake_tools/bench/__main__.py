@@ -12,8 +12,9 @@ from pathlib import Path
 
 from rich.console import Console
 
+from govlake_tools.bench.options import PARTS, Options
 from govlake_tools.bench.results import chart, table
-from govlake_tools.bench.suite import PARTS, Options, run
+from govlake_tools.bench.suite import run
 
 console = Console(width=None if Console().is_terminal else 160)
 

@@ -27,7 +27,7 @@ from govlake_tools.bench.results import peak_rss_of
 from govlake_tools.bench.worker import spawn
 
 if TYPE_CHECKING:
-    from govlake_tools.bench.suite import Run
+    from govlake_tools.bench.options import Run
 
 CONSUMER = "civil_affairs"
 

@@ -22,9 +22,10 @@ from govlake.core.settings import Settings
 from govlake_tools.bench import workloads
 from govlake_tools.bench.results import Measurement, Report, cpu_seconds_of
 from govlake_tools.bench.servers import Served, floor_serving, serving, several_workers_supported
+from govlake_tools.bench.worker import TaskFailed, spawn
 
 if TYPE_CHECKING:
-    from govlake_tools.bench.suite import Run
+    from govlake_tools.bench.options import Run
 
 SHARED = "population.population.residents_unconditional"
 ENDPOINTS = {"metadata": ("GET", "share.metadata"), "query": ("POST", "share.query")}
@@ -117,7 +118,7 @@ class Measured:
 
 def _load(run: Run, url: str, method: str, headers: dict[str, str], case: Case,
           name: str) -> workloads.Load:  # fmt: skip
-    result = workloads.spread_load(
+    result = spread_load(
         url, method=method, headers=headers, body={} if method == "POST" else None,
         clients=case.clients, seconds=run.options.load_seconds, processes=case.generators,
         scratch=run.work / "tasks" / f"load_{name}", log=run.log,
@@ -342,3 +343,55 @@ def _journal_figures(
         + (f": {'; '.join(problems[:5])}" if problems else ": clean"),
         details={f"{workers}w": asdict(v) for workers, v in verified.items()},
     ))  # fmt: skip
+
+
+def spread_load(
+    url: str,
+    *,
+    method: str,
+    headers: dict[str, str],
+    body: dict[str, Any] | None,
+    clients: int,
+    seconds: float,
+    processes: int,
+    scratch: Path,
+    log: Path,
+) -> workloads.Load:
+    """`load` with the clients spread over `processes` load generator processes started
+    together (each its share of the clients); percentiles over every answered request."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    go = scratch / "go"
+    go.unlink(missing_ok=True)
+    shares = [clients // processes + (i < clients % processes) for i in range(processes)]
+    started = []
+    for index, share in enumerate(shares):
+        ready = scratch / f"ready_{index}"
+        ready.unlink(missing_ok=True)
+        arguments = {"url": url, "method": method, "headers": headers, "body": body,
+                     "clients": share, "seconds": seconds, "go": str(go),
+                     "ready": str(ready)}  # fmt: skip
+        started.append((spawn("load", arguments, scratch / str(index), log=log, wait=False),
+                        ready, scratch / str(index) / "load.out.json"))  # fmt: skip
+    while not all(ready.exists() for _, ready, _ in started):
+        if any(process.poll() is not None for process, _, _ in started):
+            break
+        time.sleep(0.01)
+    go.write_text("go")
+    results = []
+    for process, _, out in started:
+        process.wait()
+        if process.returncode != 0 or not out.exists():
+            raise TaskFailed(f"a load generator failed (exit {process.returncode}); see {log}")
+        results.append(json.loads(out.read_text()))
+    answered = [x for result in results if result["requests"] for x in result["latencies"]]
+    p50, p99 = workloads.percentiles(
+        answered or [x for result in results for x in result["latencies"]]
+    )
+    return workloads.Load(
+        requests=sum(r["requests"] for r in results),
+        errors=sum(r["errors"] for r in results),
+        seconds=max(r["seconds"] for r in results),
+        p50=p50,
+        p99=p99,
+        failed=sum(r["failed"] for r in results),
+    )

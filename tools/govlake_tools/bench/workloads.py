@@ -4,7 +4,6 @@ load generator for the sharing server."""
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import statistics
@@ -97,7 +96,7 @@ class Load:
         return self.requests / self.seconds
 
 
-def _percentiles(latencies: list[float]) -> tuple[float, float]:
+def percentiles(latencies: list[float]) -> tuple[float, float]:
     every = sorted(latencies)
     if not every:  # not one request ended, in the whole run
         return math.nan, math.nan
@@ -164,57 +163,5 @@ def load(
     elapsed = time.perf_counter() - began
     every = [x for per in latencies for x in per]
     failed = [x for per in failures for x in per]
-    p50, p99 = _percentiles(every or failed)
+    p50, p99 = percentiles(every or failed)
     return Load(len(every), sum(errors), elapsed, p50, p99, len(failed)), every or failed
-
-
-def spread_load(
-    url: str,
-    *,
-    method: str,
-    headers: dict[str, str],
-    body: dict[str, Any] | None,
-    clients: int,
-    seconds: float,
-    processes: int,
-    scratch: Path,
-    log: Path,
-) -> Load:
-    """`load` with the clients spread over `processes` load generator processes started
-    together (each its share of the clients); percentiles over every answered request."""
-    from govlake_tools.bench.worker import TaskFailed, spawn
-
-    scratch.mkdir(parents=True, exist_ok=True)
-    go = scratch / "go"
-    go.unlink(missing_ok=True)
-    shares = [clients // processes + (i < clients % processes) for i in range(processes)]
-    started = []
-    for index, share in enumerate(shares):
-        ready = scratch / f"ready_{index}"
-        ready.unlink(missing_ok=True)
-        arguments = {"url": url, "method": method, "headers": headers, "body": body,
-                     "clients": share, "seconds": seconds, "go": str(go),
-                     "ready": str(ready)}  # fmt: skip
-        started.append((spawn("load", arguments, scratch / str(index), log=log, wait=False),
-                        ready, scratch / str(index) / "load.out.json"))  # fmt: skip
-    while not all(ready.exists() for _, ready, _ in started):
-        if any(process.poll() is not None for process, _, _ in started):
-            break
-        time.sleep(0.01)
-    go.write_text("go")
-    results = []
-    for process, _, out in started:
-        process.wait()
-        if process.returncode != 0 or not out.exists():
-            raise TaskFailed(f"a load generator failed (exit {process.returncode}); see {log}")
-        results.append(json.loads(out.read_text()))
-    answered = [x for result in results if result["requests"] for x in result["latencies"]]
-    p50, p99 = _percentiles(answered or [x for result in results for x in result["latencies"]])
-    return Load(
-        requests=sum(r["requests"] for r in results),
-        errors=sum(r["errors"] for r in results),
-        seconds=max(r["seconds"] for r in results),
-        p50=p50,
-        p99=p99,
-        failed=sum(r["failed"] for r in results),
-    )
