@@ -65,7 +65,8 @@ def _stop(process: Any) -> None:
 
 def _settings_env(settings: Settings) -> dict[str, str]:
     """The environment that gives `govlake` CLI commands `settings`' run folder."""
-    named = ("warehouse", "landing", "database_url", "catalog_dir", "reports_dir")
+    named = ("warehouse", "landing", "database_url", "catalog_dir", "reports_dir",
+             "sharing_rate_per_second", "sharing_anonymous_rate_per_second")  # fmt: skip
     return {f"GOVLAKE_{name.upper()}": str(getattr(settings, name)) for name in named}
 
 
