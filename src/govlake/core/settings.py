@@ -236,6 +236,17 @@ class Settings(BaseSettings):
         "request is refused with 431 (uvicorn's h11 `h11_max_incomplete_event_size`).",
     )
 
+    # -- Sharing server: caches under load ---------------------------------------------------
+    sharing_cache_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="Seconds of real time a server worker keeps what it looked up (a token's "
+        "consumer, an access decision, a table's latest version) before asking again; at most "
+        "1, so a revocation, a suspension or a new grant made elsewhere takes effect within a "
+        "second on every worker; 0 looks everything up on every call.",
+    )
+
     # -- What a person sees in the terminal ------------------------------------------------
     engine_log: str = Field(
         default="error",

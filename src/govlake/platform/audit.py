@@ -32,6 +32,7 @@ import csv
 import hashlib
 import json
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -169,8 +170,20 @@ def _last(s: Session) -> tuple[int, str]:
     return (0, GENESIS_HASH) if row is None else (row.seq, row.hash)
 
 
-def record(
-    s: Session,
+def record(s: Session, **fields: Any) -> AuditEntry:
+    """Append the next entry to the journal in the caller's transaction (the fields are
+    `entry`'s).
+
+    The journal stays locked until that transaction ends: record late in a transaction,
+    just before it commits. An unknown action or outcome is refused rather than journaled
+    under a name no trail looks for.
+    """
+    made = entry(**fields)
+    _chain(s, [made])
+    return made
+
+
+def entry(
     *,
     at: datetime,
     actor: str,
@@ -185,12 +198,8 @@ def record(
     outcome: str = "ok",
     detail: Mapping[str, Any] | None = None,
 ) -> AuditEntry:
-    """Append the next entry to the journal in the caller's transaction.
-
-    The journal stays locked until that transaction ends: record late in a transaction,
-    just before it commits. An unknown action or outcome is refused rather than journaled
-    under a name no trail looks for.
-    """
+    """A journal entry not yet chained (no seq, no hashes); `AuditError` for an unknown
+    action or outcome or a field too long for its column, before anything is written."""
     if action not in ACTIONS:
         raise AuditError(f"unknown audit action {action!r}; known: {', '.join(sorted(ACTIONS))}")
     if outcome not in OUTCOMES:
@@ -198,10 +207,7 @@ def record(
     fields = {"actor": actor, "consumer": consumer, "purpose": purpose, "resource": resource}
     if too_long := overlong(AuditEntry, fields):
         raise AuditError(f"audit entry refused: {'; '.join(too_long)}")
-    _lock(s)
-    last_seq, last_hash = _last(s)
-    entry = AuditEntry(
-        seq=last_seq + 1,
+    return AuditEntry(
         at=naive_utc(at),
         actor=actor,
         action=action,
@@ -214,12 +220,20 @@ def record(
         files=files,
         outcome=outcome,
         detail=canonical_detail(detail),
-        prev_hash=last_hash,
     )
-    entry.hash = entry_hash(_values(entry))
-    s.add(entry)
+
+
+def _chain(s: Session, entries: list[AuditEntry]) -> None:
+    """Lock the journal, then add `entries` after its last entry, in order, each linked to
+    the one before."""
+    _lock(s)
+    last_seq, last_hash = _last(s)
+    for made in entries:
+        last_seq += 1
+        made.seq, made.prev_hash = last_seq, last_hash
+        made.hash = last_hash = entry_hash(_values(made))
+    s.add_all(entries)
     s.flush()
-    return entry
 
 
 class Subject(Protocol):
@@ -254,6 +268,94 @@ def append(settings: Settings, **fields: Any) -> AuditEntry:
     """`record` one entry in a transaction of its own, committed before this returns."""
     with _appending, session(settings) as s:
         return record(s, **fields)
+
+
+@dataclass(frozen=True)
+class Committed:
+    """A journal entry once committed, with the number of entries its transaction committed
+    (the group commit's batch) and the seconds its caller waited for that commit."""
+
+    entry: AuditEntry
+    batch: int
+    waited: float
+
+
+@dataclass
+class _Pending:
+    entry: AuditEntry
+    done: threading.Event = field(default_factory=threading.Event)
+    batch: int = 0
+    error: Exception | None = None
+
+
+class JournalWriter:
+    """Group commit of one process's journal entries: callers hand their entries over
+    (`append`) and wait; one writer thread commits every entry waiting at the time in one
+    transaction (journal lock, last hash, the entries chained, commit), then releases their
+    callers. Under load, many calls' entries share a commit instead of queueing for the
+    database's write lock one by one; each caller still returns only once its entry is
+    committed, and gets the error if its batch failed. Processes append side by side: the
+    journal's lock (`_lock`) orders their transactions, so the chain stays one chain."""
+
+    #: Most entries committed in one transaction.
+    MAX_BATCH = 256
+
+    def __init__(self, settings: Settings):
+        self._settings = settings
+        self._waiting: list[_Pending] = []
+        self._ready = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def append(self, **fields: Any) -> Committed:
+        """Journal one entry (the fields of `entry`) and return once it is committed;
+        `AuditError` before anything is queued for a malformed entry, the database's error
+        when the transaction holding the entry failed."""
+        pending = _Pending(entry(**fields))
+        began = time.perf_counter()
+        with self._ready:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="journal-writer",
+                                                daemon=True)  # fmt: skip
+                self._thread.start()
+            self._waiting.append(pending)
+            self._ready.notify()
+        pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+        return Committed(pending.entry, pending.batch, time.perf_counter() - began)
+
+    def _run(self) -> None:
+        while True:
+            with self._ready:
+                while not self._waiting:
+                    self._ready.wait()
+                batch = self._waiting[: self.MAX_BATCH]
+                del self._waiting[: self.MAX_BATCH]
+            self._commit(batch)
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        error: Exception | None = None
+        try:
+            with _appending, session(self._settings) as s:
+                _chain(s, [p.entry for p in batch])
+        except Exception as exc:  # handed to every caller of the batch
+            error = exc
+        for pending in batch:
+            pending.batch, pending.error = len(batch), error
+            pending.done.set()
+
+
+_writers: dict[str, JournalWriter] = {}
+_writers_lock = threading.Lock()
+
+
+def writer(settings: Settings) -> JournalWriter:
+    """This process's group-commit writer of the journal of `settings`' database."""
+    with _writers_lock:
+        found = _writers.get(settings.database_url)
+        if found is None:
+            found = _writers[settings.database_url] = JournalWriter(settings)
+        return found
 
 
 def archive_location(settings: Settings) -> Location:

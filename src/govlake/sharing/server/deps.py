@@ -25,7 +25,8 @@ from starlette.concurrency import run_in_threadpool
 from govlake.core.catalog import Catalog
 from govlake.core.settings import Settings
 from govlake.platform.database import Consumer, Token, session
-from govlake.sharing.access import SharingError, authenticate, hash_token
+from govlake.sharing.access import SharingError, authenticated, hash_token
+from govlake.sharing.server.cache import TimedCache, generation
 from govlake.sharing.server.errors import validation_problems
 
 #: `request.state` key of the consumer the call's bearer token authenticated.
@@ -97,24 +98,48 @@ def caller(request: Request) -> str | None:
     return token_owner(request.app.state.settings, bearer_tokens(request))
 
 
-def _authenticate(request: Request, s: Session) -> Consumer:
-    found = authenticate(s, bearer_token(request), at=now(request))
-    request.state.consumer = found.code
-    setattr(request.state, _AUTHENTICATED, found.code)
+def _cached_consumer(request: Request) -> Consumer | None:
+    """The consumer of the call's bearer token from the token cache, if it may answer now;
+    a malformed `Authorization` is left to `_authenticate` to refuse."""
+    headers = request.headers.getlist("authorization")
+    tokens = bearer_tokens(request)
+    if len(headers) != 1 or len(tokens) != 1:
+        return None
+    cache: TimedCache[str, Consumer] = request.app.state.token_cache
+    found = cache.get(hash_token(tokens[0]), now(request))
+    if found is not None:
+        _authenticated_as(request, found)
     return found
 
 
-def current_consumer(
-    request: Request,
-    s: Annotated[Session, Depends(db)],
-) -> Consumer:
+def _authenticate(request: Request) -> Consumer:
+    """The consumer of the call's bearer token, looked up in a transaction of its own and
+    kept in the token cache until the token's expiry (or set revocation) or the cache's
+    time; raises `Unauthenticated`."""
+    bearer, at = bearer_token(request), now(request)
+    seen = generation()
+    with session(request.app.state.settings) as s:
+        found, until = authenticated(s, bearer, at=at)
+    assert bearer is not None
+    cache: TimedCache[str, Consumer] = request.app.state.token_cache
+    cache.keep(hash_token(bearer), found, seen, at=at, until=until)
+    _authenticated_as(request, found)
+    return found
+
+
+def _authenticated_as(request: Request, found: Consumer) -> None:
+    request.state.consumer = found.code
+    setattr(request.state, _AUTHENTICATED, found)
+
+
+async def current_consumer(request: Request) -> Consumer:
     """The consumer of the bearer token; raises `Unauthenticated` otherwise. A token
     `TokenFirstRoute` has checked already is not checked again."""
-    code = getattr(request.state, _AUTHENTICATED, None)
-    found = s.get(Consumer, code) if code is not None else None
-    if found is not None and found.active:
+    found: Consumer | None = getattr(request.state, _AUTHENTICATED, None)
+    if found is not None:
         return found
-    return _authenticate(request, s)
+    cached = _cached_consumer(request)
+    return cached if cached is not None else await run_in_threadpool(_authenticate, request)
 
 
 def _needs_token(dependant: Dependant) -> bool:
@@ -132,12 +157,11 @@ class TokenFirstRoute(APIRoute):
         if not _needs_token(self.dependant):
             return handler
 
-        def check(request: Request) -> None:
-            with session(request.app.state.settings) as s:
-                _authenticate(request, s)
-
         async def route_handler(request: Request) -> Response:
-            await run_in_threadpool(check, request)
+            # A token in the cache is checked on the event loop; only a miss goes to the
+            # database, off the loop.
+            if _cached_consumer(request) is None:
+                await run_in_threadpool(_authenticate, request)
             return await handler(request)
 
         return route_handler

@@ -26,7 +26,7 @@ from uvicorn.protocols.http.h11_impl import STATUS_PHRASES, H11Protocol
 
 from govlake.core.settings import Settings
 from govlake.platform import audit
-from govlake.sharing.server import errors
+from govlake.sharing.server import errors, metrics
 from govlake.sharing.server.deps import caller
 from govlake.sharing.server.errors import BodyTooLarge, HeadersTooLarge, NulInPath, NulInQuery
 from govlake.sharing.server.files import redact
@@ -84,11 +84,16 @@ def journal(request: Request, action: str, outcome: str = "ok", *, actor: str | 
     # A file URL's path is its credential: the journal keeps the grant, not the signature.
     detail = {"method": request.method, "path": redact(request.url.path),
               **fields.pop("detail", {})}  # fmt: skip
-    entry = audit.append(request.app.state.settings, at=request.app.state.clock(),
-                         actor=actor, action=action, consumer=consumer, outcome=outcome,
-                         detail=detail, **fields)  # fmt: skip
+    # Group commit: the entry is committed (with other calls' entries) before this returns,
+    # so no answer leaves without its entry; a failed commit raises, and the call is answered
+    # as an internal error, never as a success.
+    committed = audit.writer(request.app.state.settings).append(
+        at=request.app.state.clock(), actor=actor, action=action, consumer=consumer,
+        outcome=outcome, detail=detail, **fields)  # fmt: skip
+    metrics.JOURNAL_LAG.observe(committed.waited)
+    metrics.JOURNAL_BATCH.observe(committed.batch)
     journaled(request)
-    return entry
+    return committed.entry
 
 
 def journal_call(request: Request, outcome: str = "ok", **fields: Any) -> audit.AuditEntry:
