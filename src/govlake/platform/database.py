@@ -358,6 +358,19 @@ def _upgrade(connection: Connection) -> None:
 @contextmanager
 def session(settings: Settings) -> Iterator[Session]:
     """A transaction: committed when the block ends, rolled back on an error."""
-    factory = sessionmaker(engine(settings.database_url), expire_on_commit=False)
-    with factory.begin() as s:
+    with sessions(settings.database_url).begin() as s:
         yield s
+
+
+def sessions(url: str) -> sessionmaker[Session]:
+    """The session factory of the database at `url`, one per engine: a `sessionmaker` is a
+    new `Session` subclass, and each new class sets up SQLAlchemy's event dispatch again."""
+    with _engines:
+        found = _sessions.get(url)
+        made = _engine(url)
+        if found is None or found.kw["bind"] is not made:  # engines disposed since
+            found = _sessions[url] = sessionmaker(made, expire_on_commit=False)
+        return found
+
+
+_sessions: dict[str, sessionmaker[Session]] = {}

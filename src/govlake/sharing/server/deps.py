@@ -10,7 +10,7 @@ at a fixed time (`app.state.clock = lambda: datetime(...)`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 
 from govlake.core.catalog import Catalog
 from govlake.core.settings import Settings
-from govlake.platform.database import Consumer, Token, session
+from govlake.platform.database import Consumer, Token, session, sessions
 from govlake.sharing.access import SharingError, authenticated, hash_token
 from govlake.sharing.server.cache import TimedCache, generation
 from govlake.sharing.server.errors import validation_problems
@@ -33,12 +33,14 @@ from govlake.sharing.server.errors import validation_problems
 _AUTHENTICATED = "authenticated"
 
 
-def settings(request: Request) -> Settings:
+# The dependencies that do no I/O are coroutines: FastAPI runs a plain function dependency in
+# its thread pool, a hop per dependency per call.
+async def settings(request: Request) -> Settings:
     found: Settings = request.app.state.settings
     return found
 
 
-def catalog(request: Request) -> Catalog:
+async def catalog(request: Request) -> Catalog:
     found: Catalog = request.app.state.catalog
     return found
 
@@ -49,11 +51,33 @@ def now(request: Request) -> datetime:
     return moment
 
 
-def db(request: Request) -> Iterator[Session]:
+async def request_time(request: Request) -> datetime:
+    """`now`, as a dependency."""
+    return now(request)
+
+
+async def db(request: Request) -> AsyncIterator[Session]:
     """One transaction per request: committed when the handler returns, rolled back if it
-    raises."""
-    with session(request.app.state.settings) as s:
+    raises. The session connects only when first used (a call answered from the caches does
+    not use it), and only then is its end a database round trip, made off the event loop."""
+    s = sessions(request.app.state.settings.database_url)()
+    try:
         yield s
+    except Exception:
+        await run_in_threadpool(_end, s, commit=False)
+        raise
+    if s.in_transaction():
+        await run_in_threadpool(_end, s, commit=True)
+    else:
+        s.close()
+
+
+def _end(s: Session, *, commit: bool) -> None:
+    with s:
+        if commit:
+            s.commit()
+        else:
+            s.rollback()
 
 
 def bearer_tokens(request: Request) -> list[str]:
@@ -186,6 +210,6 @@ class InvalidParameterRoute(TokenFirstRoute):
 
 SettingsDep = Annotated[Settings, Depends(settings)]
 CatalogDep = Annotated[Catalog, Depends(catalog)]
-NowDep = Annotated[datetime, Depends(now)]
+NowDep = Annotated[datetime, Depends(request_time)]
 DbDep = Annotated[Session, Depends(db)]
 ConsumerDep = Annotated[Consumer, Depends(current_consumer)]

@@ -14,6 +14,7 @@ import json
 import logging
 import secrets
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import h11
@@ -222,7 +223,26 @@ def uvicorn_options(app: FastAPI) -> dict[str, Any]:
     """uvicorn settings for the sharing server `app`: the h11 protocol with the header limit
     (`sharing_max_header_bytes`), refusing malformed requests as JSON, journaled."""
     settings = app.state.settings
-    return {"http": _journaling_h11(app),
+    return {"http": _journaling_h11(lambda: app),
+            "h11_max_incomplete_event_size": settings.sharing_max_header_bytes}  # fmt: skip
+
+
+#: The application this worker process serves (`serving`): what `WorkerH11` journals into.
+_served: list[FastAPI] = []
+
+
+def serving(app: FastAPI) -> FastAPI:
+    """Name `app` as the one this worker process serves (its app factory calls this), for
+    the protocol of `worker_options`; returns it."""
+    _served[:] = [app]
+    return app
+
+
+def worker_options(settings: Settings) -> dict[str, Any]:
+    """`uvicorn_options` for several worker processes, each making its own app (uvicorn's
+    app factory) and naming it with `serving`: the same journaling h11 protocol, named by
+    import path, since the options reach the workers before any app exists."""
+    return {"http": f"{__name__}:WorkerH11",
             "h11_max_incomplete_event_size": settings.sharing_max_header_bytes}  # fmt: skip
 
 
@@ -233,7 +253,7 @@ def _append_quietly(settings: Settings, entry: dict[str, Any]) -> None:
         log.exception("a refused request could not be journaled: %s", entry)
 
 
-def _journaling_h11(app: FastAPI) -> type[H11Protocol]:
+def _journaling_h11(served: Callable[[], FastAPI]) -> type[H11Protocol]:
     class JournalingH11(H11Protocol):
         """uvicorn's h11 protocol, whose own refusals (a request that is not HTTP, a request
         line or headers over the limit) never reach the application: answered here as JSON
@@ -241,6 +261,7 @@ def _journaling_h11(app: FastAPI) -> type[H11Protocol]:
 
         def send_400_response(self, msg: str) -> None:
             # Called inside uvicorn's `except h11.RemoteProtocolError`: the error is at hand.
+            app = served()
             answer = errors.malformed_http(sys.exc_info()[1],
                                            app.state.settings.sharing_max_header_bytes)  # fmt: skip
             entry = {"at": app.state.clock(), "actor": "anonymous", "action": UNKNOWN,
@@ -263,3 +284,7 @@ def _journaling_h11(app: FastAPI) -> type[H11Protocol]:
             self.transport.close()
 
     return JournalingH11
+
+
+#: The journaling protocol of a worker process, for the app it serves (`serving`).
+WorkerH11 = _journaling_h11(lambda: _served[0])
