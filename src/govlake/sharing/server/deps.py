@@ -122,6 +122,15 @@ def caller(request: Request) -> str | None:
     return token_owner(request.app.state.settings, bearer_tokens(request))
 
 
+#: The token cache of an app that keeps none (a router mounted on its own): always a miss.
+_NO_CACHE: TimedCache[str, Consumer] = TimedCache("token", 0)
+
+
+def _token_cache(request: Request) -> TimedCache[str, Consumer]:
+    found: TimedCache[str, Consumer] = getattr(request.app.state, "token_cache", _NO_CACHE)
+    return found
+
+
 def _cached_consumer(request: Request) -> Consumer | None:
     """The consumer of the call's bearer token from the token cache, if it may answer now;
     a malformed `Authorization` is left to `_authenticate` to refuse."""
@@ -129,8 +138,7 @@ def _cached_consumer(request: Request) -> Consumer | None:
     tokens = bearer_tokens(request)
     if len(headers) != 1 or len(tokens) != 1:
         return None
-    cache: TimedCache[str, Consumer] = request.app.state.token_cache
-    found = cache.get(hash_token(tokens[0]), now(request))
+    found = _token_cache(request).get(hash_token(tokens[0]), now(request))
     if found is not None:
         _authenticated_as(request, found)
     return found
@@ -145,8 +153,7 @@ def _authenticate(request: Request) -> Consumer:
     with session(request.app.state.settings) as s:
         found, until = authenticated(s, bearer, at=at)
     assert bearer is not None
-    cache: TimedCache[str, Consumer] = request.app.state.token_cache
-    cache.keep(hash_token(bearer), found, seen, at=at, until=until)
+    _token_cache(request).keep(hash_token(bearer), found, seen, at=at, until=until)
     _authenticated_as(request, found)
     return found
 
