@@ -18,7 +18,7 @@ from govlake.platform.database import AuditEntry, Grant, Subscription, Token, We
 from govlake.reports import quality
 from govlake.reports.scorecard import QualityPass
 from govlake.reports.sharing import DepartmentReport, PlatformSummary, ResourceProvision
-from govlake.sharing import receivers, subscriptions
+from govlake.sharing import access, receivers, subscriptions
 from govlake.sharing.server import gate, open_api, subscriptions_api, tables
 from govlake_app.cli import serve
 from jobs import maintenance
@@ -111,3 +111,9 @@ serve._server.should_exit
 # A maintenance run's result, printed by the DAG task's log and read by the tests.
 maintenance.Maintained.files_compacted
 maintenance.Maintained.files_removed
+
+# uvicorn imports these by name in each worker of `govlake share serve --workers N`: the app
+# factory and the journaling h11 protocol. `access.authenticate` is the tests' way in.
+serve.worker_app
+gate.WorkerH11
+access.authenticate
