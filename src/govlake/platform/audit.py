@@ -299,6 +299,8 @@ class JournalWriter:
 
     #: Most entries committed in one transaction.
     MAX_BATCH = 256
+    #: Seconds the writer thread waits for entries before it ends.
+    IDLE_SECONDS = 10.0
 
     def __init__(self, settings: Settings):
         self._settings = settings
@@ -313,7 +315,7 @@ class JournalWriter:
         pending = _Pending(entry(**fields))
         began = time.perf_counter()
         with self._ready:
-            if self._thread is None or not self._thread.is_alive():
+            if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="journal-writer",
                                                 daemon=True)  # fmt: skip
                 self._thread.start()
@@ -327,8 +329,11 @@ class JournalWriter:
     def _run(self) -> None:
         while True:
             with self._ready:
-                while not self._waiting:
-                    self._ready.wait()
+                if not self._waiting:
+                    self._ready.wait(self.IDLE_SECONDS)
+                if not self._waiting:  # idle: the next `append` starts a writer again
+                    self._thread = None
+                    return
                 batch = self._waiting[: self.MAX_BATCH]
                 del self._waiting[: self.MAX_BATCH]
             self._commit(batch)

@@ -11,8 +11,9 @@ grant takes effect within one second on every worker. So an entry is used only
   it was looked up, not at or after the moment its rows say the answer changes (a token's
   expiry, a grant's expiry or a suspension set to start; see `access.decided_until`), so a
   time-bound change is exact, not late by the cache;
-- until this process commits a change to tokens, consumers, grants or suspensions: such a
-  commit (seen by SQLAlchemy's session events) drops every entry at once.
+- until this process commits a change to tokens, consumers, grants or suspensions, or
+  journals a publication: such a commit (seen by SQLAlchemy's session events) drops every
+  entry at once.
 
 `sharing_cache_seconds = 0` turns the caches off. Lookups are counted in
 `metrics.CACHE_LOOKUPS` by cache and result.
@@ -31,7 +32,8 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from govlake.platform.database import Consumer, Grant, Suspension, Token
+from govlake.platform.database import AuditEntry, Consumer, Grant, Suspension, Token
+from govlake.sharing.published import ACTION as PUBLISH
 from govlake.sharing.server import metrics
 
 K = TypeVar("K", bound=Hashable)
@@ -60,9 +62,15 @@ class _Generation:
 _generation = _Generation()
 
 
+def _changes_access(row: object) -> bool:
+    if isinstance(row, AuditEntry):  # a new version published by this process
+        return row.action == PUBLISH  # its commit drops the latest versions kept too
+    return isinstance(row, _WATCHED)
+
+
 @event.listens_for(Session, "after_flush")
 def _note_change(s: Session, _context: Any) -> None:
-    if any(isinstance(row, _WATCHED) for row in (*s.new, *s.dirty, *s.deleted)):
+    if any(_changes_access(row) for row in (*s.new, *s.dirty, *s.deleted)):
         s.info[_CHANGED] = True
 
 

@@ -77,10 +77,12 @@ class SharedTables:
         return cls({t.full_name: t for t in tables}, cache_seconds)
 
     def _is_published(self, table: SharedTable) -> bool:
-        found = self._published.get(table.full_name)
-        if found is None:
-            found = self._published.put(table.full_name, table.location.is_delta_table())
-        return found
+        """Whether `table` has a first version: kept once it has (a table is not unpublished),
+        looked up on every call until then."""
+        if self._published.get(table.full_name):
+            return True
+        found = table.location.is_delta_table()
+        return self._published.put(table.full_name, True) if found else False
 
     def decision(self, s: Session, who: Consumer, table: SharedTable, at: datetime) -> Decision:
         """`decide`, from the cache when it may answer for `at`: the database is read (in
