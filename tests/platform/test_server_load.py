@@ -14,6 +14,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -32,7 +33,8 @@ import pytest
 from deltalake import write_deltalake
 from fastapi.testclient import TestClient
 from prometheus_client.multiprocess import MultiProcessCollector
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
+from sqlalchemy.orm import Session
 
 from govlake.core.catalog import Catalog
 from govlake.core.net import free_port
@@ -84,19 +86,29 @@ class Served:
 
     def cache_hits(self, pid: int, cache: str) -> float:
         """The hits worker `pid` counted in cache `cache` (its Prometheus metrics file)."""
-        folder = psutil.Process(pid).environ()["PROMETHEUS_MULTIPROC_DIR"]
-        for metric in MultiProcessCollector.merge([f"{folder}/counter_{pid}.db"]):
+        files = [f"{self.metrics_folder()}/counter_{pid}.db"]
+        for metric in MultiProcessCollector.merge(files):
             for sample in metric.samples:
                 if sample.labels == {"cache": cache, "result": "hit"}:
                     return sample.value
         return 0.0
 
-    def stop(self, sig: int = signal.SIGTERM) -> None:
+    def metrics_folder(self) -> str:
+        """The folder where the workers write their metrics (the server made it)."""
+        return str(psutil.Process(next(iter(self.workers))).environ()["PROMETHEUS_MULTIPROC_DIR"])
+
+    def stop(self) -> None:
+        """Stop the server as Ctrl-C does (it removes its metrics folder), or kill it."""
         for connection in self.workers.values():
             connection.close()
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, sig)
-        self.process.wait(30)
+        try:
+            os.killpg(self.process.pid, signal.SIGINT)
+            self.process.wait(20)
+        except ProcessLookupError:  # killed already
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(20)
 
 
 def _worker_of(server: psutil.Process, connection: http.client.HTTPConnection) -> int | None:
@@ -153,7 +165,7 @@ def _serve(settings: Settings, tmp_path: Path) -> Iterator[Served]:
                 served.workers[pid] = connection
         yield served
     finally:
-        served.stop(signal.SIGKILL if process.poll() is None else signal.SIGTERM)
+        served.stop()
         log.close()
 
 
@@ -294,8 +306,10 @@ def _every_answer_under_load_has_its_entry_even_when_killed(
     stop, received = threading.Event(), []
     threads = _hammer(served, token, 8, stop, received)
     time.sleep(1)
+    folder = served.metrics_folder()
     os.killpg(served.process.pid, signal.SIGKILL)
     served.process.wait(30)
+    shutil.rmtree(folder)  # a killed server leaves it behind
     stop.set()
     for thread in threads:
         thread.join(30)
@@ -326,3 +340,28 @@ def test_an_answer_whose_entry_cannot_be_committed_is_not_a_success(
                 s.execute(text("ALTER TABLE audit_journal_away RENAME TO audit_journal"))
     assert answer.status_code == 500, answer.text
     assert "metaData" not in answer.text
+
+
+def test_a_call_answered_from_the_caches_opens_only_the_journal_transaction(
+    settings: Settings, catalog: Catalog, published: None
+) -> None:
+    """Once a worker has looked a token and a decision up, the same call again opens one
+    transaction only: the journal writer's, committing the call's entry."""
+    token = _tokens(settings, catalog, expiring_in=3600)["user"]
+    opened: list[str] = []
+
+    def note(s: Any, transaction: Any, connection: Any) -> None:
+        opened.append(threading.current_thread().name)
+
+    with TestClient(create_app(settings, catalog)) as client:
+        headers = {"Authorization": f"Bearer {token}"}
+        event.listen(Session, "after_begin", note)
+        try:
+            assert client.get(f"{OPEN}/metadata", headers=headers).status_code == 200
+            first = list(opened)
+            opened.clear()
+            assert client.get(f"{OPEN}/metadata", headers=headers).status_code == 200
+        finally:
+            event.remove(Session, "after_begin", note)
+    assert len(first) > 1  # token, decision and journal
+    assert opened == ["journal-writer"]
