@@ -102,7 +102,7 @@ class Settings(BaseSettings):
     sharing_signing_key: SecretStr | None = Field(
         default=None,
         description="Secret that signs the sharing server's local file URLs; unset: a random "
-        "key per server process (URLs die with the process).",
+        "key per server (shared by its workers; URLs die with the server).",
     )
     open_record_key: SecretStr | None = Field(
         default=None,
