@@ -41,7 +41,7 @@ from typing import Any, Literal, Protocol
 
 import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
-from sqlalchemy import delete, func, or_, select, text
+from sqlalchemy import Connection, delete, func, insert, or_, select, text
 from sqlalchemy.orm import Session
 
 from govlake.core.catalog import Catalog
@@ -50,7 +50,7 @@ from govlake.core.location import Location
 from govlake.core.runs import naive_utc
 from govlake.core.settings import Settings
 from govlake.lake.reads import query_delta
-from govlake.platform.database import AuditEntry, overlong, session
+from govlake.platform.database import AuditEntry, engine, overlong, session
 
 ACTIONS = frozenset(
     {
@@ -150,10 +150,11 @@ def _values(entry: AuditEntry) -> dict[str, Any]:
 
 
 # -- appending ------------------------------------------------------------------------------
-def _lock(s: Session) -> None:
+def _lock(s: Session | Connection) -> None:
     """Hold the journal's write lock until the caller's transaction ends, so that two writers
     never read the same last entry and take the same seq."""
-    if s.get_bind().dialect.name == "postgresql":
+    bind = s.get_bind() if isinstance(s, Session) else s
+    if bind.dialect.name == "postgresql":
         # Conflicts with itself and with plain inserts, not with readers.
         s.execute(text("LOCK TABLE audit_journal IN SHARE ROW EXCLUSIVE MODE"))
     else:
@@ -163,7 +164,7 @@ def _lock(s: Session) -> None:
         s.execute(text("UPDATE audit_journal SET seq = seq WHERE seq < 0"))
 
 
-def _last(s: Session) -> tuple[int, str]:
+def _last(s: Session | Connection) -> tuple[int, str]:
     row = s.execute(
         select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)
     ).first()
@@ -226,14 +227,19 @@ def entry(
 def _chain(s: Session, entries: list[AuditEntry]) -> None:
     """Lock the journal, then add `entries` after its last entry, in order, each linked to
     the one before."""
+    _link(s, entries)
+    s.add_all(entries)
+    s.flush()
+
+
+def _link(s: Session | Connection, entries: list[AuditEntry]) -> None:
+    """Lock the journal and give `entries` the seqs and hashes that follow its last entry."""
     _lock(s)
     last_seq, last_hash = _last(s)
     for made in entries:
         last_seq += 1
         made.seq, made.prev_hash = last_seq, last_hash
         made.hash = last_hash = entry_hash(_values(made))
-    s.add_all(entries)
-    s.flush()
 
 
 class Subject(Protocol):
@@ -340,9 +346,13 @@ class JournalWriter:
 
     def _commit(self, batch: list[_Pending]) -> None:
         error: Exception | None = None
+        entries = [p.entry for p in batch]
         try:
-            with _appending, session(self._settings) as s:
-                _chain(s, [p.entry for p in batch])
+            # SQLAlchemy Core, not the ORM: the entries are inserted, never read back or
+            # changed, and the ORM's unit of work would cost as much as the rest of a call.
+            with _appending, engine(self._settings.database_url).begin() as connection:
+                _link(connection, entries)
+                connection.execute(insert(AuditEntry), [_values(e) for e in entries])
         except Exception as exc:  # handed to every caller of the batch
             error = exc
         for pending in batch:
