@@ -34,13 +34,12 @@ from deltalake import write_deltalake
 from fastapi.testclient import TestClient
 from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy import event, func, select, text
-from sqlalchemy.orm import Session
 
 from govlake.core.catalog import Catalog
 from govlake.core.net import free_port
 from govlake.core.settings import Settings
 from govlake.platform import audit
-from govlake.platform.database import AuditEntry, session
+from govlake.platform.database import AuditEntry, engine, session
 from govlake.sharing import access
 from govlake.sharing.access import shared_tables
 from govlake.sharing.server.app import create_app
@@ -350,18 +349,19 @@ def test_a_call_answered_from_the_caches_opens_only_the_journal_transaction(
     token = _tokens(settings, catalog, expiring_in=3600)["user"]
     opened: list[str] = []
 
-    def note(s: Any, transaction: Any, connection: Any) -> None:
+    def note(connection: Any) -> None:
         opened.append(threading.current_thread().name)
 
+    database = engine(settings.database_url)
     with TestClient(create_app(settings, catalog)) as client:
         headers = {"Authorization": f"Bearer {token}"}
-        event.listen(Session, "after_begin", note)
+        event.listen(database, "begin", note)
         try:
             assert client.get(f"{OPEN}/metadata", headers=headers).status_code == 200
             first = list(opened)
             opened.clear()
             assert client.get(f"{OPEN}/metadata", headers=headers).status_code == 200
         finally:
-            event.remove(Session, "after_begin", note)
+            event.remove(database, "begin", note)
     assert len(first) > 1  # token, decision and journal
     assert opened == ["journal-writer"]

@@ -248,7 +248,7 @@ def worker_options(settings: Settings) -> dict[str, Any]:
 
 def _append_quietly(settings: Settings, entry: dict[str, Any]) -> None:
     try:
-        audit.append(settings, **entry)
+        audit.writer(settings).append(**entry)
     except Exception:  # nobody is left to answer: the log is all there is
         log.exception("a refused request could not be journaled: %s", entry)
 
