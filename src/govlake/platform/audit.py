@@ -29,11 +29,13 @@ Outcomes: `ok`, `refused`, `not_found`, `error`.
 from __future__ import annotations
 
 import csv
+import fcntl
 import hashlib
 import json
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -41,7 +43,7 @@ from typing import Any, Literal, Protocol
 
 import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
-from sqlalchemy import Connection, delete, func, insert, or_, select, text
+from sqlalchemy import Connection, delete, func, insert, make_url, or_, select, text
 from sqlalchemy.orm import Session
 
 from govlake.core.catalog import Catalog
@@ -350,7 +352,12 @@ class JournalWriter:
         try:
             # SQLAlchemy Core, not the ORM: the entries are inserted, never read back or
             # changed, and the ORM's unit of work would cost as much as the rest of a call.
-            with _appending, engine(self._settings.database_url).begin() as connection:
+            url = self._settings.database_url
+            with (
+                _appending,
+                _between_processes(url),
+                engine(url).begin() as connection,
+            ):
                 _link(connection, entries)
                 connection.execute(insert(AuditEntry), [_values(e) for e in entries])
         except Exception as exc:  # handed to every caller of the batch
@@ -358,6 +365,21 @@ class JournalWriter:
         for pending in batch:
             pending.batch, pending.error = len(batch), error
             pending.done.set()
+
+
+@contextmanager
+def _between_processes(url: str) -> Iterator[None]:
+    """On a SQLite file, the journal writers of several processes (the server's workers) take
+    turns on a lock file beside it: the kernel hands a released lock to the next waiter at
+    once, where SQLite's own wait for its write lock sleeps in steps of up to 100 ms. On a
+    server database the journal's table lock (`_lock`) queues them already."""
+    database = make_url(url).database
+    if not url.startswith("sqlite") or not database or database == ":memory:":
+        yield
+        return
+    with open(f"{database}.journal-lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        yield
 
 
 _writers: dict[str, JournalWriter] = {}
