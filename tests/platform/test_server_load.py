@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -110,14 +111,19 @@ class Served:
             self.process.wait(20)
 
 
+def _holder(server: psutil.Process, port: int) -> int | None:
+    """The worker process holding the server side of the connection from local `port`
+    (None until a worker has accepted it)."""
+    for worker in server.children():
+        if any(c.raddr and c.raddr.port == port for c in worker.net_connections("tcp")):
+            return worker.pid
+    return None
+
+
 def _worker_of(server: psutil.Process, connection: http.client.HTTPConnection) -> int | None:
     """The worker process holding the server side of `connection`."""
     assert connection.sock is not None
-    local = connection.sock.getsockname()[1]
-    for worker in server.children():
-        if any(c.raddr and c.raddr.port == local for c in worker.net_connections("tcp")):
-            return worker.pid
-    return None
+    return _holder(server, connection.sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -198,6 +204,7 @@ def test_two_workers_under_changes_and_load(
     _changes_take_effect_within_a_second_on_every_worker(served, settings, catalog, tokens,
                                                          expiring_in)  # fmt: skip
     _a_file_url_downloads_from_the_other_worker(served, tokens["user"])
+    _each_worker_answers_a_malformed_request_as_json_and_journals_it(served, settings)
     _every_answer_under_load_has_its_entry_even_when_killed(served, settings, tokens["user"])
 
 
@@ -245,6 +252,31 @@ def _a_file_url_downloads_from_the_other_worker(served: Served, token: str) -> N
         parts = urlsplit(url)
         status, data = served.call(second, "GET", f"{parts.path}?{parts.query}")
         assert status == 200 and data[:4] == b"PAR1"
+
+
+def _each_worker_answers_a_malformed_request_as_json_and_journals_it(
+    served: Served, settings: Settings
+) -> None:
+    """uvicorn's own refusals (the server's h11 protocol) are answered as JSON and journaled
+    by every worker, not only by a single-process server."""
+    before, parent, answered = _last_seq(settings), psutil.Process(served.process.pid), set()
+    deadline = time.monotonic() + 30
+    while answered != set(served.workers):
+        assert time.monotonic() < deadline, answered
+        with socket.create_connection(("127.0.0.1", served.port), timeout=10) as raw:
+            pid = None
+            for _ in range(50):  # until a worker has accepted the connection
+                pid = _holder(parent, raw.getsockname()[1])
+                if pid is not None:
+                    break
+                time.sleep(0.02)
+            raw.sendall(b"NOT HTTP\r\n\r\n")
+            head = raw.recv(4096)
+        assert head.startswith(b"HTTP/1.1 400") and b"application/json" in head, head
+        answered.add(pid)
+    with session(settings) as s:
+        entries = s.scalars(select(AuditEntry).where(AuditEntry.seq > before)).all()
+        assert entries and {(e.action, e.outcome) for e in entries} == {("share.unknown", "error")}
 
 
 def _hammer(served: Served, token: str, clients: int, stop: threading.Event,

@@ -269,8 +269,17 @@ def _journaling_h11(served: Callable[[], FastAPI]) -> type[H11Protocol]:
                      "detail": {"status": answer.status, "message": answer.message,
                                 "client": self.client[0] if self.client else None}}  # fmt: skip
             # Off the event loop, as the application journals: a database write (or a wait for
-            # SQLite's lock) here would hold up every other connection.
-            self.loop.run_in_executor(None, _append_quietly, app.state.settings, entry)
+            # SQLite's lock) here would hold up every other connection. The answer leaves once
+            # the entry is committed (or could not be: then it is logged), and nothing more is
+            # read from the connection meanwhile.
+            self.transport.pause_reading()
+            journaled = self.loop.run_in_executor(None, _append_quietly, app.state.settings,
+                                                  entry)  # fmt: skip
+            journaled.add_done_callback(lambda _: self._refuse(answer))
+
+        def _refuse(self, answer: errors.Answer) -> None:
+            if self.transport.is_closing():  # the client left meanwhile
+                return
             body = json.dumps(answer.body()).encode()
             headers = [(b"content-type", b"application/json"), (b"connection", b"close"),
                        (b"content-length", str(len(body)).encode())]  # fmt: skip
