@@ -34,6 +34,7 @@ import pytest
 from deltalake import write_deltalake
 from fastapi.testclient import TestClient
 from prometheus_client.multiprocess import MultiProcessCollector
+from pydantic import ValidationError
 from sqlalchemy import event, func, select, text
 
 from govlake.core.catalog import Catalog
@@ -373,11 +374,14 @@ def test_an_answer_whose_entry_cannot_be_committed_is_not_a_success(
     assert "metaData" not in answer.text
 
 
+@pytest.mark.parametrize("seconds", [1.0, 0.0])
 def test_a_call_answered_from_the_caches_opens_only_the_journal_transaction(
-    settings: Settings, catalog: Catalog, published: None
+    settings: Settings, catalog: Catalog, published: None, seconds: float
 ) -> None:
     """Once a worker has looked a token and a decision up, the same call again opens one
-    transaction only: the journal writer's, committing the call's entry."""
+    transaction only: the journal writer's, committing the call's entry. With the caches
+    off (`sharing_cache_seconds = 0`) every call looks them up again."""
+    settings = settings.model_copy(update={"sharing_cache_seconds": seconds})
     token = _tokens(settings, catalog, expiring_in=3600)["user"]
     opened: list[str] = []
 
@@ -390,10 +394,15 @@ def test_a_call_answered_from_the_caches_opens_only_the_journal_transaction(
         event.listen(database, "begin", note)
         try:
             assert client.get(f"{OPEN}/metadata", headers=headers).status_code == 200
-            first = list(opened)
+            first = sorted(opened)
             opened.clear()
             assert client.get(f"{OPEN}/metadata", headers=headers).status_code == 200
         finally:
             event.remove(database, "begin", note)
     assert len(first) > 1  # token, decision and journal
-    assert opened == ["journal-writer"]
+    assert sorted(opened) == (["journal-writer"] if seconds else first)
+
+
+def test_the_caches_may_keep_nothing_longer_than_a_second(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="sharing_cache_seconds"):
+        Settings(warehouse=str(tmp_path), sharing_cache_seconds=1.5)
