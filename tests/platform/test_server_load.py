@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import psutil
 import pyarrow as pa
 import pytest
@@ -35,16 +36,17 @@ from deltalake import write_deltalake
 from fastapi.testclient import TestClient
 from prometheus_client.multiprocess import MultiProcessCollector
 from pydantic import ValidationError
-from sqlalchemy import event, func, select, text
+from sqlalchemy import Engine, event, func, select, text
 
 from govlake.core.catalog import Catalog
 from govlake.core.net import free_port
 from govlake.core.settings import Settings
 from govlake.platform import audit
-from govlake.platform.database import AuditEntry, engine, session
+from govlake.platform.database import AuditEntry, session
 from govlake.sharing import access
 from govlake.sharing.access import shared_tables
 from govlake.sharing.server.app import create_app
+from govlake_app.cli.serve import running
 
 pytestmark = [pytest.mark.platform_state, pytest.mark.slow]
 
@@ -388,17 +390,16 @@ def test_a_call_answered_from_the_caches_opens_only_the_journal_transaction(
     def note(connection: Any) -> None:
         opened.append(threading.current_thread().name)
 
-    database = engine(settings.database_url)
     with TestClient(create_app(settings, catalog)) as client:
         headers = {"Authorization": f"Bearer {token}"}
-        event.listen(database, "begin", note)
+        event.listen(Engine, "begin", note)  # every engine: the writer has its own
         try:
             assert client.get(f"{OPEN}/metadata", headers=headers).status_code == 200
             first = sorted(opened)
             opened.clear()
             assert client.get(f"{OPEN}/metadata", headers=headers).status_code == 200
         finally:
-            event.remove(database, "begin", note)
+            event.remove(Engine, "begin", note)
     assert len(first) > 1  # token, decision and journal
     assert sorted(opened) == (["journal-writer"] if seconds else first)
 
@@ -406,3 +407,29 @@ def test_a_call_answered_from_the_caches_opens_only_the_journal_transaction(
 def test_the_caches_may_keep_nothing_longer_than_a_second(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="sharing_cache_seconds"):
         Settings(warehouse=str(tmp_path), sharing_cache_seconds=1.5)
+
+
+def test_more_concurrent_calls_than_pooled_connections_are_all_answered(
+    settings: Settings, catalog: Catalog, published: None
+) -> None:
+    """Calls that hold a pooled connection while their entries wait for the journal writer
+    (the caches off: each call reads its access in its own session) outnumber the pool; the
+    writer, on a connection of its own, still commits them, and each is answered."""
+    settings = settings.model_copy(update={"sharing_cache_seconds": 0.0})
+    token = _tokens(settings, catalog, expiring_in=3600)["user"]
+    before = _last_seq(settings)
+    statuses: list[int] = []
+    with running(settings, app=create_app(settings, catalog)) as endpoint:
+        url = endpoint.removesuffix("/delta-sharing") + f"{OPEN}/metadata"
+
+        def client() -> None:
+            with httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=20) as http:
+                statuses.extend(http.get(url).status_code for _ in range(4))
+
+        threads = [threading.Thread(target=client) for _ in range(32)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    assert statuses == [200] * 32 * 4
+    assert _entries_since(settings, before) == 32 * 4

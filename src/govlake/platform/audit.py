@@ -43,7 +43,7 @@ from typing import Any, Literal, Protocol
 
 import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
-from sqlalchemy import Connection, delete, func, insert, make_url, or_, select, text
+from sqlalchemy import Connection, Engine, delete, func, insert, make_url, or_, select, text
 from sqlalchemy.orm import Session
 
 from govlake.core.catalog import Catalog
@@ -52,7 +52,7 @@ from govlake.core.location import Location
 from govlake.core.runs import naive_utc
 from govlake.core.settings import Settings
 from govlake.lake.reads import query_delta
-from govlake.platform.database import AuditEntry, engine, overlong, session
+from govlake.platform.database import AuditEntry, overlong, own_engine, session
 
 ACTIONS = frozenset(
     {
@@ -315,6 +315,7 @@ class JournalWriter:
         self._waiting: list[_Pending] = []
         self._ready = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._own: Engine | None = None
 
     def append(self, **fields: Any) -> Committed:
         """Journal one entry (the fields of `entry`) and return once it is committed;
@@ -334,6 +335,13 @@ class JournalWriter:
             raise pending.error
         return Committed(pending.entry, pending.batch, time.perf_counter() - began)
 
+    def _engine(self) -> Engine:
+        """The writer's own connection: the callers it releases may hold connections of the
+        shared pool while they wait, and a writer waiting for that pool would wait for them."""
+        if self._own is None:
+            self._own = own_engine(self._settings.database_url)
+        return self._own
+
     def _run(self) -> None:
         while True:
             with self._ready:
@@ -341,6 +349,9 @@ class JournalWriter:
                     self._ready.wait(self.IDLE_SECONDS)
                 if not self._waiting:  # idle: the next `append` starts a writer again
                     self._thread = None
+                    if self._own is not None:  # and connects again
+                        self._own.dispose()
+                        self._own = None
                     return
                 batch = self._waiting[: self.MAX_BATCH]
                 del self._waiting[: self.MAX_BATCH]
@@ -356,7 +367,7 @@ class JournalWriter:
             with (
                 _appending,
                 _between_processes(url),
-                engine(url).begin() as connection,
+                self._engine().begin() as connection,
             ):
                 _link(connection, entries)
                 connection.execute(insert(AuditEntry), [_values(e) for e in entries])

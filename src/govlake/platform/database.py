@@ -296,7 +296,30 @@ def _engine(url: str) -> Engine:
     connection is reused (the server may have closed it) and sessions in UTC, so that the
     naive timestamps mean UTC on the server too.
     """
-    made = create_engine(url, pool_pre_ping=not url.startswith("sqlite"))
+    made = _configured(create_engine(url, pool_pre_ping=not url.startswith("sqlite")))
+    if made.dialect.name == "sqlite":
+        try:
+            Base.metadata.create_all(made)
+        except OperationalError as exc:
+            # Another process created the tables between the check and the CREATE.
+            if "already exists" not in str(exc):
+                raise
+            Base.metadata.create_all(made)
+        return made
+
+    with made.begin() as connection:
+        if made.dialect.name == "postgresql":
+            # Server workers and jobs may start together on an empty database: one creates
+            # the tables, the others wait here and then find them (DDL is transactional).
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+        Base.metadata.create_all(connection)
+        _upgrade(connection)
+    return made
+
+
+def _configured(made: Engine) -> Engine:
+    """`made` with the connection settings of its database (SQLite's pragmas, PostgreSQL's
+    UTC), kept for `dispose_engines`."""
     _made.append(made)
     if made.dialect.name == "sqlite":
 
@@ -308,15 +331,6 @@ def _engine(url: str) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
             cursor.close()
 
-        try:
-            Base.metadata.create_all(made)
-        except OperationalError as exc:
-            # Another process created the tables between the check and the CREATE.
-            if "already exists" not in str(exc):
-                raise
-            Base.metadata.create_all(made)
-        return made
-
     if made.dialect.name == "postgresql":
 
         @event.listens_for(made, "connect")
@@ -327,14 +341,17 @@ def _engine(url: str) -> Engine:
                 cursor.execute("SET TIME ZONE 'UTC'")
             connection.autocommit = autocommit
 
-    with made.begin() as connection:
-        if made.dialect.name == "postgresql":
-            # Server workers and jobs may start together on an empty database: one creates
-            # the tables, the others wait here and then find them (DDL is transactional).
-            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
-        Base.metadata.create_all(connection)
-        _upgrade(connection)
     return made
+
+
+def own_engine(url: str) -> Engine:
+    """An engine of its own on the database at `url` (its schema made by `engine`), keeping
+    one connection: for a thread that others wait for while they hold connections of the
+    shared pool (the journal's group-commit writer), which must never wait for that pool."""
+    engine(url)
+    with _engines:
+        return _configured(create_engine(url, pool_size=1, max_overflow=0,
+                                         pool_pre_ping=not url.startswith("sqlite")))  # fmt: skip
 
 
 def _upgrade(connection: Connection) -> None:
