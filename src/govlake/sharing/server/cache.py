@@ -27,7 +27,7 @@ from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.orm import Session
@@ -123,27 +123,32 @@ class TimedCache(Generic[K, V]):
 
     def put(self, key: K, value: V, *, at: datetime | None = None,
             until: datetime | None = None) -> V:  # fmt: skip
-        """Keep `value`, looked up at app time `at`, valid until app time `until`; returns it.
-        `generation` is read before the lookup by the caller (`generation()`), so a change
-        committed during the lookup is not hidden behind the new entry."""
-        if self.seconds <= 0:
-            return value
-        return self.keep(key, value, generation(), at=at, until=until)
+        """Keep `value`, looked up just now at app time `at`, valid until app time `until`;
+        returns it."""
+        return self.keep(key, value, started(), at=at, until=until)
 
-    def keep(self, key: K, value: V, seen: int, *, at: datetime | None = None,
+    def keep(self, key: K, value: V, lookup: Started, *, at: datetime | None = None,
              until: datetime | None = None) -> V:  # fmt: skip
-        """`put` with the generation `seen` before the lookup began."""
+        """`put` a value whose lookup began at `lookup` (`started()`): its second counts from
+        then, and a change committed meanwhile is not hidden behind it."""
         if self.seconds <= 0:
             return value
         with self._lock:
-            self._kept[key] = _Kept(value, time.monotonic(), seen, at, until)
+            self._kept[key] = _Kept(value, lookup.monotonic, lookup.generation, at, until)
             self._kept.move_to_end(key)
             while len(self._kept) > self._size:
                 self._kept.popitem(last=False)
         return value
 
 
-def generation() -> int:
-    """The current count of access changes this process committed; read it before a lookup
-    and keep the result under it (`TimedCache.keep`)."""
-    return _generation.value
+class Started(NamedTuple):
+    """When a lookup began: the real time and the count of access changes this process had
+    committed by then."""
+
+    monotonic: float
+    generation: int
+
+
+def started() -> Started:
+    """Call before a lookup whose result is to be kept (`TimedCache.keep`)."""
+    return Started(time.monotonic(), _generation.value)

@@ -26,7 +26,7 @@ from govlake.core.catalog import Catalog
 from govlake.core.settings import Settings
 from govlake.platform.database import Consumer, Token, session, sessions
 from govlake.sharing.access import SharingError, authenticated, hash_token
-from govlake.sharing.server.cache import TimedCache, generation
+from govlake.sharing.server.cache import TimedCache, started
 from govlake.sharing.server.errors import validation_problems
 
 #: `request.state` key of the consumer the call's bearer token authenticated.
@@ -149,11 +149,11 @@ def _authenticate(request: Request) -> Consumer:
     kept in the token cache until the token's expiry (or set revocation) or the cache's
     time; raises `Unauthenticated`."""
     bearer, at = bearer_token(request), now(request)
-    seen = generation()
+    lookup = started()
     with session(request.app.state.settings) as s:
         found, until = authenticated(s, bearer, at=at)
     assert bearer is not None
-    _token_cache(request).keep(hash_token(bearer), found, seen, at=at, until=until)
+    _token_cache(request).keep(hash_token(bearer), found, lookup, at=at, until=until)
     _authenticated_as(request, found)
     return found
 

@@ -25,7 +25,7 @@ from govlake.core.runs import naive_utc
 from govlake.lake.deltalog import ChangesUnavailable, DataFile, DeltaLog
 from govlake.platform.database import Consumer
 from govlake.sharing.access import AccessError, Decision, SharedTable, decide, decided_until
-from govlake.sharing.server.cache import TimedCache, generation
+from govlake.sharing.server.cache import TimedCache, started
 
 #: The most items a listing answers in one page.
 MAX_PAGE = 1000
@@ -90,11 +90,11 @@ class SharedTables:
         key = (who.code, table.full_name)
         found = self._decisions.get(key, at)
         if found is None:
-            seen = generation()
+            lookup = started()
             found = decide(s, who, table, at=at)
             if self._decisions.seconds > 0:
                 until = decided_until(s, who, table, at=at)
-                self._decisions.keep(key, found, seen, at=at, until=until)
+                self._decisions.keep(key, found, lookup, at=at, until=until)
         return found
 
     def visible(self, s: Session, who: Consumer, at: datetime) -> list[SharedTable]:
@@ -151,7 +151,8 @@ class _KeptLog(DeltaLog):
     def latest(self) -> int:
         found = self._kept.get(self.location.uri)
         if found is None:
-            found = self._kept.put(self.location.uri, super().latest())
+            lookup = started()  # a version committed during the lookup is seen a second on
+            found = self._kept.keep(self.location.uri, super().latest(), lookup)
         return found
 
 
