@@ -18,7 +18,7 @@ from govlake.platform.database import AuditEntry, Grant, Subscription, Token, We
 from govlake.reports import quality
 from govlake.reports.scorecard import QualityPass
 from govlake.reports.sharing import DepartmentReport, PlatformSummary, ResourceProvision
-from govlake.sharing import receivers, subscriptions
+from govlake.sharing import access, receivers, subscriptions
 from govlake.sharing.server import files, gate, open_api, subscriptions_api, tables, token_api
 from govlake_app.cli import serve
 from jobs import maintenance
@@ -118,3 +118,8 @@ maintenance.Maintained.files_removed
 
 # starlette's FileResponse reads the chunk size of the files the sharing server sends.
 files.FilePart.chunk_size
+# uvicorn imports these by name in each worker of `govlake share serve --workers N`: the app
+# factory and the journaling h11 protocol. `access.authenticate` is the tests' way in.
+serve.worker_app
+gate.WorkerH11
+access.authenticate

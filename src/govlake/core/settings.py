@@ -102,7 +102,7 @@ class Settings(BaseSettings):
     sharing_signing_key: SecretStr | None = Field(
         default=None,
         description="Secret that signs the sharing server's local file URLs; unset: a random "
-        "key per server process (URLs die with the process).",
+        "key per server (shared by its workers; URLs die with the server).",
     )
     open_record_key: SecretStr | None = Field(
         default=None,
@@ -287,6 +287,17 @@ class Settings(BaseSettings):
             for network in value:  # a typo refuses to start, not every scrape
                 ipaddress.ip_network(str(network), strict=False)
         return value
+
+    # -- Sharing server: caches under load ---------------------------------------------------
+    sharing_cache_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="Seconds of real time a server worker keeps what it looked up (a token's "
+        "consumer, an access decision, a table's latest version) before asking again; at most "
+        "1, so a revocation, a suspension or a new grant made elsewhere takes effect within a "
+        "second on every worker; 0 looks everything up on every call.",
+    )
 
     # -- What a person sees in the terminal ------------------------------------------------
     engine_log: str = Field(

@@ -31,10 +31,13 @@ Outcomes: `ok`, `refused`, `not_found`, `error`.
 from __future__ import annotations
 
 import csv
+import fcntl
 import hashlib
 import json
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -42,7 +45,7 @@ from typing import Any, Literal, Protocol
 
 import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
-from sqlalchemy import delete, func, or_, select, text
+from sqlalchemy import Connection, Engine, delete, func, insert, make_url, or_, select, text
 from sqlalchemy.orm import Session
 
 from govlake.core.catalog import Catalog
@@ -51,7 +54,7 @@ from govlake.core.location import Location
 from govlake.core.runs import naive_utc
 from govlake.core.settings import Settings
 from govlake.lake.reads import query_delta
-from govlake.platform.database import AuditEntry, overlong, session
+from govlake.platform.database import AuditEntry, overlong, own_engine, session
 
 ACTIONS = frozenset(
     {
@@ -152,10 +155,11 @@ def _values(entry: AuditEntry) -> dict[str, Any]:
 
 
 # -- appending ------------------------------------------------------------------------------
-def _lock(s: Session) -> None:
+def _lock(s: Session | Connection) -> None:
     """Hold the journal's write lock until the caller's transaction ends, so that two writers
     never read the same last entry and take the same seq."""
-    if s.get_bind().dialect.name == "postgresql":
+    bind = s.get_bind() if isinstance(s, Session) else s
+    if bind.dialect.name == "postgresql":
         # Conflicts with itself and with plain inserts, not with readers.
         s.execute(text("LOCK TABLE audit_journal IN SHARE ROW EXCLUSIVE MODE"))
     else:
@@ -165,15 +169,27 @@ def _lock(s: Session) -> None:
         s.execute(text("UPDATE audit_journal SET seq = seq WHERE seq < 0"))
 
 
-def _last(s: Session) -> tuple[int, str]:
+def _last(s: Session | Connection) -> tuple[int, str]:
     row = s.execute(
         select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)
     ).first()
     return (0, GENESIS_HASH) if row is None else (row.seq, row.hash)
 
 
-def record(
-    s: Session,
+def record(s: Session, **fields: Any) -> AuditEntry:
+    """Append the next entry to the journal in the caller's transaction (the fields are
+    `entry`'s).
+
+    The journal stays locked until that transaction ends: record late in a transaction,
+    just before it commits. An unknown action or outcome is refused rather than journaled
+    under a name no trail looks for.
+    """
+    made = entry(**fields)
+    _chain(s, [made])
+    return made
+
+
+def entry(
     *,
     at: datetime,
     actor: str,
@@ -188,12 +204,8 @@ def record(
     outcome: str = "ok",
     detail: Mapping[str, Any] | None = None,
 ) -> AuditEntry:
-    """Append the next entry to the journal in the caller's transaction.
-
-    The journal stays locked until that transaction ends: record late in a transaction,
-    just before it commits. An unknown action or outcome is refused rather than journaled
-    under a name no trail looks for.
-    """
+    """A journal entry not yet chained (no seq, no hashes); `AuditError` for an unknown
+    action or outcome or a field too long for its column, before anything is written."""
     if action not in ACTIONS:
         raise AuditError(f"unknown audit action {action!r}; known: {', '.join(sorted(ACTIONS))}")
     if outcome not in OUTCOMES:
@@ -201,10 +213,7 @@ def record(
     fields = {"actor": actor, "consumer": consumer, "purpose": purpose, "resource": resource}
     if too_long := overlong(AuditEntry, fields):
         raise AuditError(f"audit entry refused: {'; '.join(too_long)}")
-    _lock(s)
-    last_seq, last_hash = _last(s)
-    entry = AuditEntry(
-        seq=last_seq + 1,
+    return AuditEntry(
         at=naive_utc(at),
         actor=actor,
         action=action,
@@ -217,12 +226,25 @@ def record(
         files=files,
         outcome=outcome,
         detail=canonical_detail(detail),
-        prev_hash=last_hash,
     )
-    entry.hash = entry_hash(_values(entry))
-    s.add(entry)
+
+
+def _chain(s: Session, entries: list[AuditEntry]) -> None:
+    """Lock the journal, then add `entries` after its last entry, in order, each linked to
+    the one before."""
+    _link(s, entries)
+    s.add_all(entries)
     s.flush()
-    return entry
+
+
+def _link(s: Session | Connection, entries: list[AuditEntry]) -> None:
+    """Lock the journal and give `entries` the seqs and hashes that follow its last entry."""
+    _lock(s)
+    last_seq, last_hash = _last(s)
+    for made in entries:
+        last_seq += 1
+        made.seq, made.prev_hash = last_seq, last_hash
+        made.hash = last_hash = entry_hash(_values(made))
 
 
 class Subject(Protocol):
@@ -257,6 +279,134 @@ def append(settings: Settings, **fields: Any) -> AuditEntry:
     """`record` one entry in a transaction of its own, committed before this returns."""
     with _appending, session(settings) as s:
         return record(s, **fields)
+
+
+@dataclass(frozen=True)
+class Committed:
+    """A journal entry once committed, with the number of entries its transaction committed
+    (the group commit's batch) and the seconds its caller waited for that commit."""
+
+    entry: AuditEntry
+    batch: int
+    waited: float
+
+
+@dataclass
+class _Pending:
+    entry: AuditEntry
+    done: threading.Event = field(default_factory=threading.Event)
+    batch: int = 0
+    error: Exception | None = None
+
+
+class JournalWriter:
+    """Group commit of one process's journal entries: callers hand their entries over
+    (`append`) and wait; one writer thread commits every entry waiting at the time in one
+    transaction (journal lock, last hash, the entries chained, commit), then releases their
+    callers. Under load, many calls' entries share a commit instead of queueing for the
+    database's write lock one by one; each caller still returns only once its entry is
+    committed, and gets the error if its batch failed. Processes append side by side: the
+    journal's lock (`_lock`) orders their transactions, so the chain stays one chain."""
+
+    #: Most entries committed in one transaction.
+    MAX_BATCH = 256
+    #: Seconds the writer thread waits for entries before it ends.
+    IDLE_SECONDS = 10.0
+
+    def __init__(self, settings: Settings):
+        self._settings = settings
+        self._waiting: list[_Pending] = []
+        self._ready = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._own: Engine | None = None
+
+    def append(self, **fields: Any) -> Committed:
+        """Journal one entry (the fields of `entry`) and return once it is committed;
+        `AuditError` before anything is queued for a malformed entry, the database's error
+        when the transaction holding the entry failed."""
+        pending = _Pending(entry(**fields))
+        began = time.perf_counter()
+        with self._ready:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="journal-writer",
+                                                daemon=True)  # fmt: skip
+                self._thread.start()
+            self._waiting.append(pending)
+            self._ready.notify()
+        pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+        return Committed(pending.entry, pending.batch, time.perf_counter() - began)
+
+    def _engine(self) -> Engine:
+        """The writer's own connection: the callers it releases may hold connections of the
+        shared pool while they wait, and a writer waiting for that pool would wait for them."""
+        if self._own is None:
+            self._own = own_engine(self._settings.database_url)
+        return self._own
+
+    def _run(self) -> None:
+        while True:
+            with self._ready:
+                if not self._waiting:
+                    self._ready.wait(self.IDLE_SECONDS)
+                if not self._waiting:  # idle: the next `append` starts a writer again
+                    self._thread = None
+                    if self._own is not None:  # and connects again
+                        self._own.dispose()
+                        self._own = None
+                    return
+                batch = self._waiting[: self.MAX_BATCH]
+                del self._waiting[: self.MAX_BATCH]
+            self._commit(batch)
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        error: Exception | None = None
+        entries = [p.entry for p in batch]
+        try:
+            # SQLAlchemy Core, not the ORM: the entries are inserted, never read back or
+            # changed, and the ORM's unit of work would cost as much as the rest of a call.
+            url = self._settings.database_url
+            with (
+                _appending,
+                _between_processes(url),
+                self._engine().begin() as connection,
+            ):
+                _link(connection, entries)
+                connection.execute(insert(AuditEntry), [_values(e) for e in entries])
+        except Exception as exc:  # handed to every caller of the batch
+            error = exc
+        for pending in batch:
+            pending.batch, pending.error = len(batch), error
+            pending.done.set()
+
+
+@contextmanager
+def _between_processes(url: str) -> Iterator[None]:
+    """On a SQLite file, the journal writers of several processes (the server's workers) take
+    turns on a lock file beside it: the kernel hands a released lock to the next waiter at
+    once, where SQLite's own wait for its write lock sleeps in steps of up to 100 ms. On a
+    server database the journal's table lock (`_lock`) queues them already."""
+    database = make_url(url).database
+    if not url.startswith("sqlite") or not database or database == ":memory:":
+        yield
+        return
+    with open(f"{database}.journal-lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        yield
+
+
+_writers: dict[str, JournalWriter] = {}
+_writers_lock = threading.Lock()
+
+
+def writer(settings: Settings) -> JournalWriter:
+    """This process's group-commit writer of the journal of `settings`' database."""
+    with _writers_lock:
+        found = _writers.get(settings.database_url)
+        if found is None:
+            found = _writers[settings.database_url] = JournalWriter(settings)
+        return found
 
 
 def archive_location(settings: Settings) -> Location:

@@ -321,18 +321,8 @@ def _engine(url: str) -> Engine:
     connection is reused (the server may have closed it) and sessions in UTC, so that the
     naive timestamps mean UTC on the server too.
     """
-    made = create_engine(url, pool_pre_ping=not url.startswith("sqlite"))
-    _made.append(made)
+    made = _configured(create_engine(url, pool_pre_ping=not url.startswith("sqlite")))
     if made.dialect.name == "sqlite":
-
-        @event.listens_for(made, "connect")
-        def _pragmas(connection: Any, record: Any) -> None:
-            cursor = connection.cursor()
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=30000")
-            cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
-            cursor.close()
-
         try:
             Base.metadata.create_all(made)
         except OperationalError as exc:
@@ -344,6 +334,30 @@ def _engine(url: str) -> Engine:
             _upgrade(connection)
         return made
 
+    with made.begin() as connection:
+        if made.dialect.name == "postgresql":
+            # Server workers and jobs may start together on an empty database: one creates
+            # the tables, the others wait here and then find them (DDL is transactional).
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+        Base.metadata.create_all(connection)
+        _upgrade(connection)
+    return made
+
+
+def _configured(made: Engine) -> Engine:
+    """`made` with the connection settings of its database (SQLite's pragmas, PostgreSQL's
+    UTC), kept for `dispose_engines`."""
+    _made.append(made)
+    if made.dialect.name == "sqlite":
+
+        @event.listens_for(made, "connect")
+        def _pragmas(connection: Any, record: Any) -> None:
+            cursor = connection.cursor()
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
+            cursor.close()
+
     if made.dialect.name == "postgresql":
 
         @event.listens_for(made, "connect")
@@ -354,14 +368,17 @@ def _engine(url: str) -> Engine:
                 cursor.execute("SET TIME ZONE 'UTC'")
             connection.autocommit = autocommit
 
-    with made.begin() as connection:
-        if made.dialect.name == "postgresql":
-            # Server workers and jobs may start together on an empty database: one creates
-            # the tables, the others wait here and then find them (DDL is transactional).
-            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
-        Base.metadata.create_all(connection)
-        _upgrade(connection)
     return made
+
+
+def own_engine(url: str) -> Engine:
+    """An engine of its own on the database at `url` (its schema made by `engine`), keeping
+    one connection: for a thread that others wait for while they hold connections of the
+    shared pool (the journal's group-commit writer), which must never wait for that pool."""
+    engine(url)
+    with _engines:
+        return _configured(create_engine(url, pool_size=1, max_overflow=0,
+                                         pool_pre_ping=not url.startswith("sqlite")))  # fmt: skip
 
 
 #: Columns added to existing tables after their first release, as (table, column): made by
@@ -414,6 +431,19 @@ def _add_column(connection: Connection, column: Column[Any]) -> None:
 @contextmanager
 def session(settings: Settings) -> Iterator[Session]:
     """A transaction: committed when the block ends, rolled back on an error."""
-    factory = sessionmaker(engine(settings.database_url), expire_on_commit=False)
-    with factory.begin() as s:
+    with sessions(settings.database_url).begin() as s:
         yield s
+
+
+def sessions(url: str) -> sessionmaker[Session]:
+    """The session factory of the database at `url`, one per engine: a `sessionmaker` is a
+    new `Session` subclass, and each new class sets up SQLAlchemy's event dispatch again."""
+    with _engines:
+        found = _sessions.get(url)
+        made = _engine(url)
+        if found is None or found.kw["bind"] is not made:  # engines disposed since
+            found = _sessions[url] = sessionmaker(made, expire_on_commit=False)
+        return found
+
+
+_sessions: dict[str, sessionmaker[Session]] = {}

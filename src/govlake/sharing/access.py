@@ -140,6 +140,13 @@ def rotate_token(
 
 def authenticate(s: Session, bearer: str | None, *, at: datetime) -> Consumer:
     """The consumer a bearer token belongs to, or `Unauthenticated`."""
+    return authenticated(s, bearer, at=at)[0]
+
+
+def authenticated(s: Session, bearer: str | None, *, at: datetime) -> tuple[Consumer, datetime]:
+    """The consumer a bearer token belongs to and the moment the token stops authenticating
+    it (its expiry, or its revocation when one is set for later); `Unauthenticated` if it
+    does not at `at`."""
     if not bearer:
         raise Unauthenticated("a bearer token is required")
     digest = hash_token(bearer)
@@ -153,7 +160,7 @@ def authenticate(s: Session, bearer: str | None, *, at: datetime) -> Consumer:
     found = s.get(Consumer, token.consumer)
     if found is None or not found.active:
         raise Unauthenticated(f"consumer {token.consumer} is not active")
-    return found
+    return found, min(token.expires_at, token.revoked_at or datetime.max)
 
 
 # -- suspensions ----------------------------------------------------------------------------
@@ -327,3 +334,21 @@ def decide(s: Session, who: Consumer, table: SharedTable, *, at: datetime) -> De
             "grant (file an access request)",
         )
     return Decision(True, f"grant {found.id}", purpose=found.purpose, grant_id=found.id)
+
+
+def decided_until(s: Session, who: Consumer, table: SharedTable, *, at: datetime) -> datetime:
+    """The first moment after `at` at which `decide` may answer otherwise for `who` and
+    `table` with the platform's rows as they are: a suspension of `who` set to start, a
+    grant of the table's resource set to start, expire or be revoked (`datetime.max`: none).
+    A row written later changes the answer sooner; that is the caches' concern."""
+    moments = [datetime.max]
+    moments += s.scalars(select(Suspension.suspended_at).where(
+        Suspension.department == who.code, Suspension.suspended_at > at,
+        Suspension.lifted_at.is_(None)))  # fmt: skip
+    if table.sharing_class != "unconditional" and who.code != table.resource.provider:
+        grants = select(Grant.granted_at, Grant.expires_at, Grant.revoked_at).where(
+            Grant.consumer == who.code, Grant.resource == table.resource.qualified_name
+        )
+        for row in s.execute(grants):
+            moments += [m for m in row if m is not None and m > at]
+    return min(moments)

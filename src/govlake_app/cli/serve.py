@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
+import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -22,6 +25,11 @@ from govlake.platform import audit
 from govlake.platform.database import session
 from govlake.sharing import access, oauth
 from govlake_app.cli.console import By, console, fail, user
+
+#: The environment variable of the URL-signing key (`Settings.sharing_signing_key`).
+SIGNING_KEY_VARIABLE = "GOVLAKE_SHARING_SIGNING_KEY"
+#: Where prometheus-client's worker processes write their metrics, to be read together.
+METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def app_for(settings: Settings) -> FastAPI:
@@ -70,20 +78,44 @@ def running(
         thread.join(10)
 
 
+def worker_app() -> FastAPI:
+    """The app factory of each worker process of `serve --workers N`: the server the
+    environment's settings describe, named as the one the worker's protocol journals into."""
+    from govlake.sharing.server.gate import serving
+
+    return serving(app_for(get_settings()))
+
+
 def serve(
     host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port", min=1, max=65535)] = 8765,
+    workers: Annotated[int, typer.Option(help="server processes answering calls", min=1)] = 1,
 ) -> None:
     """Serve the published tables over the Delta Sharing protocol until Ctrl-C."""
     import uvicorn
 
-    from govlake.sharing.server.gate import uvicorn_options
+    from govlake.sharing.server.gate import uvicorn_options, worker_options
 
     settings = get_settings()
     console.print(f"Delta Sharing endpoint: http://{host}:{port}/delta-sharing "
-                  f"(profiles name {settings.sharing_endpoint})")  # fmt: skip
-    app = app_for(settings)
-    uvicorn.run(app, host=host, port=port, log_level="info", **uvicorn_options(app))
+                  f"(profiles name {settings.sharing_endpoint})"
+                  + (f", {workers} workers" if workers > 1 else ""))  # fmt: skip
+    if workers == 1:
+        app = app_for(settings)
+        uvicorn.run(app, host=host, port=port, log_level="info", **uvicorn_options(app))
+        return
+    # The workers read their settings from this environment: one URL-signing key for all of
+    # them (a file URL one issued downloads from any other), and one directory where their
+    # Prometheus metrics meet, made fresh for this server and removed when it stops.
+    if settings.sharing_signing_key is None:
+        os.environ[SIGNING_KEY_VARIABLE] = secrets.token_urlsafe(32)
+    metrics_dir = tempfile.mkdtemp(prefix="govlake-metrics-")
+    os.environ[METRICS_DIR_VARIABLE] = metrics_dir
+    try:
+        uvicorn.run(f"{__name__}:worker_app", factory=True, workers=workers, host=host,
+                    port=port, log_level="info", **worker_options(settings))  # fmt: skip
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def write_profile(settings: Settings, catalog: Catalog, consumer: str, path: Path, *,

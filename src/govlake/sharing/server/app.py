@@ -23,6 +23,7 @@ from govlake.core.settings import Settings
 from govlake.sharing.access import shared_tables
 from govlake.sharing.receivers import allowed as allowed_receivers
 from govlake.sharing.server import errors
+from govlake.sharing.server.cache import TimedCache
 from govlake.sharing.server.files import UrlSigner, keep_signatures_out_of_access_log
 from govlake.sharing.server.gate import CallJournal, refused
 from govlake.sharing.server.monitoring import router as monitoring_router
@@ -55,7 +56,10 @@ def create_app(
     app.state.catalog = catalog or Catalog.load(settings.catalog_dir)
     app.state.clock = clock
     app.state.signer = UrlSigner(signing_key or secrets.token_bytes(32), url_ttl)
-    app.state.tables = SharedTables.of(shared_tables(app.state.catalog, settings))
+    # Tokens, access decisions and latest versions kept at most `sharing_cache_seconds`.
+    app.state.token_cache = TimedCache("token", settings.sharing_cache_seconds)
+    app.state.tables = SharedTables.of(shared_tables(app.state.catalog, settings),
+                                       settings.sharing_cache_seconds)  # fmt: skip
     keep_signatures_out_of_access_log()
     # One journal entry per call, whatever answers it; bodies bounded while they stream in.
     app.add_middleware(CallJournal)

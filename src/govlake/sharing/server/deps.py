@@ -10,7 +10,7 @@ at a fixed time (`app.state.clock = lambda: datetime(...)`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -24,8 +24,9 @@ from starlette.concurrency import run_in_threadpool
 
 from govlake.core.catalog import Catalog
 from govlake.core.settings import Settings
-from govlake.platform.database import Consumer, Token, session
-from govlake.sharing.access import SharingError, authenticate, hash_token
+from govlake.platform.database import Consumer, Token, session, sessions
+from govlake.sharing.access import SharingError, authenticated, hash_token
+from govlake.sharing.server.cache import TimedCache, started
 from govlake.sharing.server.errors import validation_problems
 from govlake.sharing.server.limits import admit_consumer
 
@@ -33,12 +34,14 @@ from govlake.sharing.server.limits import admit_consumer
 _AUTHENTICATED = "authenticated"
 
 
-def settings(request: Request) -> Settings:
+# The dependencies that do no I/O are coroutines: FastAPI runs a plain function dependency in
+# its thread pool, a hop per dependency per call.
+async def settings(request: Request) -> Settings:
     found: Settings = request.app.state.settings
     return found
 
 
-def catalog(request: Request) -> Catalog:
+async def catalog(request: Request) -> Catalog:
     found: Catalog = request.app.state.catalog
     return found
 
@@ -49,11 +52,33 @@ def now(request: Request) -> datetime:
     return moment
 
 
-def db(request: Request) -> Iterator[Session]:
+async def request_time(request: Request) -> datetime:
+    """`now`, as a dependency."""
+    return now(request)
+
+
+async def db(request: Request) -> AsyncIterator[Session]:
     """One transaction per request: committed when the handler returns, rolled back if it
-    raises."""
-    with session(request.app.state.settings) as s:
+    raises. The session connects only when first used (a call answered from the caches does
+    not use it), and only then is its end a database round trip, made off the event loop."""
+    s = sessions(request.app.state.settings.database_url)()
+    try:
         yield s
+    except Exception:
+        await run_in_threadpool(_end, s, commit=False)
+        raise
+    if s.in_transaction():
+        await run_in_threadpool(_end, s, commit=True)
+    else:
+        s.close()
+
+
+def _end(s: Session, *, commit: bool) -> None:
+    with s:
+        if commit:
+            s.commit()
+        else:
+            s.rollback()
 
 
 def bearer_tokens(request: Request) -> list[str]:
@@ -98,25 +123,56 @@ def caller(request: Request) -> str | None:
     return token_owner(request.app.state.settings, bearer_tokens(request))
 
 
-def _authenticate(request: Request, s: Session) -> Consumer:
-    found = authenticate(s, bearer_token(request), at=now(request))
-    request.state.consumer = found.code
-    admit_consumer(request, found.code)  # a refusal is journaled under the consumer
-    setattr(request.state, _AUTHENTICATED, found.code)
+#: The token cache of an app that keeps none (a router mounted on its own): always a miss.
+_NO_CACHE: TimedCache[str, Consumer] = TimedCache("token", 0)
+
+
+def _token_cache(request: Request) -> TimedCache[str, Consumer]:
+    found: TimedCache[str, Consumer] = getattr(request.app.state, "token_cache", _NO_CACHE)
     return found
 
 
-def current_consumer(
-    request: Request,
-    s: Annotated[Session, Depends(db)],
-) -> Consumer:
+def _cached_consumer(request: Request) -> Consumer | None:
+    """The consumer of the call's bearer token from the token cache, if it may answer now;
+    a malformed `Authorization` is left to `_authenticate` to refuse."""
+    headers = request.headers.getlist("authorization")
+    tokens = bearer_tokens(request)
+    if len(headers) != 1 or len(tokens) != 1:
+        return None
+    found = _token_cache(request).get(hash_token(tokens[0]), now(request))
+    if found is not None:
+        _authenticated_as(request, found)
+    return found
+
+
+def _authenticate(request: Request) -> Consumer:
+    """The consumer of the call's bearer token, looked up in a transaction of its own and
+    kept in the token cache until the token's expiry (or set revocation) or the cache's
+    time; raises `Unauthenticated`."""
+    bearer, at = bearer_token(request), now(request)
+    lookup = started()
+    with session(request.app.state.settings) as s:
+        found, until = authenticated(s, bearer, at=at)
+    assert bearer is not None
+    _token_cache(request).keep(hash_token(bearer), found, lookup, at=at, until=until)
+    _authenticated_as(request, found)
+    return found
+
+
+def _authenticated_as(request: Request, found: Consumer) -> None:
+    request.state.consumer = found.code
+    admit_consumer(request, found.code)  # a refusal is journaled under the consumer
+    setattr(request.state, _AUTHENTICATED, found)
+
+
+async def current_consumer(request: Request) -> Consumer:
     """The consumer of the bearer token; raises `Unauthenticated` otherwise. A token
     `TokenFirstRoute` has checked already is not checked again."""
-    code = getattr(request.state, _AUTHENTICATED, None)
-    found = s.get(Consumer, code) if code is not None else None
-    if found is not None and found.active:
+    found: Consumer | None = getattr(request.state, _AUTHENTICATED, None)
+    if found is not None:
         return found
-    return _authenticate(request, s)
+    cached = _cached_consumer(request)
+    return cached if cached is not None else await run_in_threadpool(_authenticate, request)
 
 
 def _needs_token(dependant: Dependant) -> bool:
@@ -134,12 +190,11 @@ class TokenFirstRoute(APIRoute):
         if not _needs_token(self.dependant):
             return handler
 
-        def check(request: Request) -> None:
-            with session(request.app.state.settings) as s:
-                _authenticate(request, s)
-
         async def route_handler(request: Request) -> Response:
-            await run_in_threadpool(check, request)
+            # A token in the cache is checked on the event loop; only a miss goes to the
+            # database, off the loop.
+            if _cached_consumer(request) is None:
+                await run_in_threadpool(_authenticate, request)
             return await handler(request)
 
         return route_handler
@@ -164,6 +219,6 @@ class InvalidParameterRoute(TokenFirstRoute):
 
 SettingsDep = Annotated[Settings, Depends(settings)]
 CatalogDep = Annotated[Catalog, Depends(catalog)]
-NowDep = Annotated[datetime, Depends(now)]
+NowDep = Annotated[datetime, Depends(request_time)]
 DbDep = Annotated[Session, Depends(db)]
 ConsumerDep = Annotated[Consumer, Depends(current_consumer)]

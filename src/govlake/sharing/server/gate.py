@@ -15,6 +15,7 @@ import logging
 import secrets
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import h11
@@ -87,11 +88,16 @@ def journal(request: Request, action: str, outcome: str = "ok", *, actor: str | 
     # A file URL's path is its credential: the journal keeps the grant, not the signature.
     detail = {"method": request.method, "path": redact(request.url.path),
               **fields.pop("detail", {})}  # fmt: skip
-    entry = audit.append(request.app.state.settings, at=request.app.state.clock(),
-                         actor=actor, action=action, consumer=consumer, outcome=outcome,
-                         detail=detail, **fields)  # fmt: skip
+    # Group commit: the entry is committed (with other calls' entries) before this returns,
+    # so no answer leaves without its entry; a failed commit raises, and the call is answered
+    # as an internal error, never as a success.
+    committed = audit.writer(request.app.state.settings).append(
+        at=request.app.state.clock(), actor=actor, action=action, consumer=consumer,
+        outcome=outcome, detail=detail, **fields)  # fmt: skip
+    metrics.JOURNAL_LAG.observe(committed.waited)
+    metrics.JOURNAL_BATCH.observe(committed.batch)
     journaled(request)
-    return entry
+    return committed.entry
 
 
 def journal_call(request: Request, outcome: str = "ok", **fields: Any) -> audit.AuditEntry:
@@ -240,18 +246,37 @@ def uvicorn_options(app: FastAPI) -> dict[str, Any]:
     """uvicorn settings for the sharing server `app`: the h11 protocol with the header limit
     (`sharing_max_header_bytes`), refusing malformed requests as JSON, journaled."""
     settings = app.state.settings
-    return {"http": _journaling_h11(app),
+    return {"http": _journaling_h11(lambda: app),
+            "h11_max_incomplete_event_size": settings.sharing_max_header_bytes}  # fmt: skip
+
+
+#: The application this worker process serves (`serving`): what `WorkerH11` journals into.
+_served: list[FastAPI] = []
+
+
+def serving(app: FastAPI) -> FastAPI:
+    """Name `app` as the one this worker process serves (its app factory calls this), for
+    the protocol of `worker_options`; returns it."""
+    _served[:] = [app]
+    return app
+
+
+def worker_options(settings: Settings) -> dict[str, Any]:
+    """`uvicorn_options` for several worker processes, each making its own app (uvicorn's
+    app factory) and naming it with `serving`: the same journaling h11 protocol, named by
+    import path, since the options reach the workers before any app exists."""
+    return {"http": f"{__name__}:WorkerH11",
             "h11_max_incomplete_event_size": settings.sharing_max_header_bytes}  # fmt: skip
 
 
 def _append_quietly(settings: Settings, entry: dict[str, Any]) -> None:
     try:
-        audit.append(settings, **entry)
+        audit.writer(settings).append(**entry)
     except Exception:  # nobody is left to answer: the log is all there is
         log.exception("a refused request could not be journaled: %s", entry)
 
 
-def _journaling_h11(app: FastAPI) -> type[H11Protocol]:
+def _journaling_h11(served: Callable[[], FastAPI]) -> type[H11Protocol]:
     class JournalingH11(H11Protocol):
         """uvicorn's h11 protocol, whose own refusals (a request that is not HTTP, a request
         line or headers over the limit) never reach the application: answered here as JSON
@@ -259,6 +284,7 @@ def _journaling_h11(app: FastAPI) -> type[H11Protocol]:
 
         def send_400_response(self, msg: str) -> None:
             # Called inside uvicorn's `except h11.RemoteProtocolError`: the error is at hand.
+            app = served()
             answer = errors.malformed_http(sys.exc_info()[1],
                                            app.state.settings.sharing_max_header_bytes)  # fmt: skip
             entry = {"at": app.state.clock(), "actor": "anonymous", "action": UNKNOWN,
@@ -266,8 +292,17 @@ def _journaling_h11(app: FastAPI) -> type[H11Protocol]:
                      "detail": {"status": answer.status, "message": answer.message,
                                 "client": self.client[0] if self.client else None}}  # fmt: skip
             # Off the event loop, as the application journals: a database write (or a wait for
-            # SQLite's lock) here would hold up every other connection.
-            self.loop.run_in_executor(None, _append_quietly, app.state.settings, entry)
+            # SQLite's lock) here would hold up every other connection. The answer leaves once
+            # the entry is committed (or could not be: then it is logged), and nothing more is
+            # read from the connection meanwhile.
+            self.transport.pause_reading()
+            journaled = self.loop.run_in_executor(None, _append_quietly, app.state.settings,
+                                                  entry)  # fmt: skip
+            journaled.add_done_callback(lambda _: self._refuse(answer))
+
+        def _refuse(self, answer: errors.Answer) -> None:
+            if self.transport.is_closing():  # the client left meanwhile
+                return
             body = json.dumps(answer.body()).encode()
             headers = [(b"content-type", b"application/json"), (b"connection", b"close"),
                        (b"content-length", str(len(body)).encode())]  # fmt: skip
@@ -281,3 +316,7 @@ def _journaling_h11(app: FastAPI) -> type[H11Protocol]:
             self.transport.close()
 
     return JournalingH11
+
+
+#: The journaling protocol of a worker process, for the app it serves (`serving`).
+WorkerH11 = _journaling_h11(lambda: _served[0])

@@ -17,13 +17,12 @@ domain error, which the application answers and journals (`gate.refused`).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
 from govlake.lake.deltalog import DataFile, DeltaLog, VersionState, millis
@@ -79,7 +78,7 @@ CDF = "delta.enableChangeDataFeed"
 router = APIRouter(prefix=PREFIX, route_class=TokenFirstRoute)
 
 
-def shared(request: Request) -> SharedTables:
+async def shared(request: Request) -> SharedTables:
     found: SharedTables = request.app.state.tables
     return found
 
@@ -95,14 +94,13 @@ def _about(table: SharedTable, purpose: str | None) -> dict[str, Any]:
 
 
 def _ndjson(lines: Iterable[dict[str, Any]], version: int, format_: str, *,
-            end_stream: bool = False) -> StreamingResponse:  # fmt: skip
-    def body() -> Iterator[bytes]:
-        for line in lines:
-            yield (json.dumps(line, ensure_ascii=False) + "\n").encode()
-
+            end_stream: bool = False) -> Response:  # fmt: skip
+    # The lines are in memory already: one body, not a stream (a streamed body is sent a line
+    # at a time, each through the thread pool).
+    body = "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines).encode()
     headers = {"delta-table-version": str(version),
                **response_header(format_, end_stream=end_stream)}  # fmt: skip
-    return StreamingResponse(body(), media_type=NDJSON, headers=headers)
+    return Response(body, media_type=NDJSON, headers=headers)
 
 
 def _capabilities(request: Request) -> Capabilities:

@@ -22,11 +22,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from govlake.core.errors import GovlakeError
+from govlake.core.location import Location
 from govlake.core.runs import naive_utc
 from govlake.lake import predicates
 from govlake.lake.deltalog import ChangesUnavailable, DataFile, DeltaLog
 from govlake.platform.database import Consumer
-from govlake.sharing.access import AccessError, SharedTable, decide
+from govlake.sharing.access import AccessError, Decision, SharedTable, decide, decided_until
+from govlake.sharing.server.cache import TimedCache, started
 
 #: The most items a listing answers in one page.
 MAX_PAGE = 1000
@@ -57,22 +59,52 @@ class InvalidParameter(GovlakeError, ValueError):
 
 
 # -- names ----------------------------------------------------------------------------------
-@dataclass(frozen=True)
 class SharedTables:
     """The published tables by their protocol name (`share.schema.table`), and what of them
-    a consumer may see."""
+    a consumer may see.
 
-    by_name: dict[str, SharedTable]
+    Access decisions, whether a table is published yet, and each table's latest version are
+    kept for `cache_seconds` (`cache`: at most a second, within the app-clock window they
+    hold for); a version's state is immutable and kept by `DeltaLog` itself."""
+
+    def __init__(self, by_name: dict[str, SharedTable], cache_seconds: float = 0.0):
+        self.by_name = by_name
+        self._decisions: TimedCache[tuple[str, str], Decision] = TimedCache(
+            "decision", cache_seconds)  # fmt: skip
+        self._published: TimedCache[str, bool] = TimedCache("published", cache_seconds)
+        self._latest: TimedCache[str, int] = TimedCache("snapshot", cache_seconds)
+        self._logs = {name: _KeptLog(t.location, self._latest) for name, t in by_name.items()}
 
     @classmethod
-    def of(cls, tables: Iterable[SharedTable]) -> SharedTables:
-        return cls({t.full_name: t for t in tables})
+    def of(cls, tables: Iterable[SharedTable], cache_seconds: float = 0.0) -> SharedTables:
+        return cls({t.full_name: t for t in tables}, cache_seconds)
+
+    def _is_published(self, table: SharedTable) -> bool:
+        """Whether `table` has a first version: kept once it has (a table is not unpublished),
+        looked up on every call until then."""
+        if self._published.get(table.full_name):
+            return True
+        found = table.location.is_delta_table()
+        return self._published.put(table.full_name, True) if found else False
+
+    def decision(self, s: Session, who: Consumer, table: SharedTable, at: datetime) -> Decision:
+        """`decide`, from the cache when it may answer for `at`: the database is read (in
+        `s`, lazily) only on a miss."""
+        key = (who.code, table.full_name)
+        found = self._decisions.get(key, at)
+        if found is None:
+            lookup = started()
+            found = decide(s, who, table, at=at)
+            if self._decisions.seconds > 0:
+                until = decided_until(s, who, table, at=at)
+                self._decisions.keep(key, found, lookup, at=at, until=until)
+        return found
 
     def visible(self, s: Session, who: Consumer, at: datetime) -> list[SharedTable]:
         """The tables `who` may read at `at`, of those published already."""
         return [
             t for t in self.by_name.values()
-            if t.location.is_delta_table() and decide(s, who, t, at=at).allowed
+            if self._is_published(t) and self.decision(s, who, t, at).allowed
         ]  # fmt: skip
 
     def shares(self, s: Session, who: Consumer, at: datetime) -> list[str]:
@@ -94,20 +126,41 @@ class SharedTables:
         return sorted(mine, key=lambda t: t.name)
 
     def log(self, table: SharedTable) -> DeltaLog:
-        """The Delta log of `table`, to read its versions, files and metadata."""
-        return DeltaLog(table.location)
+        """The Delta log of `table`, to read its versions, files and metadata; its latest
+        version is kept for the cache's time."""
+        return self._logs.get(table.full_name) or DeltaLog(table.location)
 
     def readable(self, s: Session, who: Consumer, at: datetime,
                  full_name: str) -> tuple[SharedTable, str | None]:  # fmt: skip
         """The published table `full_name` and the purpose `who` reads it under;
         `TableNotFound`, or `AccessError` with the reason it may not."""
         table = self.by_name.get(full_name)
-        if table is None or not table.location.is_delta_table():
+        if table is None or not self._is_published(table):
             raise TableNotFound(full_name)
-        decision = decide(s, who, table, at=at)
+        decision = self.decision(s, who, table, at)
         if not decision.allowed:
             raise AccessError(decision.reason)
         return table, decision.purpose
+
+
+class _KeptLog(DeltaLog):
+    """A table's Delta log whose latest version is kept in `latest` for a while: a new
+    version is seen within the cache's time instead of the log being listed on every call."""
+
+    def __init__(self, location: Location, latest: TimedCache[str, int]):
+        super().__init__(location)
+        self._kept = latest
+
+    def latest(self) -> int:
+        found = self._kept.get(self.location.uri)
+        if found is None:
+            lookup = started()  # a version committed during the lookup is seen a second on
+            found = self._kept.keep(self.location.uri, super().latest(), lookup)
+        return found
+
+
+#: A table's id, by location: it changes only when a table is made anew.
+_table_ids: TimedCache[str, str] = TimedCache("table_id", 1.0)
 
 
 def share_id(share: str) -> str:
@@ -116,7 +169,9 @@ def share_id(share: str) -> str:
 
 def table_item(t: SharedTable) -> dict[str, Any]:
     """A table as the listings show it."""
-    table_id = DeltaLog(t.location).table().metadata().id
+    table_id = _table_ids.get(t.location.uri)
+    if table_id is None:
+        table_id = _table_ids.put(t.location.uri, str(DeltaLog(t.location).table().metadata().id))
     return {"name": t.name, "schema": t.schema, "share": t.share,
             "shareId": share_id(t.share), "id": table_id}  # fmt: skip
 
