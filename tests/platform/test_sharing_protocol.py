@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import datetime
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +49,9 @@ END_STREAM = {HEADER: "responseformat=parquet;includeendstreamaction=true"}
 DELTA_END_STREAM = {HEADER: "responseformat=delta;includeendstreamaction=true"}
 FILES = 6  # files of the residents' table, 40 rows each
 ROWS = 40
+
+#: Seconds the server keeps a table's latest version (`sharing_cache_seconds`).
+CACHE_SECONDS = 0.2
 
 
 def _residents(n: int) -> pa.Table:
@@ -99,7 +103,8 @@ class Served(SharingServer):
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     root = tmp_path_factory.mktemp("protocol")
-    settings = lake_settings(root)
+    # A table's latest version is kept by the server for CACHE_SECONDS (fewer than the default).
+    settings = lake_settings(root, sharing_cache_seconds=CACHE_SECONDS)
     catalog = Catalog.load(settings.catalog_dir)
 
     def location(resource: str) -> str:
@@ -217,6 +222,7 @@ def test_query_pages_read_the_version_the_first_page_read(served: Served) -> Non
     refreshed = served.post(DIVISIONS, {"refreshToken": end["refreshToken"]}, END_STREAM)
     assert refreshed.headers["delta-table-version"] == version
     assert sorted(f["id"] for f in _files(ndjson_lines(refreshed))) == sorted(ids)
+    time.sleep(CACHE_SECONDS)  # the version written outside the server is seen after it
     latest = served.post(DIVISIONS, {}, END_STREAM)
     assert len(_files(ndjson_lines(latest))) == len(ids) + 1
 
