@@ -309,8 +309,10 @@ def test_demo_s3_runs_the_demo_on_its_own_s3_server_and_stops_it(tmp_path: Path)
     listed = out[out.index("what the bucket govlake holds") :]
     assert "lakehouse/population/residents_unconditional" in listed
     assert "landing/archive/population" in listed
-    # Only the server's data, the platform database with its secrets key and the reports are local.
-    local = {p.name for p in workdir.iterdir()} - {"govlake.db-wal", "govlake.db-shm"}
+    # Only the server's data, the platform database with its secrets key and the reports are
+    # local (the database with its companion files: SQLite's WAL and the journal writers' lock).
+    companions = {"govlake.db-wal", "govlake.db-shm", "govlake.db.journal-lock"}
+    local = {p.name for p in workdir.iterdir()} - companions
     assert local == {"govlake.db", "govlake-secrets.key", "reports", "seaweedfs"}
     assert not (tmp_path / "lakehouse").exists() and not (tmp_path / "landing").exists()
     held = subprocess.run(["pgrep", "-f", str(workdir / "seaweedfs")], capture_output=True)
