@@ -145,8 +145,23 @@ def signed_url(request: Request, table: SharedTable, path: str, consumer: str) -
     expires = millis(state.clock() + signer.ttl)
     if table.location.is_local:
         body, mac = signer.sign_parts(FileGrant(table.full_name, path, consumer, expires))
-        return f"{request.url_for('download_file', token=body)}?{SIGNATURE}={mac}", expires
+        return f"{_files_url(request)}{body}?{SIGNATURE}={mac}", expires
     return presign(table, path, signer.ttl, state.settings.sharing_s3_endpoint), expires
+
+
+#: `request.state` key of the call's URL of the file route, up to the token.
+_FILES_URL = "files_url"
+
+
+def _files_url(request: Request) -> str:
+    """The URL of the file route as this call reached the server, up to the token: worked out
+    once per call (starlette's `url_for` costs more than the rest of a file's entry), the
+    token appended as is (base64url needs no quoting)."""
+    found: str | None = getattr(request.state, _FILES_URL, None)
+    if found is None:
+        found = str(request.url_for("download_file", token="-")).removesuffix("-")
+        setattr(request.state, _FILES_URL, found)
+    return found
 
 
 def file_id(table: SharedTable, path: str) -> str:
