@@ -118,7 +118,10 @@ async def refused(request: Request, exc: Exception) -> JSONResponse:
     """The application's exception handler for the errors it answers (`errors.ANSWERED`):
     the call is journaled with the answer's status and message."""
     answer = errors.answer_for(exc)
-    journal_answer(request, answer.status, answer.outcome, message=answer.message)
+    # Off the event loop: the entry waits for its commit (and a refused token's owner is
+    # looked up), which would hold up every other connection of the worker meanwhile.
+    await run_in_threadpool(journal_answer, request, answer.status, answer.outcome,
+                            message=answer.message)  # fmt: skip
     return answer.response()
 
 
