@@ -20,10 +20,7 @@ access log.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
-import hmac
 import json
 import logging
 import os
@@ -45,6 +42,7 @@ from govlake.core.errors import GovlakeError
 from govlake.lake.deltalog import DataFile, millis
 from govlake.platform.database import Consumer
 from govlake.sharing.access import AccessError, SharedTable, decide
+from govlake.sharing.server import signed
 
 #: The path the server serves files under (`govlake.sharing.server.routes`).
 FILES_PATH = "/delta-sharing/files/"
@@ -69,9 +67,8 @@ class FileGrant:
         return self.expires <= millis(at)
 
     @classmethod
-    def from_json(cls, data: bytes) -> FileGrant:
-        """The grant `data` holds, or `ValueError` unless it is exactly one."""
-        found = json.loads(data)
+    def of(cls, found: Any) -> FileGrant:
+        """The grant `found` (parsed JSON) is, or `ValueError` unless it is exactly one."""
         fields = {"table": str, "path": str, "consumer": str, "expires": int}
         if not isinstance(found, dict) or set(found) != set(fields):
             raise ValueError(f"a file grant has the fields {sorted(fields)}")
@@ -93,15 +90,9 @@ class ExpiredFileUrl(AccessError):
         super().__init__("the file URL has expired: query the table again for fresh URLs")
 
 
-_MAC = re.compile(r"[0-9a-f]{64}")
-
-
 class UrlSigner:
     def __init__(self, key: bytes, ttl: timedelta):
         self.key, self.ttl = key, ttl
-
-    def _mac(self, body: str) -> str:
-        return hmac.new(self.key, body.encode(), hashlib.sha256).hexdigest()
 
     def sign(self, grant: FileGrant) -> str:
         body, mac = self.sign_parts(grant)
@@ -109,21 +100,16 @@ class UrlSigner:
 
     def sign_parts(self, grant: FileGrant) -> tuple[str, str]:
         """The grant as base64url JSON, and its MAC."""
-        body = base64.urlsafe_b64encode(json.dumps(asdict(grant), sort_keys=True).encode())
-        return body.decode(), self._mac(body.decode())
+        return signed.sign(self.key, asdict(grant))
 
     def open(self, token: str) -> FileGrant:
         """The grant of a token this signer issued, expired or not (the caller checks the
         expiry once it knows whom to journal); `InvalidFileUrl` for anything else (the
         token comes from the URL path: any text at all)."""
         body, _, mac = token.rpartition(".")
-        if not body.isascii() or not _MAC.fullmatch(mac):
-            raise InvalidFileUrl()
-        if not hmac.compare_digest(mac.encode(), self._mac(body).encode()):
-            raise InvalidFileUrl()
         try:
-            return FileGrant.from_json(base64.urlsafe_b64decode(body.encode()))
-        except (ValueError, binascii.Error) as exc:  # JSON, UTF-8 and base64 errors included
+            return FileGrant.of(signed.opened(self.key, body, mac))
+        except ValueError as exc:  # not issued here, or not a grant
             raise InvalidFileUrl() from exc
 
 
